@@ -1,0 +1,6 @@
+//! Test and quickstart fixtures. Not part of Berth's public API.
+//!
+//! - [`fixtures`]: the fixture images (built from the static busybox, pushed
+//!   to the registries `tests/devenv.sh` runs).
+
+pub mod fixtures;

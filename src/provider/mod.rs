@@ -1,0 +1,319 @@
+//! Terraform's view of Berth, with no protocol types: schemas with a
+//! Markdown description on every attribute, typed values with
+//! known/null/unknown, diagnostics with attribute paths, and one file per
+//! data source, resource and function. `crate::tfplugin` decodes requests
+//! into these types and encodes the answers.
+
+pub mod config;
+pub mod data_image;
+pub mod diag;
+pub mod docs;
+pub mod functions;
+pub mod resource;
+pub mod schema;
+pub mod value;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::registry::{RegistryClient, RegistryOptions};
+use config::ProviderConfig;
+use diag::{Diagnostic, Diagnostics};
+use resource::{Plan, Resource};
+use schema::{FunctionSignature, Schema};
+use value::Value;
+
+/// The Terraform source address of this provider.
+pub const SOURCE_ADDRESS: &str = "registry.terraform.io/berth/berth";
+/// The provider's local name and resource prefix.
+pub const NAME: &str = "berth";
+
+/// Everything a configured provider shares with its data sources and
+/// resources: one registry client per process, the parsed configuration.
+pub struct Context {
+    pub config: ProviderConfig,
+    pub registry: RegistryClient,
+}
+
+impl Context {
+    pub fn new(config: ProviderConfig) -> Context {
+        let registry = RegistryClient::new(RegistryOptions {
+            insecure_registries: config.insecure_registries.clone(),
+        });
+        Context { config, registry }
+    }
+}
+
+/// A data source: a schema and a read.
+#[async_trait]
+pub trait DataSource: Send + Sync {
+    fn type_name(&self) -> &'static str;
+    fn schema(&self) -> Schema;
+    /// Checks a configuration that may still hold unknown values; unknowns
+    /// are never an error.
+    fn validate(&self, _config: &Value) -> Diagnostics {
+        Diagnostics::default()
+    }
+    /// Reads the data. `config` may hold unknowns when terraform defers.
+    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics>;
+}
+
+/// A function's failure, pointing at the argument at fault when there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionError {
+    pub text: String,
+    pub argument: Option<i64>,
+}
+
+/// A provider function (`provider::berth::NAME(...)`).
+pub trait Function: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn signature(&self) -> FunctionSignature;
+    fn call(&self, args: &[Value]) -> Result<Value, FunctionError>;
+}
+
+/// The Berth provider: its schemas and the dispatch of each operation.
+pub struct Provider {
+    data_sources: BTreeMap<&'static str, Box<dyn DataSource>>,
+    resources: BTreeMap<&'static str, Box<dyn Resource>>,
+    functions: BTreeMap<&'static str, Box<dyn Function>>,
+    context: RwLock<Option<Arc<Context>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Default for Provider {
+    fn default() -> Self {
+        Provider::new()
+    }
+}
+
+impl Provider {
+    pub fn new() -> Provider {
+        let data_sources: Vec<Box<dyn DataSource>> = vec![Box::new(data_image::ImageDataSource)];
+        let functions: Vec<Box<dyn Function>> = vec![Box::new(functions::NormalizeImage)];
+        let resources: Vec<Box<dyn Resource>> = vec![];
+        Provider {
+            data_sources: data_sources.into_iter().map(|d| (d.type_name(), d)).collect(),
+            resources: resources.into_iter().map(|r| (r.type_name(), r)).collect(),
+            functions: functions.into_iter().map(|f| (f.name(), f)).collect(),
+            context: RwLock::new(None),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    pub fn provider_schema(&self) -> Schema {
+        config::schema()
+    }
+    pub fn data_sources(&self) -> impl Iterator<Item = &dyn DataSource> {
+        self.data_sources.values().map(|d| d.as_ref())
+    }
+    pub fn resources(&self) -> impl Iterator<Item = &dyn Resource> {
+        self.resources.values().map(|r| r.as_ref())
+    }
+    pub fn resource(&self, type_name: &str) -> Option<&dyn Resource> {
+        self.resources.get(type_name).map(|r| r.as_ref())
+    }
+    pub fn functions(&self) -> impl Iterator<Item = &dyn Function> {
+        self.functions.values().map(|f| f.as_ref())
+    }
+    pub fn data_source(&self, type_name: &str) -> Option<&dyn DataSource> {
+        self.data_sources.get(type_name).map(|d| d.as_ref())
+    }
+    pub fn function(&self, name: &str) -> Option<&dyn Function> {
+        self.functions.get(name).map(|f| f.as_ref())
+    }
+
+    pub fn validate_provider_config(&self, config: &Value) -> Diagnostics {
+        match ProviderConfig::from_value(config) {
+            Ok(_) => Diagnostics::default(),
+            Err(d) => d,
+        }
+    }
+
+    /// ConfigureProvider: parse the configuration and build the shared
+    /// context. Cheap: clients connect lazily on first use.
+    pub fn configure(&self, config: &Value) -> Diagnostics {
+        match ProviderConfig::from_value(config) {
+            Ok(cfg) => {
+                let ctx = Arc::new(Context::new(cfg));
+                if let Ok(mut slot) = self.context.write() {
+                    *slot = Some(ctx);
+                }
+                Diagnostics::default()
+            }
+            Err(d) => d,
+        }
+    }
+
+    /// The configured context; an unconfigured provider (only in tests or
+    /// when terraform skipped configuration) uses the defaults.
+    pub fn context(&self) -> Arc<Context> {
+        if let Ok(slot) = self.context.read() {
+            if let Some(ctx) = slot.as_ref() {
+                return ctx.clone();
+            }
+        }
+        let ctx = Arc::new(Context::new(ProviderConfig::default()));
+        if let Ok(mut slot) = self.context.write() {
+            *slot = Some(ctx.clone());
+        }
+        ctx
+    }
+
+    /// StopProvider: cancel work in flight; the server keeps running.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Runs `work` unless StopProvider cancels it first.
+    async fn cancellable<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, Diagnostics>>,
+    ) -> Result<T, Diagnostics> {
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            r = work => r,
+            _ = stop.wait_for(|s| *s) => Err(Diagnostic::error(
+                format!("{what} was cancelled"),
+                "Terraform asked the provider to stop (Ctrl-C or a timeout) before this finished. Nothing was changed; run the command again.",
+            ).into()),
+        }
+    }
+
+    pub fn validate_data_source(&self, type_name: &str, config: &Value) -> Diagnostics {
+        match self.data_source(type_name) {
+            Some(ds) => ds.validate(config),
+            None => unknown_type("data source", type_name),
+        }
+    }
+
+    pub async fn read_data_source(
+        &self,
+        type_name: &str,
+        config: &Value,
+    ) -> Result<Value, Diagnostics> {
+        let ds = self
+            .data_source(type_name)
+            .ok_or_else(|| unknown_type("data source", type_name))?;
+        let ctx = self.context();
+        self.cancellable(&format!("Reading {type_name}"), ds.read(&ctx, config))
+            .await
+    }
+}
+
+impl Provider {
+    fn resource_or_error(&self, type_name: &str) -> Result<&dyn Resource, Diagnostics> {
+        self.resource(type_name)
+            .ok_or_else(|| unknown_type("resource", type_name))
+    }
+
+    pub fn validate_resource(&self, type_name: &str, config: &Value) -> Diagnostics {
+        match self.resource(type_name) {
+            Some(r) => {
+                let mut d = resource::validate_declared(&r.schema(), config);
+                d.extend(r.validate(config));
+                d
+            }
+            None => unknown_type("resource", type_name),
+        }
+    }
+
+    /// PlanResourceChange. A null proposed state is a destroy: planned null.
+    pub async fn plan_resource(
+        &self,
+        type_name: &str,
+        prior: &Value,
+        proposed: &Value,
+        config: &Value,
+    ) -> Result<Plan, Diagnostics> {
+        let r = self.resource_or_error(type_name)?;
+        let schema = r.schema();
+        if proposed.is_null() {
+            return Ok(Plan {
+                prior: prior.clone(),
+                config: config.clone(),
+                planned: Value::Null,
+                requires_replace: vec![],
+            });
+        }
+        let mut plan = resource::plan_declared(&schema, prior, proposed, config);
+        let ctx = self.context();
+        let diags = self
+            .cancellable(&format!("Planning {type_name}"), async {
+                let d = r.modify_plan(&ctx, &mut plan).await;
+                if d.has_errors() {
+                    Err(d)
+                } else {
+                    Ok(d)
+                }
+            })
+            .await?;
+        let _ = diags;
+        resource::strip_write_only(&schema, &mut plan.planned);
+        Ok(plan)
+    }
+
+    /// ApplyResourceChange: create, update or delete as the plan says.
+    pub async fn apply_resource(
+        &self,
+        type_name: &str,
+        prior: &Value,
+        planned: &Value,
+        config: &Value,
+    ) -> Result<Value, Diagnostics> {
+        let r = self.resource_or_error(type_name)?;
+        let schema = r.schema();
+        let ctx = self.context();
+        let plan = Plan {
+            prior: prior.clone(),
+            config: config.clone(),
+            planned: planned.clone(),
+            requires_replace: vec![],
+        };
+        let what = format!("Applying {type_name}");
+        let mut state = if planned.is_null() {
+            self.cancellable(&what, r.delete(&ctx, prior)).await?;
+            Value::Null
+        } else if prior.is_null() {
+            self.cancellable(&what, r.create(&ctx, &plan)).await?
+        } else {
+            self.cancellable(&what, r.update(&ctx, &plan)).await?
+        };
+        resource::strip_write_only(&schema, &mut state);
+        Ok(state)
+    }
+
+    /// ReadResource: the refreshed state, or null when the object is gone.
+    pub async fn read_resource(&self, type_name: &str, state: &Value) -> Result<Value, Diagnostics> {
+        let r = self.resource_or_error(type_name)?;
+        let ctx = self.context();
+        let mut v = self
+            .cancellable(&format!("Reading {type_name}"), r.read(&ctx, state))
+            .await?
+            .unwrap_or(Value::Null);
+        resource::strip_write_only(&r.schema(), &mut v);
+        Ok(v)
+    }
+
+    pub async fn import_resource(&self, type_name: &str, id: &str) -> Result<Value, Diagnostics> {
+        let r = self.resource_or_error(type_name)?;
+        let ctx = self.context();
+        let mut v = self
+            .cancellable(&format!("Importing {type_name}"), r.import(&ctx, id))
+            .await?;
+        resource::strip_write_only(&r.schema(), &mut v);
+        Ok(v)
+    }
+}
+
+fn unknown_type(kind: &str, type_name: &str) -> Diagnostics {
+    Diagnostic::error(
+        format!("Unknown {kind} type {type_name:?}"),
+        format!("This version of the {NAME} provider has no {kind} called {type_name:?}. Check the spelling, or upgrade the provider."),
+    )
+    .into()
+}

@@ -1,0 +1,169 @@
+//! [`StoreError`]: every way the store can fail, worded for the person who
+//! has to fix it. No variant carries a secret value: key material and
+//! decrypted tokens never reach an error message.
+
+use std::path::PathBuf;
+
+use super::crypto::KeySource;
+
+/// The environment variable that holds the secret key, named in errors.
+pub const SECRET_KEY_VAR: &str = "BERTH_SECRET_KEY";
+
+/// Failures of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// None of the places the state directory can come from is set.
+    #[error(
+        "cannot find a state directory: set the provider's `state_dir`, \
+         BERTH_STATE_DIR, XDG_DATA_HOME or HOME"
+    )]
+    NoStateDir,
+
+    /// The state directory (or a file in it) cannot be created or read.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory or file concerned.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The database file cannot be opened or configured.
+    #[error("cannot open the state database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The database was written by a newer Berth.
+    #[error(
+        "the state database {path} has schema version {found}, but this build \
+         of Berth knows versions up to {supported}: upgrade Berth (or use the \
+         version that wrote it)"
+    )]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The version recorded in the database.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+
+    /// A schema migration failed; the database is left at the previous version.
+    #[error("migrating the state database to schema version {version} failed: {source}")]
+    Migration {
+        /// The version the migration leads to.
+        version: i64,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Any other SQLite failure while reading or writing records.
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    /// `PRAGMA integrity_check` reported problems.
+    #[error("the state database failed its integrity check: {0}")]
+    Corrupt(String),
+
+    /// `BERTH_SECRET_KEY` (or a key passed in) is not 32 bytes of base64.
+    #[error(
+        "{origin} is not a valid secret key: expected the standard base64 encoding \
+         of exactly 32 random bytes (for example the output of \
+         `openssl rand -base64 32`); {reason}"
+    )]
+    MalformedKey {
+        /// Where the value came from, e.g. `BERTH_SECRET_KEY`.
+        origin: String,
+        /// What is wrong with it (never the value itself).
+        reason: String,
+    },
+
+    /// The key file exists but does not hold a key.
+    #[error(
+        "the secret key file {path} is damaged: {reason}; restore it from a backup \
+         or set BERTH_SECRET_KEY to the original key"
+    )]
+    MalformedKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it (never its contents).
+        reason: String,
+    },
+
+    /// The database holds encrypted records but no key is available.
+    #[error(
+        "the state directory {state_dir} holds encrypted records but its secret key \
+         file {key_file} is missing and BERTH_SECRET_KEY is not set: restore the key \
+         file or set BERTH_SECRET_KEY to the original key"
+    )]
+    KeyMissing {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// Where the key file was expected.
+        key_file: PathBuf,
+    },
+
+    /// The key does not decrypt this database's key check value.
+    #[error(
+        "the secret key does not match the one this state directory was created \
+         with ({key_source}): use the original key, or point Berth at another state \
+         directory"
+    )]
+    KeyMismatch {
+        /// Where the key in use came from.
+        key_source: KeySource,
+    },
+
+    /// A stored secret fails authentication: tampered with, or moved between
+    /// records.
+    #[error(
+        "the stored secret of {kind} {id} cannot be decrypted: it was altered or \
+         copied from another record; set the secret again"
+    )]
+    Decrypt {
+        /// Record kind, e.g. `registry credential`.
+        kind: &'static str,
+        /// Record id.
+        id: String,
+    },
+
+    /// The operating system's random generator or the cipher failed.
+    #[error("cryptography failure: {0}")]
+    Crypto(&'static str),
+
+    /// No registry credential has this id.
+    #[error("registry credential {id} does not exist")]
+    CredentialNotFound {
+        /// The id asked for.
+        id: String,
+    },
+
+    /// The credential cannot be deleted while apps use it.
+    #[error(
+        "registry credential {id} is used by {}: change or delete {} first",
+        list_apps(apps),
+        if apps.len() == 1 { "that app" } else { "those apps" }
+    )]
+    CredentialInUse {
+        /// The credential.
+        id: String,
+        /// Names of the apps that reference it, sorted.
+        apps: Vec<String>,
+    },
+
+    /// A blocking store task panicked or was cancelled.
+    #[error("a state database task did not finish: {0}")]
+    Task(String),
+}
+
+fn list_apps(apps: &[String]) -> String {
+    let names: Vec<String> = apps.iter().map(|a| format!("app `{a}`")).collect();
+    names.join(", ")
+}

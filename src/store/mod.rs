@@ -1,0 +1,280 @@
+//! The engine's records: registry credentials (secrets encrypted at rest)
+//! and app records, kept in SQLite in the state directory.
+//!
+//! Layout:
+//! - [`paths`]: where the state directory is (explicit setting >
+//!   `BERTH_STATE_DIR` > `$XDG_DATA_HOME/berth` > `$HOME/.local/share/berth`),
+//!   decided by a pure function over an injectable environment lookup.
+//! - [`crypto`]: the [`SecretKey`] (`BERTH_SECRET_KEY`, or
+//!   `<state_dir>/secret.key` generated on first use, mode 0600) and the
+//!   AES-256-GCM sealing of record secrets, bound to their record.
+//! - `migrations`: the schema, versioned with `PRAGMA user_version`.
+//! - [`sqlite`]: [`SqliteStore`], the embedded backend (`berth.db`, WAL,
+//!   busy timeout, one transaction per multi-step change).
+//!
+//! The seam for other backends is the [`Records`] trait: a narrow, synchronous
+//! set of record operations with no SQLite types in it. A PostgreSQL backend
+//! for teams implements `Records`; nothing above this module changes.
+//! Async code uses [`Store`], a cheap-to-clone handle that runs every
+//! operation of any `Records` on `tokio::task::spawn_blocking`, so SQLite I/O
+//! (and waiting for another process's write lock, bounded by the busy timeout)
+//! never blocks the runtime. Synchronous code (tests, the CLI's one-shot
+//! commands) may call [`SqliteStore`] directly.
+//!
+//! Integrity: a record is written by one SQLite transaction or not at all
+//! (WAL with `synchronous = FULL`), so killing a process mid-write loses at
+//! most the write in flight and never leaves a half record. Several processes
+//! (the provider, later `berth serve`) may use one state directory at once.
+//!
+//! Room for later issues (tables come with them, as new migrations): deploy
+//! hooks (key hashes only), the releases journal (per-phase timings), and
+//! leases (owner + expiry, taken with a conditional update inside an
+//! immediate transaction so they are never stuck).
+
+pub mod crypto;
+mod error;
+mod migrations;
+pub mod paths;
+pub mod sqlite;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use crate::registry::Secret;
+pub use crypto::{KeySource, SecretKey};
+pub use error::{StoreError, SECRET_KEY_VAR};
+pub use migrations::SCHEMA_VERSION;
+pub use paths::{resolve_state_dir, STATE_DIR_VAR};
+pub use sqlite::SqliteStore;
+
+/// The environment lookup of the running process, for [`StoreOptions::from_env`]
+/// and [`resolve_state_dir`]. Tests pass their own closure instead.
+pub fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The state directory; created (mode 0700) when missing.
+    pub state_dir: PathBuf,
+    /// The key for secrets at rest; `None` uses `<state_dir>/secret.key`,
+    /// generated on first use.
+    pub secret_key: Option<SecretKey>,
+}
+
+impl StoreOptions {
+    /// Options from an explicit state directory setting (if any) and the
+    /// environment: `BERTH_STATE_DIR`, `XDG_DATA_HOME`, `HOME`,
+    /// `BERTH_SECRET_KEY`.
+    pub fn from_env(
+        explicit_state_dir: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<StoreOptions, StoreError> {
+        Ok(StoreOptions {
+            state_dir: resolve_state_dir(explicit_state_dir, env)?,
+            secret_key: SecretKey::from_env(env)?,
+        })
+    }
+}
+
+/// A registry credential to create.
+#[derive(Clone, Debug)]
+pub struct NewCredential {
+    /// Display name.
+    pub name: String,
+    /// Normalized registry host, e.g. `registry.example.com:5000`.
+    pub registry: String,
+    /// User name at the registry.
+    pub username: String,
+    /// Password or token; encrypted at rest.
+    pub secret: Secret,
+    /// Version of a write-only secret attribute, if the caller tracks one.
+    pub secret_version: Option<i64>,
+}
+
+/// Changes to a registry credential; `None` fields stay as they are.
+#[derive(Clone, Debug, Default)]
+pub struct CredentialUpdate {
+    /// New display name.
+    pub name: Option<String>,
+    /// New user name.
+    pub username: Option<String>,
+    /// New secret (re-encrypted with a fresh nonce).
+    pub secret: Option<Secret>,
+    /// New secret version; `Some(None)` clears it.
+    pub secret_version: Option<Option<i64>>,
+}
+
+/// A stored registry credential, with its secret decrypted.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    /// Generated id, `rc-` and 16 hex digits.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Normalized registry host.
+    pub registry: String,
+    /// User name at the registry.
+    pub username: String,
+    /// Password or token (redacting `Debug`).
+    pub secret: Secret,
+    /// Version of a write-only secret attribute.
+    pub secret_version: Option<i64>,
+    /// When the record was created (millisecond precision).
+    pub created_at: SystemTime,
+    /// When the record last changed (millisecond precision).
+    pub updated_at: SystemTime,
+}
+
+/// What the app resource records about an app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRecord {
+    /// App name (unique).
+    pub name: String,
+    /// The registry credential the app pulls with, if any.
+    pub credential_id: Option<String>,
+    /// The app spec as JSON.
+    pub spec_json: String,
+    /// When the record last changed (millisecond precision).
+    pub updated_at: SystemTime,
+}
+
+/// The record operations every backend provides. Synchronous on purpose:
+/// async callers go through [`Store`]. Multi-step operations are atomic.
+pub trait Records: Send + Sync {
+    /// Stores a new credential under a generated id.
+    fn insert_credential(&self, new: NewCredential) -> Result<Credential, StoreError>;
+    /// The credential with `id`, decrypted; `None` when there is none.
+    fn get_credential(&self, id: &str) -> Result<Option<Credential>, StoreError>;
+    /// Changes a credential; [`StoreError::CredentialNotFound`] when missing.
+    fn update_credential(
+        &self,
+        id: &str,
+        update: CredentialUpdate,
+    ) -> Result<Credential, StoreError>;
+    /// Deletes a credential; `Ok(false)` when it did not exist, and
+    /// [`StoreError::CredentialInUse`] (nothing deleted) while any app
+    /// record references it.
+    fn delete_credential(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every credential, decrypted, ordered by name then id.
+    fn list_credentials(&self) -> Result<Vec<Credential>, StoreError>;
+    /// Creates or replaces the app record `name`;
+    /// [`StoreError::CredentialNotFound`] when `credential_id` names no
+    /// credential.
+    fn upsert_app(
+        &self,
+        name: &str,
+        credential_id: Option<&str>,
+        spec_json: &str,
+    ) -> Result<AppRecord, StoreError>;
+    /// The app record `name`, if any.
+    fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError>;
+    /// Deletes an app record; `Ok(false)` when it did not exist.
+    fn delete_app(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every app record, ordered by name.
+    fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+    /// Names of the apps whose record references credential `id`, sorted.
+    fn apps_using_credential(&self, id: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// The async handle to the records: cheap to clone, every call runs on the
+/// blocking thread pool.
+#[derive(Clone)]
+pub struct Store {
+    records: Arc<dyn Records>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the SQLite store.
+    pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&options))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Store::from_records(Arc::new(store)))
+    }
+
+    /// Wraps any backend.
+    pub fn from_records(records: Arc<dyn Records>) -> Store {
+        Store { records }
+    }
+
+    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Records) -> Result<T, StoreError> + Send + 'static,
+    {
+        let records = Arc::clone(&self.records);
+        tokio::task::spawn_blocking(move || op(records.as_ref()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// See [`Records::insert_credential`].
+    pub async fn insert_credential(&self, new: NewCredential) -> Result<Credential, StoreError> {
+        self.run(move |r| r.insert_credential(new)).await
+    }
+
+    /// See [`Records::get_credential`].
+    pub async fn get_credential(&self, id: String) -> Result<Option<Credential>, StoreError> {
+        self.run(move |r| r.get_credential(&id)).await
+    }
+
+    /// See [`Records::update_credential`].
+    pub async fn update_credential(
+        &self,
+        id: String,
+        update: CredentialUpdate,
+    ) -> Result<Credential, StoreError> {
+        self.run(move |r| r.update_credential(&id, update)).await
+    }
+
+    /// See [`Records::delete_credential`].
+    pub async fn delete_credential(&self, id: String) -> Result<bool, StoreError> {
+        self.run(move |r| r.delete_credential(&id)).await
+    }
+
+    /// See [`Records::list_credentials`].
+    pub async fn list_credentials(&self) -> Result<Vec<Credential>, StoreError> {
+        self.run(|r| r.list_credentials()).await
+    }
+
+    /// See [`Records::upsert_app`].
+    pub async fn upsert_app(
+        &self,
+        name: String,
+        credential_id: Option<String>,
+        spec_json: String,
+    ) -> Result<AppRecord, StoreError> {
+        self.run(move |r| r.upsert_app(&name, credential_id.as_deref(), &spec_json))
+            .await
+    }
+
+    /// See [`Records::get_app`].
+    pub async fn get_app(&self, name: String) -> Result<Option<AppRecord>, StoreError> {
+        self.run(move |r| r.get_app(&name)).await
+    }
+
+    /// See [`Records::delete_app`].
+    pub async fn delete_app(&self, name: String) -> Result<bool, StoreError> {
+        self.run(move |r| r.delete_app(&name)).await
+    }
+
+    /// See [`Records::list_apps`].
+    pub async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.run(|r| r.list_apps()).await
+    }
+
+    /// See [`Records::apps_using_credential`].
+    pub async fn apps_using_credential(&self, id: String) -> Result<Vec<String>, StoreError> {
+        self.run(move |r| r.apps_using_credential(&id)).await
+    }
+}

@@ -1,0 +1,10 @@
+//! The Terraform plugin protocol adapter: tfplugin6 over gRPC, the go-plugin
+//! handshake and mTLS, logging to stderr. Each RPC decodes, dispatches to
+//! [`crate::provider`], and encodes; no business rule lives here.
+
+pub mod logging;
+pub mod convert;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod value;

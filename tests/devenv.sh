@@ -1,0 +1,450 @@
+#!/usr/bin/env bash
+# Berth's development and test environment, all real parts, on loopback:
+#   - a Docker Engine (Debian docker.io): reused if `docker info` answers,
+#     otherwise a dockerd started by this script;
+#   - two CNCF distribution registries (Debian docker-registry) run with our
+#     own config files: plain HTTP on 127.0.0.1:5000 and htpasswd basic auth
+#     (berth / berth-pass) on 127.0.0.1:5001;
+#   - the fixture images, built and pushed by Berth's own code
+#     (`cargo run -q --example push-fixtures`).
+#
+# Usage (as root, Debian 12):  bash tests/devenv.sh up|down|status
+#
+# Environment:
+#   BERTH_DEV_DIR             state dir (pids, logs, configs, registry storage);
+#                             default /var/lib/berth-dev
+#   BERTH_DEV_SKIP_FIXTURES=1 `up` does not push the fixture images
+#   BERTH_DEV_FORCE_FIXTURES=1 `up` pushes them even if every tag exists
+#   BERTH_DEV_DOCKERD_FLAGS   extra flags for a dockerd we start (word-split)
+#
+# `down` stops exactly the processes this script started (by recorded pid,
+# never by name) and removes containers labelled io.berth.test=1, nothing
+# else. Every wait is bounded.
+set -euo pipefail
+
+readonly STATE_DIR="${BERTH_DEV_DIR:-/var/lib/berth-dev}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO_ROOT
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl)
+readonly TEST_LABEL="io.berth.test=1"
+
+readonly PLAIN_ADDR="127.0.0.1:5000"
+readonly AUTH_ADDR="127.0.0.1:5001"
+readonly AUTH_USER="berth"
+readonly AUTH_PASSWORD="berth-pass"
+
+readonly DOCKERD_PIDFILE="$STATE_DIR/dockerd.pid"
+readonly DOCKERD_LOG="$STATE_DIR/dockerd.log"
+readonly DEFAULT_DOCKER_SOCK="/var/run/docker.sock"
+
+log() { printf 'devenv: %s\n' "$*" >&2; }
+die() {
+	printf 'devenv: error: %s\n' "$*" >&2
+	exit 1
+}
+
+usage() {
+	echo "usage: $0 up|down|status" >&2
+	exit 2
+}
+
+# ---------------------------------------------------------------- packages
+
+missing_packages() {
+	local pkg status
+	for pkg in "${PACKAGES[@]}"; do
+		status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+		if [[ "$status" != "installed" ]]; then
+			printf '%s\n' "$pkg"
+		fi
+	done
+}
+
+install_packages() {
+	local -a missing
+	mapfile -t missing < <(missing_packages)
+	if [[ ${#missing[@]} -eq 0 ]]; then
+		return 0
+	fi
+	[[ "$(id -u)" -eq 0 ]] || die "packages missing (${missing[*]}) and not root; run as root"
+	log "installing: ${missing[*]}"
+	# Keep apt from starting daemons (docker, docker-registry's own service):
+	# we run our own, with our own configs. Only add policy-rc.d if none
+	# exists, and remove exactly what we added.
+	local added_policy=0
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		added_policy=1
+	fi
+	local rc=0
+	DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null || rc=$?
+	if [[ "$rc" -eq 0 ]]; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			"${missing[@]}" >/dev/null || rc=$?
+	fi
+	if [[ "$added_policy" -eq 1 ]]; then
+		rm -f /usr/sbin/policy-rc.d
+	fi
+	[[ "$rc" -eq 0 ]] || die "apt-get failed (exit $rc)"
+}
+
+# ------------------------------------------------------------ pid helpers
+
+# pid_alive PIDFILE MARKER: the recorded process is alive and its command
+# line still contains MARKER (guards against a stale pidfile whose pid was
+# reused by an unrelated process).
+pid_alive() {
+	local pidfile="$1" marker="$2" pid
+	[[ -s "$pidfile" ]] || return 1
+	pid="$(<"$pidfile")"
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	[[ -r "/proc/$pid/cmdline" ]] || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+}
+
+# stop_pid NAME PIDFILE MARKER: SIGTERM the recorded pid, wait (bounded),
+# SIGKILL as last resort, remove the pidfile.
+stop_pid() {
+	local name="$1" pidfile="$2" marker="$3" pid i
+	if ! pid_alive "$pidfile" "$marker"; then
+		rm -f "$pidfile"
+		return 0
+	fi
+	pid="$(<"$pidfile")"
+	log "stopping $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 60; i++)); do
+		[[ -d "/proc/$pid" ]] || break
+		# a zombie whose parent has not reaped it yet is gone for our purposes
+		if [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)" == "Z" ]]; then
+			break
+		fi
+		sleep 0.5
+	done
+	if [[ -d "/proc/$pid" ]] && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)" != "Z" ]]; then
+		log "$name (pid $pid) ignored SIGTERM for 30 s; sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$pidfile"
+}
+
+# ------------------------------------------------------------------ docker
+
+docker_answers() { docker info >/dev/null 2>&1; }
+
+# The socket a dockerd of ours listens on: DOCKER_HOST if it names a unix
+# socket, the default socket otherwise.
+our_docker_host() {
+	local host="${DOCKER_HOST:-}"
+	if [[ -z "$host" ]]; then
+		echo "unix://$DEFAULT_DOCKER_SOCK"
+	elif [[ "$host" == unix://* ]]; then
+		echo "$host"
+	else
+		die "DOCKER_HOST=$host does not answer and is not a unix socket this script could serve"
+	fi
+}
+
+ensure_cgroups() {
+	# Docker needs cgroups mounted; without systemd nobody may have done it.
+	if [[ -e /sys/fs/cgroup/cgroup.controllers || -d /sys/fs/cgroup/memory || -d /sys/fs/cgroup/unified ]]; then
+		return 0
+	fi
+	log "no cgroup hierarchy mounted; mounting cgroup2 on /sys/fs/cgroup"
+	mkdir -p /sys/fs/cgroup
+	mount -t cgroup2 none /sys/fs/cgroup || die "could not mount cgroup2 on /sys/fs/cgroup"
+}
+
+dockerd_flags() {
+	local host="$1"
+	local -a flags=(--host "$host" --pidfile "$DOCKERD_PIDFILE")
+	# overlay2 works on this VM kind (ext4 root, overlay in the kernel); fall
+	# back to vfs where the kernel has no overlayfs.
+	if ! grep -qw overlay /proc/filesystems && ! modprobe overlay 2>/dev/null; then
+		flags+=(--storage-driver=vfs)
+	fi
+	if [[ -n "${BERTH_DEV_DOCKERD_FLAGS:-}" ]]; then
+		local -a extra
+		read -r -a extra <<<"$BERTH_DEV_DOCKERD_FLAGS"
+		flags+=("${extra[@]}")
+	fi
+	printf '%s\n' "${flags[@]}"
+}
+
+start_dockerd() {
+	local host
+	host="$(our_docker_host)"
+	if pid_alive "$DOCKERD_PIDFILE" "$DOCKERD_PIDFILE"; then
+		log "dockerd (pid $(<"$DOCKERD_PIDFILE")) runs but does not answer yet"
+	else
+		command -v dockerd >/dev/null || die "dockerd not found (package docker.io)"
+		ensure_cgroups
+		rm -f "$DOCKERD_PIDFILE"
+		local -a flags
+		mapfile -t flags < <(dockerd_flags "$host")
+		log "starting dockerd ${flags[*]} (log $DOCKERD_LOG)"
+		# New session: the daemon outlives this shell and its job's process group.
+		setsid dockerd "${flags[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+	fi
+	local i
+	for ((i = 0; i < 120; i++)); do
+		if DOCKER_HOST="$host" docker info >/dev/null 2>&1; then
+			log "dockerd answers on $host (pid $(cat "$DOCKERD_PIDFILE" 2>/dev/null || echo '?'))"
+			return 0
+		fi
+		sleep 0.5
+	done
+	tail -n 20 "$DOCKERD_LOG" >&2 || true
+	die "dockerd did not answer within 60 s; see $DOCKERD_LOG"
+}
+
+# A real container with a published port: proves storage driver, cgroups,
+# networking and iptables work on this machine. The image is imported from
+# the static busybox (no registry, no internet).
+smoke_test_docker() {
+	local image="berth-devenv-smoke:latest" tmp cid port i body=""
+	if ! docker image inspect "$image" >/dev/null 2>&1; then
+		[[ -x /bin/busybox ]] || die "/bin/busybox missing (package busybox-static)"
+		tmp="$(mktemp -d)"
+		mkdir -p "$tmp/bin" "$tmp/www"
+		cp /bin/busybox "$tmp/bin/busybox"
+		echo ok >"$tmp/www/index.html"
+		tar -C "$tmp" --owner=0 --group=0 -cf - . | docker import - "$image" >/dev/null
+		rm -rf "$tmp"
+	fi
+	cid="$(docker run -d --label "$TEST_LABEL" -p 127.0.0.1::8080 "$image" \
+		/bin/busybox httpd -f -p 8080 -h /www)" || die "docker cannot run a container; see $DOCKERD_LOG"
+	port="$(docker port "$cid" 8080/tcp | head -n 1 | sed 's/.*://')"
+	for ((i = 0; i < 40; i++)); do
+		body="$(curl -fsS --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null || true)"
+		[[ "$body" == "ok" ]] && break
+		sleep 0.25
+	done
+	docker rm -f "$cid" >/dev/null
+	[[ "$body" == "ok" ]] || die "a container's published port 127.0.0.1:$port did not answer (iptables/docker-proxy?); see $DOCKERD_LOG"
+	log "docker runs containers and publishes ports"
+}
+
+ensure_docker() {
+	if docker_answers; then
+		if pid_alive "$DOCKERD_PIDFILE" "$DOCKERD_PIDFILE"; then
+			log "dockerd already runs (pid $(<"$DOCKERD_PIDFILE"))"
+		else
+			log "using the Docker Engine that already answers (not started by us)"
+		fi
+		return 0
+	fi
+	start_dockerd
+	smoke_test_docker
+}
+
+remove_test_containers() {
+	docker_answers || return 0
+	local ids
+	ids="$(docker ps -aq --filter "label=$TEST_LABEL")"
+	if [[ -n "$ids" ]]; then
+		log "removing containers labelled $TEST_LABEL: $(echo "$ids" | tr '\n' ' ')"
+		# shellcheck disable=SC2086 # one id per word
+		docker rm -f $ids >/dev/null
+	fi
+}
+
+# -------------------------------------------------------------- registries
+
+registry_dir() { echo "$STATE_DIR/registry-$1"; }
+
+# registry_answers NAME: /v2/ answers 200 (with credentials for the auth one).
+registry_answers() {
+	local name="$1" code
+	case "$name" in
+	plain) code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$PLAIN_ADDR/v2/" || true)" ;;
+	auth) code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -u "$AUTH_USER:$AUTH_PASSWORD" "http://$AUTH_ADDR/v2/" || true)" ;;
+	*) die "unknown registry $name" ;;
+	esac
+	[[ "$code" == "200" ]]
+}
+
+write_registry_config() {
+	local name="$1" addr="$2" dir
+	dir="$(registry_dir "$name")"
+	mkdir -p "$dir/storage"
+	local auth_section=""
+	if [[ "$name" == "auth" ]]; then
+		# htpasswd -B (bcrypt) salts randomly: only rewrite when it no longer verifies.
+		if ! htpasswd -vb "$dir/htpasswd" "$AUTH_USER" "$AUTH_PASSWORD" >/dev/null 2>&1; then
+			htpasswd -Bbc "$dir/htpasswd" "$AUTH_USER" "$AUTH_PASSWORD" 2>/dev/null
+		fi
+		auth_section="auth:
+  htpasswd:
+    realm: berth-dev
+    path: $dir/htpasswd"
+	fi
+	cat >"$dir/config.yml.new" <<EOF
+# Written by tests/devenv.sh; do not edit (rewritten on every up).
+version: 0.1
+log:
+  level: info
+  fields:
+    service: berth-dev-registry-$name
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: $addr
+  secret: berth-dev-$name
+  headers:
+    X-Content-Type-Options: [nosniff]
+# Manifests may name foreign (non-distributable) layers by URL: the huge
+# fixture claims >10 GB that way without storing it. Without an allow list
+# the registry rejects every layer URL.
+validation:
+  manifests:
+    urls:
+      allow:
+        - ^https?://
+$auth_section
+EOF
+	mv "$dir/config.yml.new" "$dir/config.yml"
+}
+
+ensure_registry() {
+	local name="$1" addr="$2" dir pidfile
+	dir="$(registry_dir "$name")"
+	pidfile="$dir/registry.pid"
+	if pid_alive "$pidfile" "$dir/config.yml" && registry_answers "$name"; then
+		log "registry $name already answers on $addr (pid $(<"$pidfile"))"
+		return 0
+	fi
+	if ! pid_alive "$pidfile" "$dir/config.yml"; then
+		if curl -s -o /dev/null --max-time 2 "http://$addr/v2/"; then
+			die "something not started by this script already listens on $addr (the docker-registry package's own service?); stop it first"
+		fi
+		command -v docker-registry >/dev/null || die "docker-registry not found (package docker-registry)"
+		write_registry_config "$name" "$addr"
+		log "starting registry $name on $addr (log $dir/registry.log)"
+		# The shell writes its own pid, then execs the registry under the same pid.
+		# shellcheck disable=SC2016 # expanded by the inner shell
+		setsid bash -c 'echo $$ >"$1"; exec docker-registry serve "$2"' _ "$pidfile" "$dir/config.yml" \
+			>>"$dir/registry.log" 2>&1 </dev/null &
+	fi
+	local i
+	for ((i = 0; i < 60; i++)); do
+		if registry_answers "$name"; then
+			log "registry $name answers on $addr (pid $(<"$pidfile"))"
+			return 0
+		fi
+		sleep 0.5
+	done
+	tail -n 20 "$dir/registry.log" >&2 || true
+	die "registry $name did not answer on $addr within 30 s; see $dir/registry.log"
+}
+
+# ---------------------------------------------------------------- fixtures
+
+# fixtures_present: every fixture tag answers (contents are checked by the
+# tests, which push again and compare digests).
+fixtures_present() {
+	local accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
+	local tag code
+	for tag in demo:v1 demo:v2 multi:latest arm64-only:latest unhealthy:latest crash:latest huge:latest; do
+		code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -I -H "Accept: $accept" \
+			"http://$PLAIN_ADDR/v2/berth/${tag%%:*}/manifests/${tag#*:}" || true)"
+		[[ "$code" == "200" ]] || return 1
+	done
+	code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -I -H "Accept: $accept" \
+		-u "$AUTH_USER:$AUTH_PASSWORD" "http://$AUTH_ADDR/v2/berth/private/manifests/v1" || true)"
+	[[ "$code" == "200" ]]
+}
+
+push_fixtures() {
+	if [[ "${BERTH_DEV_SKIP_FIXTURES:-0}" == "1" ]]; then
+		log "BERTH_DEV_SKIP_FIXTURES=1: not pushing fixture images"
+		return 0
+	fi
+	if [[ "${BERTH_DEV_FORCE_FIXTURES:-0}" != "1" ]] && fixtures_present; then
+		log "fixture images already in the registries (BERTH_DEV_FORCE_FIXTURES=1 re-pushes)"
+		return 0
+	fi
+	if ! command -v cargo >/dev/null; then
+		[[ -x "$HOME/.cargo/bin/cargo" ]] || die "cargo not found; install Rust or set BERTH_DEV_SKIP_FIXTURES=1"
+		PATH="$HOME/.cargo/bin:$PATH"
+	fi
+	log "pushing fixture images (cargo run -q --example push-fixtures)"
+	(cd "$REPO_ROOT" && cargo run -q --example push-fixtures) ||
+		die "pushing fixture images failed"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+	[[ "$(id -u)" -eq 0 ]] || die "run as root (starts dockerd, installs packages)"
+	install_packages
+	mkdir -p "$STATE_DIR"
+	ensure_docker
+	ensure_registry plain "$PLAIN_ADDR"
+	ensure_registry auth "$AUTH_ADDR"
+	push_fixtures
+	log "up: docker, registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD)"
+}
+
+cmd_down() {
+	remove_test_containers
+	local name dir
+	for name in auth plain; do
+		dir="$(registry_dir "$name")"
+		stop_pid "registry $name" "$dir/registry.pid" "$dir/config.yml"
+	done
+	if pid_alive "$DOCKERD_PIDFILE" "$DOCKERD_PIDFILE"; then
+		stop_pid dockerd "$DOCKERD_PIDFILE" "$DOCKERD_PIDFILE"
+	elif docker_answers; then
+		log "leaving the Docker Engine running (not started by us)"
+	fi
+	log "down"
+}
+
+cmd_status() {
+	local ok=0 pid dir name addr
+	if docker_answers; then
+		if pid_alive "$DOCKERD_PIDFILE" "$DOCKERD_PIDFILE"; then
+			echo "docker: answering, dockerd pid $(<"$DOCKERD_PIDFILE") (started by devenv)"
+		else
+			echo "docker: answering (not started by devenv)"
+		fi
+	else
+		echo "docker: NOT answering"
+		ok=1
+	fi
+	for name in plain auth; do
+		dir="$(registry_dir "$name")"
+		if [[ "$name" == plain ]]; then addr="$PLAIN_ADDR"; else addr="$AUTH_ADDR"; fi
+		pid="-"
+		if pid_alive "$dir/registry.pid" "$dir/config.yml"; then pid="$(<"$dir/registry.pid")"; fi
+		if registry_answers "$name" && [[ "$pid" != "-" ]]; then
+			echo "registry $name: answering on http://$addr, pid $pid"
+		elif [[ "$pid" == "-" ]] && curl -s -o /dev/null --max-time 2 "http://$addr/v2/"; then
+			echo "registry $name: something NOT started by devenv ($STATE_DIR) listens on $addr"
+			ok=1
+		else
+			echo "registry $name: NOT answering on http://$addr (pid $pid)"
+			ok=1
+		fi
+	done
+	return "$ok"
+}
+
+main() {
+	[[ $# -eq 1 ]] || usage
+	case "$1" in
+	up) cmd_up ;;
+	down) cmd_down ;;
+	status) cmd_status ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"

@@ -1,0 +1,197 @@
+//! Shared test harness: run the real `terraform` against the plugin built by
+//! cargo, installed offline through a filesystem mirror, in a scratch
+//! directory per test. Modelled on terraform-plugin-testing's steps: after
+//! every apply the plan must be empty.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The plugin binary cargo built for this test run.
+pub fn plugin_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-berth"))
+}
+
+/// A filesystem mirror holding this build of the plugin, plus a CLI config
+/// that installs `berth/berth` only from it (no network).
+fn cli_config() -> &'static Path {
+    static CFG: OnceLock<PathBuf> = OnceLock::new();
+    CFG.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("berth-tf-{}", std::process::id()));
+        let dir = root.join(format!(
+            "mirror/registry.terraform.io/berth/berth/{VERSION}/linux_amd64"
+        ));
+        std::fs::create_dir_all(&dir).expect("mirror dir");
+        let target = dir.join(format!("terraform-provider-berth_v{VERSION}"));
+        let _ = std::fs::remove_file(&target);
+        std::fs::copy(plugin_binary(), &target).expect("copy plugin into mirror");
+        let cfg = root.join("terraformrc");
+        std::fs::write(
+            &cfg,
+            format!(
+                "provider_installation {{\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"berth/berth\"]\n  }}\n  direct {{\n    exclude = [\"berth/berth\"]\n  }}\n}}\nplugin_cache_dir = \"{}\"\n",
+                root.join("mirror").display(),
+                root.join("cache").display()
+            ),
+        )
+        .expect("write terraformrc");
+        std::fs::create_dir_all(root.join("cache")).expect("cache dir");
+        cfg
+    })
+}
+
+/// A scratch terraform working directory.
+pub struct Tf {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Tf {
+    fn default() -> Self {
+        Tf::new()
+    }
+}
+
+impl Tf {
+    pub fn new() -> Tf {
+        Tf {
+            dir: tempfile::Builder::new()
+                .prefix("berth-acc-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    /// Writes `main.tf`, with the required_providers block prepended.
+    pub fn config(&self, body: &str) -> &Tf {
+        let text = format!(
+            "terraform {{\n  required_providers {{\n    berth = {{ source = \"berth/berth\" }}\n  }}\n}}\n\n{body}\n"
+        );
+        std::fs::write(self.dir.path().join("main.tf"), text).expect("write main.tf");
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("terraform");
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("TF_CLI_CONFIG_FILE", cli_config())
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_IN_AUTOMATION", "1")
+            .env_remove("TF_LOG")
+            .env_remove("TF_LOG_PATH");
+        cmd
+    }
+
+    /// Runs terraform; returns the output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run terraform")
+    }
+
+    /// Runs terraform and panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "terraform {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs terraform expecting failure; returns stdout+stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "terraform {args:?} should have failed:\n{text}");
+        text
+    }
+
+    pub fn init(&self) -> String {
+        self.ok(&["init", "-input=false", "-no-color"])
+    }
+
+    pub fn apply(&self) -> String {
+        self.ok(&["apply", "-auto-approve", "-input=false", "-no-color"])
+    }
+
+    /// `plan -detailed-exitcode`: true when the plan has changes.
+    pub fn plan_has_changes(&self) -> bool {
+        let out = self.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+        match out.status.code() {
+            Some(0) => false,
+            Some(2) => true,
+            _ => panic!(
+                "terraform plan failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Asserts the two rules of terraform-plugin-testing: after an apply, a
+    /// plan is empty, and so is a plan after a refresh.
+    pub fn assert_converged(&self) {
+        assert!(!self.plan_has_changes(), "plan after apply is not empty");
+        self.ok(&["apply", "-refresh-only", "-auto-approve", "-input=false", "-no-color"]);
+        assert!(!self.plan_has_changes(), "plan after refresh is not empty");
+    }
+
+    /// `terraform output -json NAME` parsed.
+    pub fn output(&self, name: &str) -> serde_json::Value {
+        let s = self.ok(&["output", "-json", name]);
+        serde_json::from_str(&s).expect("output json")
+    }
+
+    /// Plans to a file and returns `terraform show -json` of it.
+    pub fn plan_json(&self) -> serde_json::Value {
+        self.ok(&["plan", "-out=tfplan", "-input=false", "-no-color"]);
+        let s = self.ok(&["show", "-json", "tfplan"]);
+        serde_json::from_str(&s).expect("plan json")
+    }
+}
+
+/// A tag unique to this test process and call, so tests never share tags.
+pub fn unique_tag(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000)
+            .unwrap_or(0),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Fails fast, with the fix, when the dev environment is not up.
+pub fn require_env() {
+    let ok = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5000".parse().expect("addr"),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok();
+    assert!(
+        ok,
+        "the local registry on 127.0.0.1:5000 is not running: run `bash tests/devenv.sh up` (make test does)"
+    );
+}
+
+/// A current-thread runtime for the async fixture helpers.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
