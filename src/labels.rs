@@ -1,7 +1,39 @@
 //! The container labels Berth owns. Every key lives under `io.berth.`; code
-//! anywhere else refers to these constants, never to the strings.
+//! anywhere else refers to these constants, never to the strings. Labels on
+//! the hosts are the source of truth for what runs: drift is judged by
+//! comparing them with the desired state, never by comparing inspected
+//! container fields with configuration.
 
 /// Prefix of every label Berth writes.
 pub const PREFIX: &str = "io.berth.";
+/// Present (value `true`) on everything Berth manages; the one label the
+/// per-host list call filters on. Nothing without it is ever touched.
+pub const MANAGED: &str = "io.berth.managed";
 /// The app a container belongs to: `docker ps --filter label=io.berth.app=NAME`.
 pub const APP: &str = "io.berth.app";
+/// The service or worker name within the app (`web`, `queue`).
+pub const COMPONENT: &str = "io.berth.component";
+/// `service`, `worker` or `job` (a pre-deploy run).
+pub const KIND: &str = "io.berth.kind";
+/// Instance slot within the component, `0`-based.
+pub const SLOT: &str = "io.berth.slot";
+/// Release id the container was started for.
+pub const RELEASE: &str = "io.berth.release";
+/// The linux/amd64 manifest digest it runs.
+pub const DIGEST: &str = "io.berth.digest";
+/// Hash of the component's desired spec (image aside) it was created from.
+pub const SPEC_HASH: &str = "io.berth.spec-hash";
+/// Name of the configured Docker host it was placed on.
+pub const HOST: &str = "io.berth.host";
+/// Set on containers and networks created by Berth's own tests.
+pub const TEST: &str = "io.berth.test";
+
+/// The value of [`MANAGED`].
+pub const MANAGED_VALUE: &str = "true";
+
+/// Values of [`KIND`].
+pub mod kind {
+    pub const SERVICE: &str = "service";
+    pub const WORKER: &str = "worker";
+    pub const JOB: &str = "job";
+}

@@ -17,6 +17,8 @@
 
 pub mod cli;
 pub mod devtools;
+pub mod docker;
+pub mod engine;
 pub mod labels;
 pub mod provider;
 pub mod reference;

@@ -1096,3 +1096,65 @@ mod tests {
         }
     }
 }
+
+/// Normalizes a registry host the way users write it for `docker login`:
+/// an `https://` or `http://` prefix and a trailing `/`, `/v1/` or `/v2/`
+/// are dropped, the host is lowercased, and Docker Hub's aliases
+/// (`index.docker.io`, `registry-1.docker.io`) become `docker.io`.
+pub fn normalize_registry(input: &str) -> Result<String, String> {
+    let trimmed = input.trim();
+    let no_scheme = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .unwrap_or(trimmed);
+    let host = ["/v1/", "/v2/", "/v1", "/v2", "/"]
+        .iter()
+        .find_map(|suffix| no_scheme.strip_suffix(suffix))
+        .unwrap_or(no_scheme)
+        .to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(format!(
+            "{input:?} is not a registry host: give one like `ghcr.io` or `registry.example.com:5000`"
+        ));
+    }
+    if host.contains('/') {
+        return Err(format!(
+            "{input:?} has a path: give only the registry host, like `ghcr.io` or `registry.example.com:5000`, not a repository"
+        ));
+    }
+    let probe = format!("{host}/x");
+    match Reference::parse(&probe) {
+        Ok(r) if r.registry() == "registry-1.docker.io" => Ok(DEFAULT_REGISTRY.to_string()),
+        Ok(r) if r.registry() == host || r.registry() == DEFAULT_REGISTRY => {
+            Ok(r.registry().to_string())
+        }
+        _ => Err(format!(
+            "{input:?} is not a valid registry host: use a host name or address with an optional port, like `registry.example.com:5000`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::normalize_registry;
+
+    #[test]
+    fn registry_hosts_normalize_like_docker_login() {
+        for (input, want) in [
+            ("docker.io", "docker.io"),
+            ("index.docker.io", "docker.io"),
+            ("registry-1.docker.io", "docker.io"),
+            ("https://index.docker.io/v1/", "docker.io"),
+            ("GHCR.io", "ghcr.io"),
+            ("registry.gitlab.com", "registry.gitlab.com"),
+            ("europe-docker.pkg.dev", "europe-docker.pkg.dev"),
+            ("127.0.0.1:5001", "127.0.0.1:5001"),
+            ("localhost:5000/", "localhost:5000"),
+        ] {
+            assert_eq!(normalize_registry(input).as_deref(), Ok(want), "{input}");
+        }
+        for bad in ["", "ghcr.io/acme/web", "bad host", "https://"] {
+            assert!(normalize_registry(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -16,8 +16,14 @@ fn fixtures() -> fixtures::FixtureSet {
 fn data_source_resolves_digest_and_follows_a_moved_tag() {
     fixtures();
     let tag = unique_tag("moving");
-    let v1 = block_on(fixtures::push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v1", None))
-        .expect("push v1");
+    let v1 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("push v1");
     let tf = Tf::new();
     tf.config(&format!(
         r#"
@@ -56,8 +62,14 @@ output "normalized" {{ value = provider::berth::normalize_image("nginx") }}
     tf.assert_converged();
 
     // Move the tag: the next plan shows the new digest.
-    let v2 = block_on(fixtures::push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v2", None))
-        .expect("push v2");
+    let v2 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v2",
+        None,
+    ))
+    .expect("push v2");
     assert_ne!(v1.digest, v2.digest);
     let plan = tf.plan_json();
     let change = &plan["output_changes"]["digest"];
@@ -175,9 +187,16 @@ output "digest" {{ value = data.berth_image.x.digest }}
     ));
     tf.init();
     let plan = tf.plan_json();
-    assert_eq!(plan["output_changes"]["digest"]["after_unknown"], true, "{plan}");
+    assert_eq!(
+        plan["output_changes"]["digest"]["after_unknown"], true,
+        "{plan}"
+    );
     tf.apply();
-    assert!(tf.output("digest").as_str().unwrap_or("").starts_with("sha256:"));
+    assert!(tf
+        .output("digest")
+        .as_str()
+        .unwrap_or("")
+        .starts_with("sha256:"));
 }
 
 #[test]
@@ -214,7 +233,11 @@ fn schema_describes_every_attribute() {
             let d = a["description"].as_str().unwrap_or("");
             assert!(!d.trim().is_empty(), "{owner}.{name} has no description");
             *checked += 1;
-            walk(&format!("{owner}.{name}"), &a["nested_type"]["attributes"], checked);
+            walk(
+                &format!("{owner}.{name}"),
+                &a["nested_type"]["attributes"],
+                checked,
+            );
         }
     }
     for (name, block) in blocks {
@@ -226,7 +249,10 @@ fn schema_describes_every_attribute() {
     }
     let functions = p["functions"].as_object().expect("functions");
     for (name, f) in functions {
-        assert!(!f["description"].as_str().unwrap_or("").is_empty(), "{name}");
+        assert!(
+            !f["description"].as_str().unwrap_or("").is_empty(),
+            "{name}"
+        );
     }
     assert!(checked >= 10, "only {checked} attributes");
 }

@@ -376,7 +376,7 @@ push_fixtures() {
 	fi
 	log "pushing fixture images (cargo run -q --example push-fixtures)"
 	(cd "$REPO_ROOT" && cargo run -q --example push-fixtures) ||
-		die "pushing fixture images failed"
+		die "pushing fixture images failed (if the crate does not build right now, retry later or set BERTH_DEV_SKIP_FIXTURES=1)"
 }
 
 # ---------------------------------------------------------------- commands

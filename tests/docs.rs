@@ -7,10 +7,8 @@ use std::path::Path;
 #[test]
 fn docs_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rendered = berth::provider::docs::render(
-        &berth::provider::Provider::new(),
-        &root.join("examples"),
-    );
+    let rendered =
+        berth::provider::docs::render(&berth::provider::Provider::new(), &root.join("examples"));
     let update = std::env::var_os("BERTH_UPDATE_DOCS").is_some();
     let mut stale = Vec::new();
     for (rel, text) in &rendered {

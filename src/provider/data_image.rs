@@ -8,11 +8,12 @@ use super::schema::{Attribute, Schema};
 use super::value::{object, Value};
 use super::{Context, DataSource};
 use crate::reference::Reference;
-use crate::registry::Credentials;
 
 pub struct ImageDataSource;
 
 pub const TYPE_NAME: &str = "berth_image";
+
+const INPUTS: [&str; 2] = ["image", "registry_credential_id"];
 
 const OUTPUTS: [&str; 6] = [
     "reference",
@@ -35,6 +36,9 @@ impl DataSource for ImageDataSource {
             vec![
                 Attribute::string("image").required().describe(
                     "The image to resolve: a tag (`ghcr.io/acme/web:1.4`) or a digest (`ghcr.io/acme/web@sha256:…`). Docker's rules apply: `nginx` means `docker.io/library/nginx:latest`.",
+                ),
+                Attribute::string("registry_credential_id").optional().describe(
+                    "`id` of a `berth_registry_credential` for the image's registry, for private images. Without it the registry is asked anonymously.",
                 ),
                 Attribute::string("reference").computed().describe(
                     "The canonical form of `image`, e.g. `docker.io/library/nginx:latest`.",
@@ -81,11 +85,21 @@ impl DataSource for ImageDataSource {
                 .into())
             }
         };
-        let reference =
-            Reference::parse(&image).map_err(|e| Diagnostics::from(invalid_reference(&e.to_string())))?;
+        let reference = Reference::parse(&image)
+            .map_err(|e| Diagnostics::from(invalid_reference(&e.to_string())))?;
+        if config.get("registry_credential_id").is_unknown() {
+            return Ok(with_outputs(config, |_| Value::Unknown));
+        }
+        let credentials = ctx
+            .credentials_for(
+                config.get("registry_credential_id"),
+                reference.registry(),
+                AttributePath::root("registry_credential_id"),
+            )
+            .await?;
         let resolved = ctx
             .registry
-            .resolve(&reference, &Credentials::Anonymous)
+            .resolve(&reference, &credentials)
             .await
             .map_err(|e| {
                 Diagnostics::from(
@@ -114,7 +128,10 @@ fn invalid_reference(message: &str) -> Diagnostic {
 
 /// The configuration with every computed output filled in by `f`.
 fn with_outputs(config: &Value, f: impl Fn(&str) -> Value) -> Value {
-    let mut fields: Vec<(&str, Value)> = vec![("image", config.get("image").clone())];
+    let mut fields: Vec<(&str, Value)> = INPUTS
+        .iter()
+        .map(|name| (*name, config.get(name).clone()))
+        .collect();
     fields.extend(OUTPUTS.iter().map(|name| (*name, f(name))));
     object(fields)
 }

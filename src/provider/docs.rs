@@ -127,7 +127,9 @@ fn schema_section(schema: &Schema) -> String {
     let mut i = 0;
     while i < pending.len() {
         let (anchor, name, attrs) = pending[i].clone();
-        s.push_str(&format!("\n<a id=\"{anchor}\"></a>\n### Nested Schema for `{name}`\n"));
+        s.push_str(&format!(
+            "\n<a id=\"{anchor}\"></a>\n### Nested Schema for `{name}`\n"
+        ));
         attribute_groups(&mut s, &attrs, &format!("{name}."), &mut pending);
         i += 1;
     }
@@ -137,7 +139,8 @@ fn schema_section(schema: &Schema) -> String {
 type Pending = Vec<(String, String, Vec<Attribute>)>;
 
 fn attribute_groups(out: &mut String, attrs: &[Attribute], prefix: &str, pending: &mut Pending) {
-    let groups: [(&str, fn(&Attribute) -> bool); 3] = [
+    type Pick = fn(&Attribute) -> bool;
+    let groups: [(&str, Pick); 3] = [
         ("Required", |a| a.required),
         ("Optional", |a| a.optional),
         ("Read-Only", |a| a.computed && !a.optional),

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::registry::{RegistryClient, RegistryOptions};
+use crate::store::{process_env, Store, StoreOptions};
 use config::ProviderConfig;
 use diag::{Diagnostic, Diagnostics};
 use resource::{Plan, Resource};
@@ -36,6 +37,9 @@ pub const NAME: &str = "berth";
 pub struct Context {
     pub config: ProviderConfig,
     pub registry: RegistryClient,
+    /// Opened on first use: plan-only runs that need no records never
+    /// touch the state directory.
+    store: tokio::sync::OnceCell<Store>,
 }
 
 impl Context {
@@ -43,7 +47,73 @@ impl Context {
         let registry = RegistryClient::new(RegistryOptions {
             insecure_registries: config.insecure_registries.clone(),
         });
-        Context { config, registry }
+        Context {
+            config,
+            registry,
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Berth's store in the configured state directory.
+    pub async fn store(&self) -> Result<&Store, Diagnostics> {
+        self.store
+            .get_or_try_init(|| async {
+                let opts = StoreOptions::from_env(self.config.state_dir.as_deref(), &process_env)?;
+                Store::open(opts).await
+            })
+            .await
+            .map_err(|e| {
+                Diagnostic::error(
+                    "Cannot open Berth's state",
+                    format!("{e}. The state directory comes from the provider's `state_dir`, else `BERTH_STATE_DIR`, else `$XDG_DATA_HOME/berth` or `~/.local/share/berth`."),
+                )
+                .into()
+            })
+    }
+
+    /// The credentials for `registry_credential_id` (anonymous when null),
+    /// checked to belong to the image's registry. `path` is the attribute
+    /// that holds the id, for diagnostics.
+    pub async fn credentials_for(
+        &self,
+        id: &Value,
+        image_registry: &str,
+        path: diag::AttributePath,
+    ) -> Result<crate::registry::Credentials, Diagnostics> {
+        let Some(id) = id.as_str() else {
+            return Ok(crate::registry::Credentials::Anonymous);
+        };
+        let store = self.store().await?;
+        let cred = store
+            .get_credential(id.to_string())
+            .await
+            .map_err(|e| Diagnostics::from(Diagnostic::error("Berth's store failed", e.to_string())))?
+            .ok_or_else(|| {
+                Diagnostics::from(
+                    Diagnostic::error(
+                        "Registry credential not found",
+                        format!("No registry credential {id:?} exists in Berth's store. Use the `id` of a `berth_registry_credential` resource."),
+                    )
+                    .at(path.clone()),
+                )
+            })?;
+        let image_registry = crate::reference::normalize_registry(image_registry)
+            .unwrap_or_else(|_| image_registry.to_string());
+        if cred.registry != image_registry {
+            return Err(Diagnostic::error(
+                "Registry credential is for another registry",
+                format!(
+                    "Credential {id:?} ({}) is for registry {}, but the image is on {image_registry}. Use a credential for {image_registry}.",
+                    cred.name, cred.registry
+                ),
+            )
+            .at(path)
+            .into());
+        }
+        Ok(crate::registry::Credentials::basic(
+            cred.username,
+            cred.secret,
+        ))
     }
 }
 
@@ -96,7 +166,10 @@ impl Provider {
         let functions: Vec<Box<dyn Function>> = vec![Box::new(functions::NormalizeImage)];
         let resources: Vec<Box<dyn Resource>> = vec![];
         Provider {
-            data_sources: data_sources.into_iter().map(|d| (d.type_name(), d)).collect(),
+            data_sources: data_sources
+                .into_iter()
+                .map(|d| (d.type_name(), d))
+                .collect(),
             resources: resources.into_iter().map(|r| (r.type_name(), r)).collect(),
             functions: functions.into_iter().map(|f| (f.name(), f)).collect(),
             context: RwLock::new(None),
@@ -288,7 +361,11 @@ impl Provider {
     }
 
     /// ReadResource: the refreshed state, or null when the object is gone.
-    pub async fn read_resource(&self, type_name: &str, state: &Value) -> Result<Value, Diagnostics> {
+    pub async fn read_resource(
+        &self,
+        type_name: &str,
+        state: &Value,
+    ) -> Result<Value, Diagnostics> {
         let r = self.resource_or_error(type_name)?;
         let ctx = self.context();
         let mut v = self

@@ -131,7 +131,10 @@ pub fn plan_declared(schema: &Schema, prior: &Value, proposed: &Value, config: &
     }
     let mut requires_replace = Vec::new();
     if !prior.is_null() {
-        for a in attrs.iter().filter(|a| a.has_modifier(PlanModifier::RequiresReplace)) {
+        for a in attrs
+            .iter()
+            .filter(|a| a.has_modifier(PlanModifier::RequiresReplace))
+        {
             if planned.get(a.name) != prior.get(a.name) {
                 requires_replace.push(AttributePath::root(a.name));
             }
@@ -179,7 +182,10 @@ mod tests {
                 Attribute::string("registry").required().requires_replace(),
                 Attribute::string("digest").computed(),
                 Attribute::string("secret_wo").optional().write_only(),
-                Attribute::bool("track").optional().computed().default_value(Value::Bool(true)),
+                Attribute::bool("track")
+                    .optional()
+                    .computed()
+                    .default_value(Value::Bool(true)),
             ],
         )
     }
@@ -205,7 +211,10 @@ mod tests {
         assert!(p.planned.get("id").is_unknown());
         assert!(p.planned.get("digest").is_unknown());
         assert_eq!(p.planned.get("track"), &Value::Bool(true));
-        assert!(p.planned.get("secret_wo").is_null(), "write-only must be null");
+        assert!(
+            p.planned.get("secret_wo").is_null(),
+            "write-only must be null"
+        );
         assert!(p.requires_replace.is_empty());
     }
 
@@ -218,7 +227,10 @@ mod tests {
             ("digest", Value::string("d")),
             ("track", Value::Bool(true)),
         ]);
-        let cfg = obj(&[("name", Value::string("a")), ("registry", Value::string("r"))]);
+        let cfg = obj(&[
+            ("name", Value::string("a")),
+            ("registry", Value::string("r")),
+        ]);
         let p = plan_declared(&schema(), &prior, &prior, &cfg);
         assert_eq!(p.planned, prior);
     }
@@ -236,7 +248,10 @@ mod tests {
         if let Value::Object(m) = &mut proposed {
             m.insert("registry".into(), Value::string("r2"));
         }
-        let cfg = obj(&[("name", Value::string("a")), ("registry", Value::string("r2"))]);
+        let cfg = obj(&[
+            ("name", Value::string("a")),
+            ("registry", Value::string("r2")),
+        ]);
         let p = plan_declared(&schema(), &prior, &proposed, &cfg);
         assert_eq!(p.planned.get("id").as_str(), Some("x"));
         assert!(p.planned.get("digest").is_unknown());
@@ -247,13 +262,15 @@ mod tests {
     fn declared_validators_skip_unknowns() {
         let s = Schema::new(
             "t",
-            vec![Attribute::string("name").required().validate(super::super::schema::Validator {
-                description: "Lowercase.",
-                check: |v| match v.as_str() {
-                    Some(s) if s.chars().all(|c| c.is_ascii_lowercase()) => Ok(()),
-                    _ => Err("must be lowercase".into()),
-                },
-            })],
+            vec![Attribute::string("name")
+                .required()
+                .validate(super::super::schema::Validator {
+                    description: "Lowercase.",
+                    check: |v| match v.as_str() {
+                        Some(s) if s.chars().all(|c| c.is_ascii_lowercase()) => Ok(()),
+                        _ => Err("must be lowercase".into()),
+                    },
+                })],
         );
         assert!(validate_declared(&s, &obj(&[("name", Value::Unknown)])).is_empty());
         let d = validate_declared(&s, &obj(&[("name", Value::string("AB"))]));

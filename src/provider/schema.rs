@@ -43,8 +43,10 @@ impl Type {
             Type::Set(e) => json!(["set", e.to_json()]),
             Type::Map(e) => json!(["map", e.to_json()]),
             Type::Object(attrs) => {
-                let fields: serde_json::Map<String, J> =
-                    attrs.iter().map(|(k, t)| (k.clone(), t.to_json())).collect();
+                let fields: serde_json::Map<String, J> = attrs
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.to_json()))
+                    .collect();
                 json!(["object", fields])
             }
         }

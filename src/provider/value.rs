@@ -137,7 +137,10 @@ pub fn display(v: &Value) -> String {
             format!("[{}]", inner.join(", "))
         }
         Value::Map(m) | Value::Object(m) => {
-            let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {}", display(v))).collect();
+            let inner: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", display(v)))
+                .collect();
             format!("{{{}}}", inner.join(", "))
         }
     }

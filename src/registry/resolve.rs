@@ -365,6 +365,11 @@ mod tests {
     use super::super::RegistryOptions;
     use super::*;
 
+    const OCI_IMAGE_MEDIA_TYPE_FOR_TESTS: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    /// A scripted answer: status, extra headers, body.
+    type Script = fn(&str) -> (u16, Vec<(&'static str, String)>, Vec<u8>);
+
     fn reference(input: &str) -> Reference {
         Reference::parse(input).expect("valid reference")
     }
@@ -372,9 +377,7 @@ mod tests {
     /// A scripted registry for answers the local registries never give
     /// (rate limits, server errors, tampered content): `answer` maps a
     /// request path to status, extra headers and body.
-    async fn scripted_registry(
-        answer: fn(&str) -> (u16, Vec<(&'static str, String)>, Vec<u8>),
-    ) -> (u16, tokio::task::JoinHandle<()>) {
+    async fn scripted_registry(answer: Script) -> (u16, tokio::task::JoinHandle<()>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -409,9 +412,7 @@ mod tests {
         (port, task)
     }
 
-    async fn resolve_scripted(
-        answer: fn(&str) -> (u16, Vec<(&'static str, String)>, Vec<u8>),
-    ) -> RegistryError {
+    async fn resolve_scripted(answer: Script) -> RegistryError {
         let (port, task) = scripted_registry(answer).await;
         let result = RegistryClient::new(RegistryOptions::default())
             .resolve(
@@ -515,8 +516,6 @@ mod tests {
         );
         assert!(message.contains("will not deploy it"), "{message}");
     }
-
-    const OCI_IMAGE_MEDIA_TYPE_FOR_TESTS: &str = "application/vnd.oci.image.manifest.v1+json";
 
     #[tokio::test]
     async fn a_registry_that_never_answers_times_out() {

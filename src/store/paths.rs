@@ -67,17 +67,23 @@ mod tests {
 
     #[test]
     fn resolution_order() {
-        let all = [
+        static ALL: [(&str, &str); 3] = [
             (STATE_DIR_VAR, "/state"),
             ("XDG_DATA_HOME", "/xdg"),
             ("HOME", "/home/u"),
         ];
-        let table: &[(Option<&str>, &[(&str, &str)], Option<&str>)] = &[
-            (Some("/explicit"), &all, Some("/explicit")),
-            (None, &all, Some("/state")),
-            (Some(""), &all, Some("/state")),
-            (None, &all[1..], Some("/xdg/berth")),
-            (None, &all[2..], Some("/home/u/.local/share/berth")),
+        // (explicit setting, environment, expected directory or None = error)
+        type Case = (
+            Option<&'static str>,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+        );
+        let table: &[Case] = &[
+            (Some("/explicit"), &ALL, Some("/explicit")),
+            (None, &ALL, Some("/state")),
+            (Some(""), &ALL, Some("/state")),
+            (None, &ALL[1..], Some("/xdg/berth")),
+            (None, &ALL[2..], Some("/home/u/.local/share/berth")),
             // Empty values count as unset.
             (
                 None,

@@ -123,10 +123,7 @@ pub fn path(p: &AttributePath) -> pb::AttributePath {
 }
 
 /// Decodes a DynamicValue (msgpack preferred, JSON otherwise).
-pub fn decode(
-    dv: Option<&pb::DynamicValue>,
-    ty: &Type,
-) -> Result<Value, value::DecodeError> {
+pub fn decode(dv: Option<&pb::DynamicValue>, ty: &Type) -> Result<Value, value::DecodeError> {
     match dv {
         None => Ok(Value::Null),
         Some(dv) if !dv.msgpack.is_empty() => value::from_msgpack(&dv.msgpack, ty),

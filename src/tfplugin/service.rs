@@ -64,7 +64,9 @@ impl ProviderGrpc {
     fn resource_type(&self, type_name: &str) -> Result<crate::provider::schema::Type, Diagnostics> {
         match self.provider.resource(type_name) {
             Some(r) => Ok(r.schema().value_type()),
-            None => Err(self.provider.validate_resource(type_name, &Default::default())),
+            None => Err(self
+                .provider
+                .validate_resource(type_name, &Default::default())),
         }
     }
 }
@@ -176,7 +178,9 @@ impl pb::provider_server::Provider for ProviderGrpc {
                 Ok(cfg) => self.provider.validate_data_source(&req.type_name, &cfg),
                 Err(e) => convert::decode_diagnostic(&e),
             },
-            None => self.provider.validate_data_source(&req.type_name, &Default::default()),
+            None => self
+                .provider
+                .validate_data_source(&req.type_name, &Default::default()),
         };
         Ok(Response::new(pb::validate_data_resource_config::Response {
             diagnostics: convert::diagnostics(diags),
@@ -192,7 +196,11 @@ impl pb::provider_server::Provider for ProviderGrpc {
         let req = request.get_ref();
         let (state, diags) = match self.resource_type(&req.type_name) {
             Ok(ty) => {
-                let raw = req.raw_state.as_ref().map(|r| r.json.as_slice()).unwrap_or(&[]);
+                let raw = req
+                    .raw_state
+                    .as_ref()
+                    .map(|r| r.json.as_slice())
+                    .unwrap_or(&[]);
                 match super::value::from_json(raw, &ty) {
                     Ok(v) => (Some(convert::encode(&v, &ty)), Diagnostics::default()),
                     Err(e) => (None, convert::decode_diagnostic(&e)),

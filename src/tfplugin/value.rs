@@ -25,7 +25,11 @@ pub struct DecodeError {
 
 fn err(path: &str, reason: impl Into<String>) -> DecodeError {
     DecodeError {
-        path: if path.is_empty() { "(root)".into() } else { path.into() },
+        path: if path.is_empty() {
+            "(root)".into()
+        } else {
+            path.into()
+        },
         reason: reason.into(),
     }
 }
@@ -232,8 +236,7 @@ pub fn from_json(bytes: &[u8], ty: &Type) -> Result<Value, DecodeError> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    let j: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| err("", e.to_string()))?;
+    let j: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| err("", e.to_string()))?;
     json_to_value(&j, ty, "")
 }
 
@@ -280,8 +283,8 @@ fn json_to_value(j: &serde_json::Value, ty: &Type, path: &str) -> Result<Value, 
             Ok(Value::Object(out))
         }
         (Type::Dynamic, J::Object(m)) if m.contains_key("type") && m.contains_key("value") => {
-            let inner = Type::from_json(&m["type"])
-                .ok_or_else(|| err(path, "unsupported dynamic type"))?;
+            let inner =
+                Type::from_json(&m["type"]).ok_or_else(|| err(path, "unsupported dynamic type"))?;
             json_to_value(&m["value"], &inner, path)
         }
         (Type::Dynamic, J::String(s)) => Ok(Value::string(s.clone())),
@@ -323,10 +326,7 @@ mod tests {
                 Value::Map(BTreeMap::from([("a".into(), Value::string("b"))])),
             ),
             ("ports", Value::List(vec![Value::int(80), Value::Unknown])),
-            (
-                "svc",
-                Value::Set(vec![object([("p", Value::Null)])]),
-            ),
+            ("svc", Value::Set(vec![object([("p", Value::Null)])])),
         ]);
         let bytes = to_msgpack(&v, &ty);
         assert_eq!(from_msgpack(&bytes, &ty).unwrap(), v);
@@ -366,10 +366,16 @@ mod tests {
         let mut b = Vec::new();
         rmpv::encode::write_value(
             &mut b,
-            &Mp::Array(vec![Mp::Binary(b"\"string\"".to_vec()), Mp::String("x".into())]),
+            &Mp::Array(vec![
+                Mp::Binary(b"\"string\"".to_vec()),
+                Mp::String("x".into()),
+            ]),
         )
         .unwrap();
-        assert_eq!(from_msgpack(&b, &Type::Dynamic).unwrap(), Value::string("x"));
+        assert_eq!(
+            from_msgpack(&b, &Type::Dynamic).unwrap(),
+            Value::string("x")
+        );
     }
 
     #[test]

@@ -111,7 +111,10 @@ impl Tf {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!out.status.success(), "terraform {args:?} should have failed:\n{text}");
+        assert!(
+            !out.status.success(),
+            "terraform {args:?} should have failed:\n{text}"
+        );
         text
     }
 
@@ -141,7 +144,13 @@ impl Tf {
     /// plan is empty, and so is a plan after a refresh.
     pub fn assert_converged(&self) {
         assert!(!self.plan_has_changes(), "plan after apply is not empty");
-        self.ok(&["apply", "-refresh-only", "-auto-approve", "-input=false", "-no-color"]);
+        self.ok(&[
+            "apply",
+            "-refresh-only",
+            "-auto-approve",
+            "-input=false",
+            "-no-color",
+        ]);
         assert!(!self.plan_has_changes(), "plan after refresh is not empty");
     }
 

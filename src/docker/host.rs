@@ -1,0 +1,944 @@
+//! [`DockerHost`]: one Docker host's connection and every call Berth makes
+//! to it. The bollard client is created on the first call (and the API
+//! version negotiated then), shared by all clones, and every call is bounded
+//! by a timeout of ours so a stuck daemon never stalls a deploy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::auth::DockerCredentials;
+use bollard::models::NetworkCreateRequest;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures::StreamExt;
+use tokio::sync::{Mutex, OnceCell};
+
+use super::address::HostAddress;
+use super::error::{classify, DockerError, Failure};
+use super::observed::{observed_from_summary, Observed};
+use super::spec::{check_pinned, is_managed, with_managed, ContainerSpec, RestartPolicy};
+use super::{HostConfig, JobOutcome, RegistryLogin, DEFAULT_PUBLISH_ADDRESS};
+use crate::labels;
+
+/// Bound on opening the connection and negotiating the API version.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one ordinary API call (list, inspect, create, start, remove).
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one whole image pull.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Bound on reading a log tail.
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of output a [`JobOutcome`] keeps.
+pub const JOB_LOG_TAIL_LINES: usize = 100;
+/// Time a stop may take beyond its grace period (the SIGKILL and cleanup).
+const STOP_MARGIN: Duration = Duration::from_secs(30);
+/// How long to wait for a killed job's exit status.
+const KILL_WAIT: Duration = Duration::from_secs(15);
+/// bollard's own per-request ceiling; ours above are tighter and name the
+/// operation, this only guards against a call we forgot to bound.
+const CLIENT_TIMEOUT_SECS: u64 = 60 * 60;
+/// Platform Berth runs (design: pin for the host's platform, linux/amd64).
+const PLATFORM: &str = "linux/amd64";
+
+/// One Docker host: a shared, lazily opened connection. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    address: HostAddress,
+    publish_address: String,
+    client: OnceCell<Docker>,
+    /// Serializes `ensure_network` within this process: old daemons do not
+    /// refuse a second network of the same name.
+    network_lock: Mutex<()>,
+}
+
+impl fmt::Debug for DockerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerHost")
+            .field("name", &self.inner.name)
+            .field("address", &self.inner.address.to_string())
+            .field("publish_address", &self.inner.publish_address)
+            .finish()
+    }
+}
+
+impl DockerHost {
+    /// Reads and checks `cfg`; no I/O (the connection opens on first use).
+    pub fn connect(cfg: &HostConfig) -> Result<DockerHost, DockerError> {
+        let invalid = |detail: String| DockerError::InvalidConfig {
+            host: cfg.name.clone(),
+            detail,
+        };
+        if cfg.name.trim().is_empty() {
+            return Err(invalid(format!(
+                "the host at `{}` has an empty name; give every host a name",
+                cfg.address
+            )));
+        }
+        let address = HostAddress::parse(&cfg.address, cfg.tls.is_some())
+            .map_err(|e| invalid(format!("address: {e}")))?;
+        let unsupported = |detail: &str| DockerError::Unsupported {
+            host: cfg.name.clone(),
+            address: address.to_string(),
+            detail: detail.to_owned(),
+        };
+        match (&address, &cfg.tls) {
+            (HostAddress::Unix { .. }, Some(_)) | (HostAddress::Ssh { .. }, Some(_)) => {
+                return Err(invalid(
+                    "TLS files apply to tcp:// addresses only; remove them or use tcp://".into(),
+                ))
+            }
+            (HostAddress::Tcp { .. }, Some(_)) => {
+                return Err(unsupported(
+                    "Docker over TLS is not supported yet by this build of Berth; \
+                     meanwhile use a unix:// socket (for example forwarded with \
+                     `ssh -L /tmp/docker.sock:/var/run/docker.sock`)",
+                ))
+            }
+            (HostAddress::Ssh { .. }, None) => {
+                return Err(unsupported(
+                    "Docker over SSH is not supported yet by this build of Berth; \
+                     meanwhile forward the remote socket (`ssh -nNT -L \
+                     /tmp/docker.sock:/var/run/docker.sock user@host`) and use \
+                     unix:///tmp/docker.sock",
+                ))
+            }
+            _ => {}
+        }
+        let publish_address = match cfg.publish_address.trim() {
+            "" => DEFAULT_PUBLISH_ADDRESS.to_owned(),
+            other => other.to_owned(),
+        };
+        if publish_address.parse::<IpAddr>().is_err() {
+            return Err(invalid(format!(
+                "publish address `{publish_address}` is not an IP address (e.g. 127.0.0.1)"
+            )));
+        }
+        Ok(DockerHost {
+            inner: Arc::new(Inner {
+                name: cfg.name.clone(),
+                address,
+                publish_address,
+                client: OnceCell::new(),
+                network_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Berth's name for the host.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The address published ports listen on.
+    pub fn publish_address(&self) -> &str {
+        &self.inner.publish_address
+    }
+
+    /// The host's address, as read.
+    pub fn address(&self) -> &HostAddress {
+        &self.inner.address
+    }
+
+    /// Every container on the host carrying `io.berth.managed=true`, running
+    /// or not, from ONE list call.
+    pub async fn list_managed(&self) -> Result<Vec<Observed>, DockerError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("label", vec![managed_filter()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .bounded(
+                "listing",
+                "managed containers",
+                API_TIMEOUT,
+                docker.list_containers(Some(options)),
+            )
+            .await?;
+        Ok(list
+            .into_iter()
+            .filter_map(observed_from_summary)
+            .filter(|o| is_managed(&o.labels))
+            .collect())
+    }
+
+    /// Whether the host has the image `pinned` (`repo@sha256:…`).
+    pub async fn has_image(&self, pinned: &str) -> Result<bool, DockerError> {
+        check_pinned(pinned).map_err(|detail| self.invalid_spec(detail))?;
+        let docker = self.client().await?;
+        let what = format!("image {pinned}");
+        match self
+            .bounded(
+                "inspecting",
+                &what,
+                API_TIMEOUT,
+                docker.inspect_image(pinned),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls `pinned` (`repo@sha256:…`; tags are refused) unless the host has
+    /// it. `auth` is sent to the daemon only, never logged.
+    pub async fn pull(&self, pinned: &str, auth: Option<RegistryLogin>) -> Result<(), DockerError> {
+        let reference = check_pinned(pinned).map_err(|detail| self.invalid_spec(detail))?;
+        if self.has_image(pinned).await? {
+            tracing::debug!(host = %self.name(), image = pinned, "image already present");
+            return Ok(());
+        }
+        let docker = self.client().await?;
+        let credentials = auth.map(|login| DockerCredentials {
+            username: Some(login.username),
+            password: Some(login.password.expose().to_owned()),
+            serveraddress: Some(if login.server.is_empty() {
+                reference.registry().to_owned()
+            } else {
+                login.server
+            }),
+            ..Default::default()
+        });
+        tracing::info!(
+            host = %self.name(),
+            image = pinned,
+            authenticated = credentials.is_some(),
+            "pulling image"
+        );
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(pinned)
+            .platform(PLATFORM)
+            .build();
+        let pull_failed = |detail: String| DockerError::PullFailed {
+            host: self.name().to_owned(),
+            image: pinned.to_owned(),
+            detail,
+        };
+        let drive = async {
+            let mut stream = Box::pin(docker.create_image(Some(options), None, credentials));
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(info) => {
+                        if let Some(detail) = info.error_detail {
+                            return Err(pull_failed(
+                                detail
+                                    .message
+                                    .unwrap_or_else(|| "the daemon reported an error".into()),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(match classify(&e) {
+                            Failure::Transport(detail) => self.unreachable(detail),
+                            Failure::Timeout => self.timeout("pulling", pinned, PULL_TIMEOUT),
+                            Failure::Status(_, detail) | Failure::Other(detail) => {
+                                pull_failed(detail)
+                            }
+                        })
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, drive).await {
+            Ok(result) => result?,
+            Err(_) => return Err(self.timeout("pulling", pinned, PULL_TIMEOUT)),
+        }
+        if !self.has_image(pinned).await? {
+            return Err(pull_failed(
+                "the daemon reported the pull finished but does not have the image".into(),
+            ));
+        }
+        tracing::info!(host = %self.name(), image = pinned, "pulled image");
+        Ok(())
+    }
+
+    /// Creates and starts a container; returns its id. Adds
+    /// `io.berth.managed=true` to its labels. If the start fails, the
+    /// created container is removed again.
+    pub async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        spec.validate()
+            .map_err(|detail| self.invalid_spec(format!("container `{}`: {detail}", spec.name)))?;
+        let docker = self.client().await?;
+        let body = spec.to_create_body(self.publish_address());
+        tracing::info!(
+            host = %self.name(),
+            container = %spec.name,
+            image = %spec.image,
+            env_keys = ?spec.env_keys(),
+            http_port = ?spec.http_port,
+            "creating container"
+        );
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        let what = format!("container `{}`", spec.name);
+        let created = match self
+            .bounded(
+                "creating",
+                &what,
+                API_TIMEOUT,
+                docker.create_container(Some(options), body),
+            )
+            .await
+        {
+            Ok(created) => created,
+            Err(DockerError::NotFound { host, detail, .. }) => {
+                return Err(DockerError::NotFound {
+                    host,
+                    what: format!(
+                        "image or network needed by container `{}` (pull the image and ensure the network first)",
+                        spec.name
+                    ),
+                    detail,
+                })
+            }
+            Err(DockerError::Conflict { host, what, detail }) => {
+                return Err(DockerError::Conflict {
+                    host,
+                    what,
+                    detail: format!("{detail} — the name is taken; remove that container or pick another name"),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        for warning in created.warnings.iter().filter(|w| !w.is_empty()) {
+            tracing::warn!(host = %self.name(), container = %spec.name, warning = %warning, "docker warning");
+        }
+        let id = created.id;
+        if let Err(e) = self
+            .bounded(
+                "starting",
+                &what,
+                API_TIMEOUT,
+                docker.start_container(&id, None::<StartContainerOptions>),
+            )
+            .await
+        {
+            if let Err(cleanup) = self.force_remove(&id).await {
+                tracing::warn!(host = %self.name(), container = %spec.name, error = %cleanup, "could not remove the container that failed to start");
+            }
+            return Err(e);
+        }
+        tracing::info!(host = %self.name(), container = %spec.name, id = %id, "started container");
+        Ok(id)
+    }
+
+    /// Stops a managed container: SIGTERM, `grace`, then SIGKILL. A container
+    /// that is gone or already stopped is fine; one without Berth's label is
+    /// refused with [`DockerError::NotManaged`].
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        let Some((full_id, what)) = self.inspect_managed("stop", id).await? else {
+            return Ok(());
+        };
+        let docker = self.client().await?;
+        let grace_secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(grace_secs).build();
+        tracing::info!(host = %self.name(), container = %what, grace_secs, "stopping container");
+        match self
+            .bounded(
+                "stopping",
+                &what,
+                grace.saturating_add(STOP_MARGIN),
+                docker.stop_container(&full_id, Some(options)),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a managed container, running or not (force). A container
+    /// that is gone is fine; one without Berth's label is refused with
+    /// [`DockerError::NotManaged`].
+    pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
+        let Some((full_id, what)) = self.inspect_managed("remove", id).await? else {
+            return Ok(());
+        };
+        tracing::info!(host = %self.name(), container = %what, "removing container");
+        self.force_remove(&full_id).await
+    }
+
+    /// Runs a one-off container to completion: create, start, wait at most
+    /// `timeout` (then kill it), read the log tail, remove it. The restart
+    /// policy is forced to [`RestartPolicy::No`]. The container is removed
+    /// even if this future is dropped half-way.
+    pub async fn run_job(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Duration,
+    ) -> Result<JobOutcome, DockerError> {
+        let mut job = spec.clone();
+        job.restart = RestartPolicy::No;
+        let id = self.create_and_start(&job).await?;
+        let mut guard = RemoveOnDrop {
+            host: Some(self.clone()),
+            id: id.clone(),
+        };
+        let waited = self.wait_job(&id, &job.name, timeout).await;
+        let log_tail = self.log_tail(&id, JOB_LOG_TAIL_LINES).await;
+        guard.host = None;
+        if let Err(e) = self.force_remove(&id).await {
+            tracing::warn!(host = %self.name(), container = %job.name, error = %e, "could not remove the job container");
+        }
+        let (exit_code, timed_out) = waited?;
+        tracing::info!(host = %self.name(), container = %job.name, exit_code, timed_out, "job finished");
+        Ok(JobOutcome {
+            exit_code,
+            log_tail,
+            timed_out,
+        })
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr).
+    /// Best effort: empty when the container or host is not there.
+    pub async fn log_tail(&self, id: &str, lines: usize) -> Vec<String> {
+        if lines == 0 {
+            return Vec::new();
+        }
+        let docker = match self.client().await {
+            Ok(docker) => docker,
+            Err(e) => {
+                tracing::debug!(host = %self.name(), error = %e, "no log tail");
+                return Vec::new();
+            }
+        };
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(false)
+            .tail(&lines.to_string())
+            .build();
+        let mut bytes = Vec::new();
+        let read = async {
+            let mut stream = Box::pin(docker.logs(id, Some(options)));
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(output) => bytes.extend_from_slice(&output.into_bytes()),
+                    Err(e) => {
+                        tracing::debug!(host = %self.name(), container = id, error = %e, "log tail cut short");
+                        break;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(LOG_TIMEOUT, read).await.is_err() {
+            tracing::debug!(host = %self.name(), container = id, "log tail timed out");
+        }
+        last_lines(&bytes, lines)
+    }
+
+    /// Creates the bridge network `name` with `labels` (plus
+    /// `io.berth.managed=true`) unless it exists. An existing network
+    /// without Berth's label is refused with [`DockerError::NotManaged`].
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let _serialized = self.inner.network_lock.lock().await;
+        let what = format!("network `{name}`");
+        if let Some(existing) = self.find_network(name).await? {
+            return self.check_network_managed(&what, &existing);
+        }
+        let docker = self.client().await?;
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(with_managed(labels).into_iter().collect()),
+            ..Default::default()
+        };
+        tracing::info!(host = %self.name(), network = name, "creating network");
+        match self
+            .bounded(
+                "creating",
+                &what,
+                API_TIMEOUT,
+                docker.create_network(request),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(DockerError::Conflict { .. }) => match self.find_network(name).await? {
+                Some(existing) => self.check_network_managed(&what, &existing),
+                None => Err(DockerError::Conflict {
+                    host: self.name().to_owned(),
+                    what,
+                    detail: "the daemon reported a conflict but has no such network; try again"
+                        .into(),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every network carrying `io.berth.app=<app>` and
+    /// `io.berth.managed=true`. Tries all; returns the first failure.
+    pub async fn remove_networks(&self, app: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{}={app}", labels::APP), managed_filter()],
+        )]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .bounded(
+                "listing",
+                &format!("networks of app `{app}`"),
+                API_TIMEOUT,
+                docker.list_networks(Some(options)),
+            )
+            .await?;
+        let mut first_error = None;
+        for network in networks {
+            let labels = network.labels.unwrap_or_default();
+            if !is_managed(&labels) || labels.get(labels::APP).map(String::as_str) != Some(app) {
+                continue;
+            }
+            let name = network.name.unwrap_or_default();
+            let Some(id) = network.id else { continue };
+            let what = format!("network `{name}`");
+            tracing::info!(host = %self.name(), network = %name, "removing network");
+            match self
+                .bounded("removing", &what, API_TIMEOUT, docker.remove_network(&id))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(DockerError::Conflict { host, what, detail }) => {
+                    first_error.get_or_insert(DockerError::Conflict {
+                        host,
+                        what,
+                        detail: format!(
+                            "{detail} — stop and remove the containers attached to it first"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------ internals
+
+    /// The connection, opened (and the API version negotiated) on first use.
+    /// A failure is not cached: the next call tries again.
+    async fn client(&self) -> Result<&Docker, DockerError> {
+        self.inner
+            .client
+            .get_or_try_init(|| async {
+                let docker = match &self.inner.address {
+                    HostAddress::Unix { path } => {
+                        Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                    }
+                    HostAddress::Tcp { .. } => Docker::connect_with_http(
+                        &self.inner.address.to_string(),
+                        CLIENT_TIMEOUT_SECS,
+                        API_DEFAULT_VERSION,
+                    ),
+                    HostAddress::Ssh { .. } => {
+                        return Err(DockerError::Unsupported {
+                            host: self.name().to_owned(),
+                            address: self.inner.address.to_string(),
+                            detail: "Docker over SSH is not supported yet".into(),
+                        })
+                    }
+                }
+                .map_err(|e| self.connect_error(e))?;
+                match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+                    Ok(Ok(docker)) => {
+                        tracing::debug!(host = %self.name(), api = %docker.client_version(), "connected");
+                        Ok(docker)
+                    }
+                    Ok(Err(e)) => Err(self.connect_error(e)),
+                    Err(_) => Err(self.unreachable(format!(
+                        "no answer within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))),
+                }
+            })
+            .await
+    }
+
+    fn connect_error(&self, err: bollard::errors::Error) -> DockerError {
+        match classify(&err) {
+            Failure::Transport(detail) | Failure::Other(detail) => self.unreachable(detail),
+            Failure::Status(status, detail) => {
+                self.unreachable(format!("the API answered {status}: {detail}"))
+            }
+            Failure::Timeout => self.unreachable("the connection timed out".into()),
+        }
+    }
+
+    /// Runs one bollard call within `limit`, turning failures into words.
+    async fn bounded<T, F>(
+        &self,
+        operation: &str,
+        what: &str,
+        limit: Duration,
+        call: F,
+    ) -> Result<T, DockerError>
+    where
+        F: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.api_error(operation, what, limit, e)),
+            Err(_) => Err(self.timeout(operation, what, limit)),
+        }
+    }
+
+    fn api_error(
+        &self,
+        operation: &str,
+        what: &str,
+        limit: Duration,
+        err: bollard::errors::Error,
+    ) -> DockerError {
+        let host = self.name().to_owned();
+        match classify(&err) {
+            Failure::Transport(detail) => self.unreachable(detail),
+            Failure::Timeout => self.timeout(operation, what, limit),
+            Failure::Status(404, detail) => DockerError::NotFound {
+                host,
+                what: what.to_owned(),
+                detail,
+            },
+            // 403: e.g. a network that still has endpoints.
+            Failure::Status(403 | 409, detail) => DockerError::Conflict {
+                host,
+                what: what.to_owned(),
+                detail,
+            },
+            Failure::Status(_, detail) | Failure::Other(detail) => DockerError::Api {
+                host,
+                operation: format!("{operation} {what}"),
+                detail,
+            },
+        }
+    }
+
+    fn unreachable(&self, detail: String) -> DockerError {
+        DockerError::Unreachable {
+            host: self.name().to_owned(),
+            address: self.inner.address.to_string(),
+            detail,
+        }
+    }
+
+    fn timeout(&self, operation: &str, what: &str, after: Duration) -> DockerError {
+        DockerError::Timeout {
+            host: self.name().to_owned(),
+            operation: format!("{operation} {what}"),
+            after,
+        }
+    }
+
+    fn invalid_spec(&self, detail: String) -> DockerError {
+        DockerError::InvalidSpec {
+            host: self.name().to_owned(),
+            detail,
+        }
+    }
+
+    /// One inspect: `None` when the container is gone, its full id and a
+    /// readable name when it is Berth's, [`DockerError::NotManaged`] else.
+    async fn inspect_managed(
+        &self,
+        action: &str,
+        id: &str,
+    ) -> Result<Option<(String, String)>, DockerError> {
+        let docker = self.client().await?;
+        let what = format!("container `{id}`");
+        let inspected = match self
+            .bounded(
+                "inspecting",
+                &what,
+                API_TIMEOUT,
+                docker.inspect_container(id, None),
+            )
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let name = inspected
+            .name
+            .as_deref()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_else(|| id.to_owned());
+        let what = format!("container `{name}`");
+        let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
+        if !is_managed(&labels) {
+            return Err(DockerError::NotManaged {
+                host: self.name().to_owned(),
+                action: action.to_owned(),
+                what,
+            });
+        }
+        Ok(Some((inspected.id.unwrap_or_else(|| id.to_owned()), what)))
+    }
+
+    /// Removes a container Berth itself just created (no label check).
+    async fn force_remove(&self, id: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("container `{id}`");
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .bounded(
+                "removing",
+                &what,
+                API_TIMEOUT,
+                docker.remove_container(id, Some(options)),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(DockerError::Conflict { detail, .. }) if detail.contains("already in progress") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for a job to exit; kills it after `timeout`. Returns the exit
+    /// status and whether it timed out.
+    async fn wait_job(
+        &self,
+        id: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(i64, bool), DockerError> {
+        let what = format!("job container `{name}`");
+        match self.wait_exit(id, &what, timeout).await? {
+            Some(code) => Ok((code, false)),
+            None => {
+                tracing::warn!(host = %self.name(), container = name, timeout_secs = timeout.as_secs(), "job timed out; killing it");
+                let docker = self.client().await?;
+                let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+                match self
+                    .bounded(
+                        "killing",
+                        &what,
+                        API_TIMEOUT,
+                        docker.kill_container(id, Some(options)),
+                    )
+                    .await
+                {
+                    // Gone, or exited just now (409: not running): fine.
+                    Ok(()) | Err(DockerError::NotFound { .. } | DockerError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                let code = self.wait_exit(id, &what, KILL_WAIT).await?.unwrap_or(-1);
+                Ok((code, true))
+            }
+        }
+    }
+
+    /// The exit status once the container stops; `None` if it did not
+    /// within `limit`.
+    async fn wait_exit(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+    ) -> Result<Option<i64>, DockerError> {
+        let docker = self.client().await?;
+        let options = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
+        let mut stream = Box::pin(docker.wait_container(id, Some(options)));
+        match tokio::time::timeout(limit, stream.next()).await {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(response))) => Ok(Some(response.status_code)),
+            // bollard reports a non-zero exit as an error; it is an outcome.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Ok(Some(code))
+            }
+            Ok(Some(Err(e))) => Err(self.api_error("waiting for", what, limit, e)),
+            Ok(None) => Err(DockerError::Api {
+                host: self.name().to_owned(),
+                operation: format!("waiting for {what}"),
+                detail: "the daemon closed the wait without an exit status".into(),
+            }),
+        }
+    }
+
+    async fn find_network(
+        &self,
+        name: &str,
+    ) -> Result<Option<bollard::models::Network>, DockerError> {
+        let docker = self.client().await?;
+        // The name filter matches substrings; compare exactly below.
+        let filters = HashMap::from([("name", vec![name.to_owned()])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .bounded(
+                "listing",
+                &format!("network `{name}`"),
+                API_TIMEOUT,
+                docker.list_networks(Some(options)),
+            )
+            .await?;
+        Ok(networks
+            .into_iter()
+            .find(|n| n.name.as_deref() == Some(name)))
+    }
+
+    fn check_network_managed(
+        &self,
+        what: &str,
+        network: &bollard::models::Network,
+    ) -> Result<(), DockerError> {
+        match &network.labels {
+            Some(labels) if is_managed(labels) => Ok(()),
+            _ => Err(DockerError::NotManaged {
+                host: self.name().to_owned(),
+                action: "use".to_owned(),
+                what: what.to_owned(),
+            }),
+        }
+    }
+}
+
+fn managed_filter() -> String {
+    format!("{}={}", labels::MANAGED, labels::MANAGED_VALUE)
+}
+
+/// The last `lines` lines of `bytes`, without line ends.
+fn last_lines(bytes: &[u8], lines: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .collect()
+}
+
+/// Removes a job container if `run_job` is dropped before it could.
+struct RemoveOnDrop {
+    host: Option<DockerHost>,
+    id: String,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(host) = self.host.take() else {
+            return;
+        };
+        let id = std::mem::take(&mut self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = host.force_remove(&id).await {
+                    tracing::warn!(host = %host.name(), container = %id, error = %e, "could not remove an abandoned job container");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::TlsFiles;
+    use crate::registry::Secret;
+
+    #[test]
+    fn connect_does_no_io() {
+        let host =
+            DockerHost::connect(&HostConfig::new("x", "unix:///nonexistent/docker.sock")).unwrap();
+        assert_eq!(host.name(), "x");
+        assert_eq!(host.publish_address(), "127.0.0.1");
+    }
+
+    #[test]
+    fn connect_refuses_what_it_cannot_speak_yet() {
+        let err = DockerHost::connect(&HostConfig::new("r", "ssh://deploy@box")).unwrap_err();
+        assert!(matches!(err, DockerError::Unsupported { .. }), "{err}");
+        let mut cfg = HostConfig::new("t", "tcp://box:2376");
+        cfg.tls = Some(TlsFiles {
+            ca: String::new(),
+            cert: String::new(),
+            key: Secret::new("k"),
+        });
+        let err = DockerHost::connect(&cfg).unwrap_err();
+        assert!(matches!(err, DockerError::Unsupported { .. }), "{err}");
+        let mut cfg = HostConfig::new("p", "unix:///x.sock");
+        cfg.publish_address = "localhost".into();
+        assert!(matches!(
+            DockerHost::connect(&cfg).unwrap_err(),
+            DockerError::InvalidConfig { .. }
+        ));
+        assert!(matches!(
+            DockerHost::connect(&HostConfig::new("", "unix:///x.sock")).unwrap_err(),
+            DockerError::InvalidConfig { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn missing_socket_reads_as_words() {
+        let host =
+            DockerHost::connect(&HostConfig::new("local", "unix:///nonexistent/docker.sock"))
+                .unwrap();
+        let err = host.list_managed().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot reach Docker host `local` at unix:///nonexistent/docker.sock: \
+             No such file or directory — is the Docker daemon running, and is the address right?"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_tcp_reads_as_words() {
+        // A port nothing listens on: bind, read the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = DockerHost::connect(&HostConfig::new("far", format!("tcp://127.0.0.1:{port}")))
+            .unwrap();
+        let err = host.list_managed().await.unwrap_err();
+        assert!(matches!(err, DockerError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("Connection refused"), "{err}");
+    }
+
+    #[test]
+    fn last_lines_keeps_the_tail() {
+        assert_eq!(last_lines(b"a\nb\r\nc\n", 2), vec!["b", "c"]);
+        assert_eq!(last_lines(b"", 5), Vec::<String>::new());
+        assert_eq!(last_lines(b"x", 5), vec!["x"]);
+    }
+}

@@ -1,0 +1,564 @@
+//! The desired state of one app: `AppSpec`, shared by both front ends (the
+//! `berth_app` resource and the `berth` command's app spec file, whose JSON
+//! Schema is generated from these types). Validation here is pure and every
+//! error names the field and how to fix it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::reference::Reference;
+
+fn default_true() -> bool {
+    true
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_instances() -> u32 {
+    1
+}
+
+/// One app: an image, its services and workers.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// App name: lowercase letters, digits and dashes; names containers.
+    pub name: String,
+    /// Image reference: a tag or a digest.
+    pub image: String,
+    /// Re-resolve the tag on every plan (true) or keep the digest found at
+    /// create until the image is changed on purpose (false).
+    #[serde(default = "default_true")]
+    pub track_tag: bool,
+    /// Registry credential to pull with (id of a `berth_registry_credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_credential_id: Option<String>,
+    /// Environment for every component.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment for every component; never printed.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    /// Bump to roll out changed write-only secrets (terraform's
+    /// `secret_env_wo`); part of the release identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env_version: Option<i64>,
+    /// Command run once per release from the new image with the new env,
+    /// before any traffic moves; a non-zero exit aborts the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_deploy_command: Option<String>,
+    /// Web services by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Background workers by name.
+    #[serde(default)]
+    pub workers: BTreeMap<String, WorkerSpec>,
+}
+
+impl fmt::Debug for AppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("track_tag", &self.track_tag)
+            .field("registry_credential_id", &self.registry_credential_id)
+            .field("env", &self.env)
+            .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .field("pre_deploy_command", &self.pre_deploy_command)
+            .field("services", &self.services)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// A web service: instances answering HTTP on `http_port`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Overrides the image's command (split like a shell would, no shell run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Container port the service listens on.
+    #[serde(default = "default_port")]
+    pub http_port: u16,
+    /// Number of instances.
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// CPU limit in cores (e.g. 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Environment for this service; overrides the app's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A background process: healthy while running and not restarting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// How a new service instance is judged healthy, probed from outside the
+/// container (no curl or HEALTHCHECK needed in the image).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// HTTP path probed; any 2xx or 3xx answer is healthy.
+    pub path: String,
+    /// Seconds between probes while an instance starts (sub-second allowed).
+    pub interval_seconds: f64,
+    /// Seconds one probe may take.
+    pub timeout_seconds: f64,
+    /// Consecutive successes needed.
+    pub healthy_threshold: u32,
+    /// Consecutive failures, after the start period, that fail the deploy.
+    pub unhealthy_threshold: u32,
+    /// Seconds a new instance gets to become healthy.
+    pub start_period_seconds: f64,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/".into(),
+            interval_seconds: 0.25,
+            timeout_seconds: 2.0,
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            start_period_seconds: 30.0,
+        }
+    }
+}
+
+/// Service or worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Service,
+    Worker,
+}
+
+impl Kind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Kind::Service => crate::labels::kind::SERVICE,
+            Kind::Worker => crate::labels::kind::WORKER,
+        }
+    }
+}
+
+/// A component as the engine runs it: kind, command, port, env, limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    pub name: String,
+    pub kind: Kind,
+    pub command: Option<Vec<String>>,
+    pub http_port: Option<u16>,
+    pub instances: u32,
+    pub health_check: Option<HealthCheck>,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    /// App env, then secret env, then component env (later wins).
+    pub env: BTreeMap<String, String>,
+    /// Hash of everything that makes a release differ, except the image
+    /// and the instance count.
+    pub spec_hash: String,
+}
+
+/// A validation failure: the field path and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+fn spec_err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Name rule for apps, services and workers (they name containers).
+pub fn check_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 40
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid name: use 1 to 40 lowercase letters, digits and dashes, not starting or ending with a dash (e.g. \"shop-web\")"
+        ))
+    }
+}
+
+fn check_env_key(key: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key:?} is not a valid environment variable name: use letters, digits and underscores, not starting with a digit"
+        ))
+    }
+}
+
+/// Splits a command line into argv like a shell would, without a shell.
+pub fn split_command(field: &str, cmd: &str) -> Result<Vec<String>, SpecError> {
+    let argv = shell_words::split(cmd).map_err(|e| {
+        spec_err(
+            field,
+            format!("cannot split {cmd:?} into arguments: {e} (check the quotes)"),
+        )
+    })?;
+    if argv.is_empty() {
+        return Err(spec_err(
+            field,
+            "is empty: give a command, or leave it unset to use the image's",
+        ));
+    }
+    Ok(argv)
+}
+
+impl AppSpec {
+    /// Every problem with the spec, each naming its field.
+    pub fn validate(&self) -> Vec<SpecError> {
+        let mut errs = Vec::new();
+        if let Err(m) = check_name(&self.name) {
+            errs.push(spec_err("name", m));
+        }
+        if let Err(e) = Reference::parse(&self.image) {
+            errs.push(spec_err("image", e.to_string()));
+        }
+        for (field, env) in [("env", &self.env), ("secret_env", &self.secret_env)] {
+            for key in env.keys() {
+                if let Err(m) = check_env_key(key) {
+                    errs.push(spec_err(format!("{field}[{key:?}]"), m));
+                }
+            }
+        }
+        if let Some(cmd) = &self.pre_deploy_command {
+            if let Err(e) = split_command("pre_deploy_command", cmd) {
+                errs.push(e);
+            }
+        }
+        if self.services.is_empty() && self.workers.is_empty() {
+            errs.push(spec_err(
+                "services",
+                "the app has no services and no workers: add at least one (e.g. a service \"web\" with http_port = 8080)",
+            ));
+        }
+        for (name, s) in &self.services {
+            let field = format!("services[{name:?}]");
+            if let Err(m) = check_name(name) {
+                errs.push(spec_err(&field, m));
+            }
+            if self.workers.contains_key(name) {
+                errs.push(spec_err(
+                    &field,
+                    "a worker has the same name: service and worker names must differ",
+                ));
+            }
+            if s.http_port == 0 {
+                errs.push(spec_err(
+                    format!("{field}.http_port"),
+                    "must be between 1 and 65535",
+                ));
+            }
+            let hc = &s.health_check;
+            if !hc.path.starts_with('/') {
+                errs.push(spec_err(
+                    format!("{field}.health_check.path"),
+                    format!("{:?} must start with \"/\"", hc.path),
+                ));
+            }
+            for (n, v, min) in [
+                ("interval_seconds", hc.interval_seconds, 0.05),
+                ("timeout_seconds", hc.timeout_seconds, 0.05),
+                ("start_period_seconds", hc.start_period_seconds, 0.1),
+            ] {
+                if !(v >= min && v <= 3600.0) {
+                    errs.push(spec_err(
+                        format!("{field}.health_check.{n}"),
+                        format!("{v} is out of range: use {min} to 3600 seconds"),
+                    ));
+                }
+            }
+            if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                errs.push(spec_err(
+                    format!("{field}.health_check"),
+                    "thresholds must be at least 1",
+                ));
+            }
+            errs.extend(check_common(
+                &field,
+                s.command.as_deref(),
+                s.instances,
+                s.cpus,
+                s.memory_mb,
+                &s.env,
+            ));
+        }
+        for (name, w) in &self.workers {
+            let field = format!("workers[{name:?}]");
+            if let Err(m) = check_name(name) {
+                errs.push(spec_err(&field, m));
+            }
+            errs.extend(check_common(
+                &field,
+                w.command.as_deref(),
+                w.instances,
+                w.cpus,
+                w.memory_mb,
+                &w.env,
+            ));
+        }
+        errs
+    }
+
+    /// The components with merged env and spec hashes. Call on a valid spec.
+    pub fn components(&self) -> Result<Vec<Component>, SpecError> {
+        let mut out = Vec::new();
+        for (name, s) in &self.services {
+            let field = format!("services[{name:?}].command");
+            out.push(
+                self.component(
+                    name,
+                    Kind::Service,
+                    s.command
+                        .as_deref()
+                        .map(|c| split_command(&field, c))
+                        .transpose()?,
+                    Some(s.http_port),
+                    s.instances,
+                    Some(s.health_check.clone()),
+                    s.cpus,
+                    s.memory_mb,
+                    &s.env,
+                ),
+            );
+        }
+        for (name, w) in &self.workers {
+            let field = format!("workers[{name:?}].command");
+            out.push(
+                self.component(
+                    name,
+                    Kind::Worker,
+                    w.command
+                        .as_deref()
+                        .map(|c| split_command(&field, c))
+                        .transpose()?,
+                    None,
+                    w.instances,
+                    None,
+                    w.cpus,
+                    w.memory_mb,
+                    &w.env,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn component(
+        &self,
+        name: &str,
+        kind: Kind,
+        command: Option<Vec<String>>,
+        http_port: Option<u16>,
+        instances: u32,
+        health_check: Option<HealthCheck>,
+        cpus: Option<f64>,
+        memory_mb: Option<u64>,
+        own_env: &BTreeMap<String, String>,
+    ) -> Component {
+        let mut env = self.env.clone();
+        env.extend(self.secret_env.clone());
+        env.extend(own_env.clone());
+        let identity = serde_json::json!({
+            "kind": kind.label(),
+            "command": command,
+            "http_port": http_port,
+            "health_check": health_check,
+            "cpus": cpus,
+            "memory_mb": memory_mb,
+            "env": env,
+            "secret_env_version": self.secret_env_version,
+            "pre_deploy_command": self.pre_deploy_command,
+        });
+        let spec_hash = hex::encode(&Sha256::digest(identity.to_string().as_bytes())[..8]);
+        Component {
+            name: name.to_string(),
+            kind,
+            command,
+            http_port,
+            instances,
+            health_check,
+            cpus,
+            memory_mb,
+            env,
+            spec_hash,
+        }
+    }
+}
+
+fn check_common(
+    field: &str,
+    command: Option<&str>,
+    instances: u32,
+    cpus: Option<f64>,
+    memory_mb: Option<u64>,
+    env: &BTreeMap<String, String>,
+) -> Vec<SpecError> {
+    let mut errs = Vec::new();
+    if let Some(cmd) = command {
+        if let Err(e) = split_command(&format!("{field}.command"), cmd) {
+            errs.push(e);
+        }
+    }
+    if instances > 100 {
+        errs.push(spec_err(
+            format!("{field}.instances"),
+            format!("{instances} is more than 100 instances; use 0 to 100"),
+        ));
+    }
+    if let Some(c) = cpus {
+        if !(c > 0.0 && c <= 256.0) {
+            errs.push(spec_err(
+                format!("{field}.cpus"),
+                format!("{c} is out of range: use a number of cores above 0, e.g. 0.5"),
+            ));
+        }
+    }
+    if let Some(m) = memory_mb {
+        if m < 6 {
+            errs.push(spec_err(
+                format!("{field}.memory_mb"),
+                format!("{m} MiB is below Docker's minimum of 6 MiB"),
+            ));
+        }
+    }
+    for key in env.keys() {
+        if let Err(m) = check_env_key(key) {
+            errs.push(spec_err(format!("{field}.env[{key:?}]"), m));
+        }
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> AppSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "shop",
+            "image": "127.0.0.1:5000/berth/demo:v1",
+            "env": {"A": "1", "B": "app"},
+            "secret_env": {"TOKEN": "s3cret"},
+            "services": {"web": {"instances": 2, "env": {"B": "web"}}},
+            "workers": {"queue": {"command": "sleep 1000"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_merged_env() {
+        let spec = sample();
+        assert!(spec.validate().is_empty(), "{:?}", spec.validate());
+        assert!(spec.track_tag);
+        let comps = spec.components().unwrap();
+        let web = comps.iter().find(|c| c.name == "web").unwrap();
+        assert_eq!(web.http_port, Some(8080));
+        assert_eq!(web.instances, 2);
+        assert_eq!(web.env["B"], "web", "component env wins");
+        assert_eq!(web.env["TOKEN"], "s3cret");
+        let q = comps.iter().find(|c| c.name == "queue").unwrap();
+        assert_eq!(
+            q.command.as_deref(),
+            Some(&["sleep".to_string(), "1000".into()][..])
+        );
+        assert_eq!(q.http_port, None);
+    }
+
+    #[test]
+    fn instances_do_not_change_the_spec_hash_but_env_does() {
+        let a = sample();
+        let mut b = sample();
+        b.services.get_mut("web").unwrap().instances = 5;
+        let h = |s: &AppSpec| s.components().unwrap()[1].spec_hash.clone();
+        assert_eq!(h(&a), h(&b));
+        b.env.insert("A".into(), "2".into());
+        assert_ne!(h(&a), h(&b));
+    }
+
+    #[test]
+    fn errors_name_their_fields() {
+        let mut s = sample();
+        s.name = "Shop".into();
+        s.services.get_mut("web").unwrap().health_check.path = "healthz".into();
+        s.workers.get_mut("queue").unwrap().memory_mb = Some(1);
+        s.env.insert("1BAD".into(), "x".into());
+        let fields: Vec<String> = s.validate().into_iter().map(|e| e.field).collect();
+        assert!(fields.contains(&"name".to_string()), "{fields:?}");
+        assert!(
+            fields.contains(&"services[\"web\"].health_check.path".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"workers[\"queue\"].memory_mb".to_string()),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&"env[\"1BAD\"]".to_string()), "{fields:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<AppSpec, _> = serde_json::from_value(serde_json::json!({
+            "name": "a", "image": "x", "servces": {}
+        }));
+        assert!(r.unwrap_err().to_string().contains("servces"));
+    }
+
+    #[test]
+    fn debug_hides_secret_values() {
+        let d = format!("{:?}", sample());
+        assert!(!d.contains("s3cret"), "{d}");
+        assert!(d.contains("TOKEN"));
+    }
+
+    #[test]
+    fn empty_app_is_refused() {
+        let mut s = sample();
+        s.services.clear();
+        s.workers.clear();
+        assert!(s.validate().iter().any(|e| e.field == "services"));
+    }
+}
