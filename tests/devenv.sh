@@ -2,9 +2,14 @@
 # Berth's development and test environment, all real parts, on loopback:
 #   - a Docker Engine (Debian docker.io): reused if `docker info` answers,
 #     otherwise a dockerd started by this script;
-#   - two CNCF distribution registries (Debian docker-registry) run with our
-#     own config files: plain HTTP on 127.0.0.1:5000 and htpasswd basic auth
-#     (berth / berth-pass) on 127.0.0.1:5001;
+#   - three CNCF distribution registries (Debian docker-registry) run with our
+#     own config files: plain HTTP on 127.0.0.1:5000, htpasswd basic auth
+#     (berth / berth-pass) on 127.0.0.1:5001, and the bearer token flow on
+#     127.0.0.1:5002 (`auth: token`, realm http://127.0.0.1:5003/token). The
+#     token service itself is not started here: the tests run their own
+#     (tests/support/token_service.rs) and push what they need through it;
+#     the registry verifies its tokens with tests/fixtures/token-auth/cert.pem
+#     (a test-only key pair);
 #   - the fixture images, built and pushed by Berth's own code
 #     (`cargo run -q --example push-fixtures`).
 #
@@ -32,6 +37,11 @@ readonly PLAIN_ADDR="127.0.0.1:5000"
 readonly AUTH_ADDR="127.0.0.1:5001"
 readonly AUTH_USER="berth"
 readonly AUTH_PASSWORD="berth-pass"
+readonly TOKEN_ADDR="127.0.0.1:5002"
+readonly TOKEN_REALM="http://127.0.0.1:5003/token"
+readonly TOKEN_SERVICE="berth-test-registry"
+readonly TOKEN_ISSUER="berth-test-issuer"
+readonly TOKEN_CERT="$REPO_ROOT/tests/fixtures/token-auth/cert.pem"
 
 readonly DOCKERD_PIDFILE="$STATE_DIR/dockerd.pid"
 readonly DOCKERD_LOG="$STATE_DIR/dockerd.log"
@@ -254,15 +264,32 @@ remove_test_containers() {
 
 registry_dir() { echo "$STATE_DIR/registry-$1"; }
 
-# registry_answers NAME: /v2/ answers 200 (with credentials for the auth one).
+# registry_answers NAME: /v2/ answers 200 (with credentials for the auth
+# one); the token one answers 401 with its Bearer challenge (a token needs
+# the tests' token service, which may not run).
 registry_answers() {
 	local name="$1" code
 	case "$name" in
 	plain) code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$PLAIN_ADDR/v2/" || true)" ;;
 	auth) code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -u "$AUTH_USER:$AUTH_PASSWORD" "http://$AUTH_ADDR/v2/" || true)" ;;
+	token)
+		local headers
+		headers="$(curl -s -D - -o /dev/null --max-time 2 "http://$TOKEN_ADDR/v2/" 2>/dev/null || true)"
+		grep -qiF "www-authenticate: Bearer realm=\"$TOKEN_REALM\"" <<<"$headers"
+		return
+		;;
 	*) die "unknown registry $name" ;;
 	esac
 	[[ "$code" == "200" ]]
+}
+
+registry_addr() {
+	case "$1" in
+	plain) echo "$PLAIN_ADDR" ;;
+	auth) echo "$AUTH_ADDR" ;;
+	token) echo "$TOKEN_ADDR" ;;
+	*) die "unknown registry $1" ;;
+	esac
 }
 
 write_registry_config() {
@@ -279,6 +306,17 @@ write_registry_config() {
   htpasswd:
     realm: berth-dev
     path: $dir/htpasswd"
+	fi
+	if [[ "$name" == "token" ]]; then
+		[[ -s "$TOKEN_CERT" ]] || die "$TOKEN_CERT missing (test token signing certificate)"
+		cp "$TOKEN_CERT" "$dir/token-cert.pem.new"
+		mv "$dir/token-cert.pem.new" "$dir/token-cert.pem"
+		auth_section="auth:
+  token:
+    realm: $TOKEN_REALM
+    service: $TOKEN_SERVICE
+    issuer: $TOKEN_ISSUER
+    rootcertbundle: $dir/token-cert.pem"
 	fi
 	cat >"$dir/config.yml.new" <<EOF
 # Written by tests/devenv.sh; do not edit (rewritten on every up).
@@ -388,14 +426,15 @@ cmd_up() {
 	ensure_docker
 	ensure_registry plain "$PLAIN_ADDR"
 	ensure_registry auth "$AUTH_ADDR"
+	ensure_registry token "$TOKEN_ADDR"
 	push_fixtures
-	log "up: docker, registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD)"
+	log "up: docker, registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD), registry $TOKEN_ADDR (bearer tokens from $TOKEN_REALM, started by the tests)"
 }
 
 cmd_down() {
 	remove_test_containers
 	local name dir
-	for name in auth plain; do
+	for name in token auth plain; do
 		dir="$(registry_dir "$name")"
 		stop_pid "registry $name" "$dir/registry.pid" "$dir/config.yml"
 	done
@@ -419,9 +458,9 @@ cmd_status() {
 		echo "docker: NOT answering"
 		ok=1
 	fi
-	for name in plain auth; do
+	for name in plain auth token; do
 		dir="$(registry_dir "$name")"
-		if [[ "$name" == plain ]]; then addr="$PLAIN_ADDR"; else addr="$AUTH_ADDR"; fi
+		addr="$(registry_addr "$name")"
 		pid="-"
 		if pid_alive "$dir/registry.pid" "$dir/config.yml"; then pid="$(<"$dir/registry.pid")"; fi
 		if registry_answers "$name" && [[ "$pid" != "-" ]]; then

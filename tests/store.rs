@@ -1,9 +1,11 @@
 //! The store under real processes: several writers on one state directory
-//! at once, and a writer killed with SIGKILL in the middle of its writes.
+//! at once, a writer killed with SIGKILL in the middle of its writes, and
+//! two processes racing for one deploy lease.
 //!
 //! The child processes are this test binary itself, re-run with
-//! `--exact child_writer` and `BERTH_STORE_TEST_ROLE=writer`; without that
-//! variable `child_writer` does nothing.
+//! `--exact child_writer` and `BERTH_STORE_TEST_ROLE=writer` (or
+//! `--exact child_leaser` and `BERTH_STORE_TEST_ROLE=leaser`); without that
+//! variable the child tests do nothing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth::registry::Secret;
-use berth::store::{NewCredential, Records, SqliteStore, StoreOptions};
+use berth::store::{lease_owner, LeaseOutcome, NewCredential, Records, SqliteStore, StoreOptions};
 
 const ROLE_VAR: &str = "BERTH_STORE_TEST_ROLE";
 const DIR_VAR: &str = "BERTH_STORE_TEST_DIR";
@@ -168,4 +170,107 @@ fn writer_killed_mid_write_loses_no_committed_record() {
         })
         .unwrap();
     assert_eq!(store.list_credentials().unwrap().len(), n + 1);
+}
+
+const GO_FILE: &str = "leasers-go";
+const RACE_APP: &str = "raced-app";
+
+/// The leaser role: opens the store, says it is ready, waits for the go
+/// file, tries once to take the lease of `raced-app`, and writes what
+/// happened to `result-<id>`: `acquired <owner>` or `held <owner> <holder>`.
+#[test]
+fn child_leaser() {
+    if std::env::var_os(ROLE_VAR).as_deref() != Some("leaser".as_ref()) {
+        return;
+    }
+    let dir = std::path::PathBuf::from(std::env::var_os(DIR_VAR).expect("state dir"));
+    let id: String = std::env::var(WRITER_VAR).expect("leaser id");
+    let store = SqliteStore::open(&options(&dir)).expect("open store");
+    let owner = lease_owner();
+    std::fs::write(dir.join(format!("ready-{id}")), b"").expect("ready marker");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join(GO_FILE).exists() {
+        assert!(Instant::now() < deadline, "never told to go");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let line = match store
+        .acquire_lease(RACE_APP, &owner, Duration::from_secs(120))
+        .expect("acquire_lease")
+    {
+        LeaseOutcome::Acquired => format!("acquired {owner}"),
+        LeaseOutcome::HeldBy { owner: holder, .. } => format!("held {owner} {holder}"),
+    };
+    std::fs::write(dir.join(format!("result-{id}")), line).expect("result");
+}
+
+#[test]
+fn two_processes_race_for_one_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    // Create the store first so the race is about the lease only.
+    drop(SqliteStore::open(&options(&dir)).unwrap());
+    let exe = std::env::current_exe().expect("test binary path");
+    let ids = ["a", "b"];
+    let mut children: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            Command::new(&exe)
+                .args(["--exact", "child_leaser", "--nocapture", "--test-threads=1"])
+                .env(ROLE_VAR, "leaser")
+                .env(DIR_VAR, &dir)
+                .env(WRITER_VAR, id)
+                .env_remove("BERTH_SECRET_KEY")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn leaser")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ids
+        .iter()
+        .all(|id| dir.join(format!("ready-{id}")).exists())
+    {
+        for child in &mut children {
+            if let Some(status) = child.try_wait().expect("poll leaser") {
+                panic!("leaser exited early: {status}");
+            }
+        }
+        assert!(Instant::now() < deadline, "leasers never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(dir.join(GO_FILE), b"").unwrap();
+    for child in children {
+        let out = child.wait_with_output().expect("wait for leaser");
+        assert!(
+            out.status.success(),
+            "leaser failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let results: Vec<String> = ids
+        .iter()
+        .map(|id| std::fs::read_to_string(dir.join(format!("result-{id}"))).unwrap())
+        .collect();
+    let winners: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.strip_prefix("acquired "))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one acquires: {results:?}");
+    let winner = winners[0];
+    let loser: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.strip_prefix("held "))
+        .collect();
+    assert_eq!(loser.len(), 1, "{results:?}");
+    let (loser_owner, holder) = loser[0].split_once(' ').expect("held line");
+    assert_eq!(holder, winner, "the loser sees the winner: {results:?}");
+    assert_ne!(loser_owner, winner);
+
+    // The stored lease is the winner's: renewing works for it only.
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let ttl = Duration::from_secs(60);
+    assert!(store.renew_lease(RACE_APP, winner, ttl).unwrap());
+    assert!(!store.renew_lease(RACE_APP, loser_owner, ttl).unwrap());
 }

@@ -1,8 +1,10 @@
 //! The `berth` command: the clap tree, logging set-up, dispatch, and how a
 //! failure becomes a message on stderr and an exit code.
 //!
-//! One file per command group: `image` (`berth image normalize|resolve`);
-//! `output` holds the `--json` switch and the human/JSON printing helpers.
+//! One file per command group: `image` (`berth image normalize|resolve`),
+//! `app` (`berth plan|apply|status|releases|rollback|destroy|schema`, at the
+//! top level); `output` holds the `--json` switch and the human/JSON
+//! printing helpers.
 //! A new group is a variant of [`Command`], a module with its own
 //! `Subcommand`/`Args` types and a `run`, and one arm in [`run`].
 //!
@@ -10,6 +12,7 @@
 //! stderr, `--json` on every command that reports, and the exit codes
 //! [`EXIT_OK`], [`EXIT_FAILED`] and [`EXIT_USAGE`].
 
+pub mod app;
 pub mod image;
 pub mod output;
 
@@ -37,6 +40,10 @@ Berth deploys prebuilt container images (\"apps\") onto your own linux/amd64
 Docker hosts, with no downtime, pinned by digest. It is driven declaratively:
 by Terraform/OpenTofu through the `berth` provider, or by the `berth` command.
 
+An app is described by an app spec file (YAML or JSON; `berth schema` prints
+its JSON Schema). `berth plan -f app.yaml` shows what would change,
+`berth apply -f app.yaml` deploys it.
+
 Results go to stdout (text, or JSON with --json); diagnostics go to stderr.";
 
 const AFTER_HELP: &str = "\
@@ -46,9 +53,15 @@ Exit codes:
   2  invalid usage or input (e.g. a malformed image reference)
 
 Environment:
-  BERTH_LOG  log filter for stderr, e.g. `debug` or `berth=trace` (default: warn)
+  BERTH_LOG        log filter for stderr, e.g. `debug` or `berth=trace` (default: warn)
+  BERTH_STATE_DIR  Berth's state directory (default: $XDG_DATA_HOME/berth or
+                   ~/.local/share/berth)
+  DOCKER_HOST      the Docker host apps run on (default: unix:///var/run/docker.sock)
 
 Examples:
+  berth plan -f app.yaml
+  berth apply -f app.yaml
+  berth status
   berth image normalize nginx
   berth image resolve 127.0.0.1:5000/berth/demo:v1 --json
   berth help image resolve";
@@ -75,6 +88,9 @@ enum Command {
     /// Normalize image references and resolve them to linux/amd64 digests
     #[command(subcommand)]
     Image(image::ImageCommand),
+
+    #[command(flatten)]
+    App(app::AppCommand),
 }
 
 impl Cli {
@@ -91,6 +107,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     init_logging(std::env::var(LOG_ENV).ok().as_deref());
     let result = match cli.command {
         Command::Image(command) => image::run(command).await,
+        Command::App(command) => app::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

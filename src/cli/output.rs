@@ -79,6 +79,68 @@ impl Table {
     }
 }
 
+/// Rows under a header, every column padded to its widest cell (the last
+/// column is not padded, so lines carry no trailing spaces).
+#[derive(Debug)]
+pub struct Columns {
+    rows: Vec<Vec<String>>,
+}
+
+impl Columns {
+    /// A table with these column headers.
+    pub fn new(header: &[&str]) -> Columns {
+        Columns {
+            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    /// Adds a row (cells beyond the header's count are kept as well).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, header first, each line ending in a newline.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = Vec::new();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                let w = cell.chars().count();
+                match widths.get_mut(i) {
+                    Some(width) => *width = (*width).max(w),
+                    None => widths.push(w),
+                }
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    let pad = widths[i] - cell.chars().count();
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes the table to stdout.
+    pub fn print(&self) -> Result<(), CliError> {
+        write_stdout(&self.render())
+    }
+}
+
+/// Writes `text` as it is (it should end in a newline) to stdout.
+pub fn print_text(text: &str) -> Result<(), CliError> {
+    write_stdout(text)
+}
+
 /// A size in decimal units the way registries and Docker show them:
 /// `812 B`, `1.5 kB`, `4.2 MB`, `10 GB` (one decimal, dropped when zero).
 pub fn human_bytes(bytes: u64) -> String {
@@ -148,5 +210,16 @@ mod tests {
             .row("", "c");
         assert_eq!(table.render(), "reference  a\ndigest     b\n           c\n");
         assert_eq!(Table::new().render(), "");
+    }
+
+    #[test]
+    fn columns_pad_all_but_the_last_cell() {
+        let mut columns = Columns::new(&["APP", "RELEASE", "DRIFT"]);
+        columns.row(vec!["shop-web".into(), "12".into(), "0".into()]);
+        columns.row(vec!["a".into(), "-".into(), "".into()]);
+        assert_eq!(
+            columns.render(),
+            "APP       RELEASE  DRIFT\nshop-web  12       0\na         -\n"
+        );
     }
 }

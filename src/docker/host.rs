@@ -397,10 +397,10 @@ impl DockerHost {
         };
         let waited = self.wait_job(&id, &job.name, timeout).await;
         let log_tail = self.log_tail(&id, JOB_LOG_TAIL_LINES).await;
-        guard.host = None;
         if let Err(e) = self.force_remove(&id).await {
             tracing::warn!(host = %self.name(), container = %job.name, error = %e, "could not remove the job container");
         }
+        guard.host = None;
         let (exit_code, timed_out) = waited?;
         tracing::info!(host = %self.name(), container = %job.name, exit_code, timed_out, "job finished");
         Ok(JobOutcome {

@@ -34,8 +34,8 @@ impl ContainerState {
         }
     }
 
-    /// True while the process runs (running, restarting or paused counts as
-    /// not running).
+    /// True for [`ContainerState::Running`] only; restarting and paused
+    /// count as not running.
     pub fn is_running(&self) -> bool {
         matches!(self, ContainerState::Running)
     }

@@ -4,5 +4,9 @@
 //! `docker`, `registry` and `store` layers as the state machine in
 //! DESIGN.md describes.
 
+pub mod deploy;
 pub mod plan;
+pub mod probe;
 pub mod spec;
+
+pub use deploy::{DeployError, Engine, Outcome, Target};

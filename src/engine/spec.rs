@@ -47,6 +47,12 @@ pub struct AppSpec {
     /// `secret_env_wo`); part of the release identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env_version: Option<i64>,
+    /// Write-only secrets (terraform's `secret_env_wo`): they reach the
+    /// containers but never state, files or the spec hash; only
+    /// `secret_env_version` identifies them.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_env_wo: BTreeMap<String, String>,
     /// Command run once per release from the new image with the new env,
     /// before any traffic moves; a non-zero exit aborts the deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +74,7 @@ impl fmt::Debug for AppSpec {
             .field("registry_credential_id", &self.registry_credential_id)
             .field("env", &self.env)
             .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .field("secret_env_wo", &self.secret_env_wo.keys().collect::<Vec<_>>())
             .field("pre_deploy_command", &self.pre_deploy_command)
             .field("services", &self.services)
             .field("workers", &self.workers)
@@ -256,7 +263,11 @@ impl AppSpec {
         if let Err(e) = Reference::parse(&self.image) {
             errs.push(spec_err("image", e.to_string()));
         }
-        for (field, env) in [("env", &self.env), ("secret_env", &self.secret_env)] {
+        for (field, env) in [
+            ("env", &self.env),
+            ("secret_env", &self.secret_env),
+            ("secret_env_wo", &self.secret_env_wo),
+        ] {
             for key in env.keys() {
                 if let Err(m) = check_env_key(key) {
                     errs.push(spec_err(format!("{field}[{key:?}]"), m));
@@ -399,9 +410,11 @@ impl AppSpec {
         memory_mb: Option<u64>,
         own_env: &BTreeMap<String, String>,
     ) -> Component {
-        let mut env = self.env.clone();
-        env.extend(self.secret_env.clone());
-        env.extend(own_env.clone());
+        // Identity: everything but write-only secrets (only their version),
+        // so a refresh, which cannot see them, agrees with apply.
+        let mut hashed_env = self.env.clone();
+        hashed_env.extend(self.secret_env.clone());
+        hashed_env.extend(own_env.clone());
         let identity = serde_json::json!({
             "kind": kind.label(),
             "command": command,
@@ -409,11 +422,15 @@ impl AppSpec {
             "health_check": health_check,
             "cpus": cpus,
             "memory_mb": memory_mb,
-            "env": env,
+            "env": hashed_env,
             "secret_env_version": self.secret_env_version,
             "pre_deploy_command": self.pre_deploy_command,
         });
         let spec_hash = hex::encode(&Sha256::digest(identity.to_string().as_bytes())[..8]);
+        let mut env = self.env.clone();
+        env.extend(self.secret_env.clone());
+        env.extend(self.secret_env_wo.clone());
+        env.extend(own_env.clone());
         Component {
             name: name.to_string(),
             kind,
@@ -545,6 +562,21 @@ mod tests {
             "name": "a", "image": "x", "servces": {}
         }));
         assert!(r.unwrap_err().to_string().contains("servces"));
+    }
+
+    #[test]
+    fn write_only_values_reach_env_but_not_the_hash() {
+        let a = sample();
+        let mut b = sample();
+        b.secret_env_wo.insert("DB_PASSWORD".into(), "one".into());
+        let mut c = b.clone();
+        c.secret_env_wo.insert("DB_PASSWORD".into(), "two".into());
+        let (cb, cc) = (b.components().unwrap(), c.components().unwrap());
+        assert_eq!(cb[1].env["DB_PASSWORD"], "one");
+        assert_eq!(cb[1].spec_hash, cc[1].spec_hash, "values are not hashed");
+        assert_eq!(a.components().unwrap()[1].spec_hash, cb[1].spec_hash, "nor keys");
+        c.secret_env_version = Some(2);
+        assert_ne!(c.components().unwrap()[1].spec_hash, cb[1].spec_hash, "version is");
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod diag;
 pub mod docs;
 pub mod functions;
 pub mod resource;
+pub mod resource_app;
+pub mod resource_registry_credential;
 pub mod schema;
 pub mod value;
 
@@ -40,6 +42,8 @@ pub struct Context {
     /// Opened on first use: plan-only runs that need no records never
     /// touch the state directory.
     store: tokio::sync::OnceCell<Store>,
+    /// Built on first use from the configured hosts (no I/O until then).
+    engine: tokio::sync::OnceCell<crate::engine::Engine>,
 }
 
 impl Context {
@@ -51,7 +55,40 @@ impl Context {
             config,
             registry,
             store: tokio::sync::OnceCell::new(),
+            engine: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The deploy engine over the configured Docker hosts (default: one
+    /// host `local` at `$DOCKER_HOST` or the local socket).
+    pub async fn engine(&self) -> Result<&crate::engine::Engine, Diagnostics> {
+        let store = self.store().await?.clone();
+        self.engine
+            .get_or_try_init(|| async {
+                let configs: Vec<crate::docker::HostConfig> = self
+                    .config
+                    .hosts
+                    .iter()
+                    .map(|(name, h)| {
+                        let mut c = crate::docker::HostConfig::new(name.clone(), h.address.clone());
+                        if let Some(p) = &h.publish_address {
+                            c.publish_address = p.clone();
+                        }
+                        c
+                    })
+                    .collect();
+                let docker_host = std::env::var("DOCKER_HOST").ok();
+                crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref())
+                    .map(|hosts| crate::engine::Engine::new(hosts, store))
+            })
+            .await
+            .map_err(|e| {
+                Diagnostic::error(
+                    "Cannot set up the Docker hosts",
+                    format!("{e}. Check the provider's `hosts`."),
+                )
+                .into()
+            })
     }
 
     /// Berth's store in the configured state directory.
@@ -164,7 +201,10 @@ impl Provider {
     pub fn new() -> Provider {
         let data_sources: Vec<Box<dyn DataSource>> = vec![Box::new(data_image::ImageDataSource)];
         let functions: Vec<Box<dyn Function>> = vec![Box::new(functions::NormalizeImage)];
-        let resources: Vec<Box<dyn Resource>> = vec![];
+        let resources: Vec<Box<dyn Resource>> = vec![
+            Box::new(resource_app::AppResource),
+            Box::new(resource_registry_credential::RegistryCredentialResource),
+        ];
         Provider {
             data_sources: data_sources
                 .into_iter()

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use super::diag::{AttributePath, Diagnostic, Diagnostics};
-use super::schema::{Attribute, PlanModifier, Schema};
+use super::schema::{AttrType, Attribute, Nesting, PlanModifier, Schema};
 use super::value::Value;
 use super::Context;
 
@@ -100,15 +100,10 @@ pub fn validate_declared(schema: &Schema, config: &Value) -> Diagnostics {
 pub fn plan_declared(schema: &Schema, prior: &Value, proposed: &Value, config: &Value) -> Plan {
     let mut planned = proposed.clone();
     let attrs = &schema.attributes;
+    apply_defaults(attrs, &mut planned, config);
     if let Value::Object(m) = &mut planned {
-        for a in attrs {
-            if a.write_only {
-                m.insert(a.name.to_string(), Value::Null);
-            } else if let Some(def) = &a.default {
-                if config.get(a.name).is_null() {
-                    m.insert(a.name.to_string(), def.clone());
-                }
-            }
+        for a in attrs.iter().filter(|a| a.write_only) {
+            m.insert(a.name.to_string(), Value::Null);
         }
     }
     let changed = prior.is_null() || !same_ignoring_computed(attrs, prior, &planned);
@@ -145,6 +140,39 @@ pub fn plan_declared(schema: &Schema, prior: &Value, proposed: &Value, config: &
         config: config.clone(),
         planned,
         requires_replace,
+    }
+}
+
+/// Fills declared defaults for attributes the configuration leaves unset,
+/// at any depth of nested attributes.
+fn apply_defaults(attrs: &[Attribute], planned: &mut Value, config: &Value) {
+    let Value::Object(m) = planned else { return };
+    for a in attrs {
+        let cfg = config.get(a.name);
+        if let Some(def) = &a.default {
+            if cfg.is_null() {
+                m.insert(a.name.to_string(), def.clone());
+            }
+        }
+        let (AttrType::Nested { nesting, attributes }, Some(child)) = (&a.ty, m.get_mut(a.name)) else {
+            continue;
+        };
+        match (nesting, child) {
+            (Nesting::Single, child) => apply_defaults(attributes, child, cfg),
+            (Nesting::Map, Value::Map(entries)) => {
+                for (k, v) in entries.iter_mut() {
+                    let c = cfg.as_entries().and_then(|e| e.get(k)).unwrap_or(&Value::Null);
+                    apply_defaults(attributes, v, c);
+                }
+            }
+            (Nesting::List | Nesting::Set, Value::List(items) | Value::Set(items)) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    let c = cfg.as_elements().and_then(|e| e.get(i)).unwrap_or(&Value::Null);
+                    apply_defaults(attributes, v, c);
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -1,11 +1,23 @@
 //! Registry credentials as the registry layer receives them: a redacting
-//! [`Secret`] and the [`Credentials`] a resolve authenticates with. Nothing
+//! [`Secret`] and the [`Credentials`] a resolve authenticates with, and the
+//! name Docker files credentials under ([`docker_server_address`]). Nothing
 //! here prints a password, in `Debug`, `Display` or logs.
 
 use std::fmt;
 
-use oci_client::secrets::RegistryAuth;
 use sha2::{Digest, Sha256};
+
+/// The server address a Docker Engine expects in the `X-Registry-Auth` of a
+/// pull from `registry` (a normalized host): Docker Hub is still filed under
+/// its v1 index URL, every other registry under its host.
+pub fn docker_server_address(registry: &str) -> String {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            "https://index.docker.io/v1/".to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
 
 /// A secret string (password or token). `Debug` and `Display` print
 /// `<redacted>`; the only way to the value is [`Secret::expose`].
@@ -85,15 +97,6 @@ impl Credentials {
         }
     }
 
-    pub(crate) fn to_registry_auth(&self) -> RegistryAuth {
-        match self {
-            Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.expose().to_owned())
-            }
-        }
-    }
-
     /// Identifies these credentials among cached clients without keeping
     /// the password itself as a map key: a SHA-256 over username and
     /// password. Held in memory only, never logged.
@@ -170,6 +173,16 @@ mod tests {
         assert!(a != b && a != c && b != c);
         assert!(a == Credentials::basic("berth", "one").cache_key());
         assert!(Credentials::Anonymous.cache_key() == CredentialKey::Anonymous);
+    }
+
+    #[test]
+    fn docker_hub_is_filed_under_its_v1_index() {
+        assert_eq!(
+            docker_server_address("docker.io"),
+            "https://index.docker.io/v1/"
+        );
+        assert_eq!(docker_server_address("ghcr.io"), "ghcr.io");
+        assert_eq!(docker_server_address("127.0.0.1:5001"), "127.0.0.1:5001");
     }
 
     #[test]

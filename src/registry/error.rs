@@ -1,10 +1,15 @@
-//! Why a resolve failed, in words a user can act on: [`RegistryError`],
-//! and the classification of `oci-client` failures into it. Registry text
-//! that goes into a message is scrubbed of the password and shortened.
+//! Why a resolve (or a login check) failed, in words a user can act on:
+//! [`RegistryError`], and the classification of HTTP failures and answers
+//! (status, the registry's error envelope) into it. Registry text that goes
+//! into a message is scrubbed of the password and shortened; tokens never
+//! reach this module.
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use super::credentials::{scrub, Secret};
+use super::hints::hint_sentence;
 use super::manifest::format_gb;
 use super::MAX_COMPRESSED_SIZE;
 
@@ -94,7 +99,8 @@ pub enum RegistryError {
          401 Unauthorized to an anonymous request). Create a `berth_registry_credential` for \
          {registry} with a username and a password or token that may pull this repository, and \
          pass its id as `registry_credential_id`. (Some registries, Docker Hub among them, also \
-         answer 401 for repositories that do not exist: check the name too.)"
+         answer 401 for repositories that do not exist: check the name too.){}",
+        hint_sentence(.registry)
     )]
     AuthenticationRequired {
         registry: String,
@@ -104,14 +110,17 @@ pub enum RegistryError {
     /// The credentials given were not accepted (401 with credentials, or
     /// the token endpoint refused them).
     #[error(
-        "registry {registry} rejected the credentials of user `{username}` for pulling \
-         `{repository}`{detail}. Check the username and the password or token of the \
-         `berth_registry_credential` passed as `registry_credential_id`, and that it may pull \
-         this repository."
+        "registry {registry} rejected the credentials of user `{username}`{}{detail}. Check the \
+         username and the password or token of the `berth_registry_credential` passed as \
+         `registry_credential_id`{}.{}",
+        pulling(.repository),
+        may_pull(.repository),
+        hint_sentence(.registry)
     )]
     CredentialsRejected {
         registry: String,
         username: String,
+        /// Empty for a login check (no repository involved).
         repository: String,
         /// `": <registry's words>"` or empty.
         detail: String,
@@ -121,7 +130,8 @@ pub enum RegistryError {
     #[error(
         "registry {registry} denied access to `{repository}` (403 Forbidden{detail}). The \
          {who} may not pull this repository: grant it read (pull) permission on `{repository}`, \
-         or use a `berth_registry_credential` that has it."
+         or use a `berth_registry_credential` that has it.{}",
+        hint_sentence(.registry)
     )]
     Denied {
         registry: String,
@@ -133,11 +143,17 @@ pub enum RegistryError {
 
     /// 429 Too Many Requests.
     #[error(
-        "registry {registry} is rate limiting pulls (429 Too Many Requests{detail}). Wait before \
-         retrying (the registry's Retry-After header says how long), or authenticate with a \
-         `berth_registry_credential`, which usually raises the limit."
+        "registry {registry} is rate limiting pulls (429 Too Many Requests{detail}). Wait {} \
+         before retrying, or authenticate with a `berth_registry_credential`, which usually \
+         raises the limit.",
+        retry_wait(*.retry_after_seconds)
     )]
-    RateLimited { registry: String, detail: String },
+    RateLimited {
+        registry: String,
+        detail: String,
+        /// The registry's `Retry-After`, when it sent one.
+        retry_after_seconds: Option<u64>,
+    },
 
     /// The content does not hash to the digest it was named by.
     #[error(
@@ -210,6 +226,31 @@ fn platform_list(platforms: &[String]) -> String {
     }
 }
 
+/// `" for pulling `repo`"`, or nothing for a login check.
+fn pulling(repository: &str) -> String {
+    if repository.is_empty() {
+        " at login".to_owned()
+    } else {
+        format!(" for pulling `{repository}`")
+    }
+}
+
+fn may_pull(repository: &str) -> &'static str {
+    if repository.is_empty() {
+        ""
+    } else {
+        ", and that it may pull this repository"
+    }
+}
+
+fn retry_wait(seconds: Option<u64>) -> String {
+    match seconds {
+        Some(1) => "1 second (the registry's Retry-After)".to_owned(),
+        Some(seconds) => format!("{seconds} seconds (the registry's Retry-After)"),
+        None => "a while (the registry sent no Retry-After saying how long)".to_owned(),
+    }
+}
+
 fn status_text(status: Option<u16>) -> String {
     status
         .map(|code| format!(" with HTTP {code}"))
@@ -218,13 +259,15 @@ fn status_text(status: Option<u16>) -> String {
 
 /// What was being fetched when something failed; the facts every message
 /// needs, and the secret to keep out of them.
+#[derive(Clone, Copy)]
 pub(crate) struct FailureContext<'a> {
-    /// Canonical reference the user asked for.
+    /// Canonical reference the user asked for (empty for a login check).
     pub(crate) reference: &'a str,
     /// Registry host as the user wrote it (`docker.io`, `127.0.0.1:5000`).
     pub(crate) registry: &'a str,
+    /// Empty for a login check.
     pub(crate) repository: &'a str,
-    /// `scheme://host/v2/` actually contacted.
+    /// The address contacted: `scheme://host/v2/`, or a token endpoint.
     pub(crate) base_url: &'a str,
     /// The tag or digest requested, or the blob digest.
     pub(crate) object: &'a str,
@@ -233,7 +276,62 @@ pub(crate) struct FailureContext<'a> {
     pub(crate) secret: Option<&'a Secret>,
 }
 
-impl FailureContext<'_> {
+/// The registry's error envelope (`{"errors":[{"code":…,"message":…}]}`).
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    errors: Vec<EnvelopeError>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The words an error body carries: the messages of a registry error
+/// envelope, the `details`/`error_description`/`message`/`error` of a token
+/// endpoint's JSON, or the text itself; and the envelope's first code.
+pub(crate) fn registry_words(body: &[u8]) -> (String, Option<String>) {
+    if let Ok(envelope) = serde_json::from_slice::<Envelope>(body) {
+        if !envelope.errors.is_empty() {
+            let words = envelope
+                .errors
+                .iter()
+                .map(|e| {
+                    if e.message.is_empty() {
+                        e.code.clone()
+                    } else {
+                        e.message.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let code = envelope.errors.first().map(|e| e.code.to_ascii_uppercase());
+            return (words, code);
+        }
+    }
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) {
+        for key in ["details", "detail", "error_description", "message", "error"] {
+            if let Some(serde_json::Value::String(words)) = object.get(key) {
+                return (words.clone(), None);
+            }
+        }
+    }
+    (String::from_utf8_lossy(body).into_owned(), None)
+}
+
+impl<'a> FailureContext<'a> {
+    /// The same facts, about another address (a token endpoint).
+    pub(crate) fn at(&self, url: &'a str) -> FailureContext<'a> {
+        FailureContext {
+            base_url: url,
+            ..*self
+        }
+    }
+
     fn quote(&self, text: &str) -> String {
         let single_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let scrubbed = scrub(&single_line, self.secret);
@@ -280,16 +378,21 @@ impl FailureContext<'_> {
                 registry: self.registry.to_owned(),
                 repository: self.repository.to_owned(),
             },
-            Some(username) => RegistryError::CredentialsRejected {
-                registry: self.registry.to_owned(),
-                username: username.to_owned(),
-                repository: self.repository.to_owned(),
-                detail: self.detail(detail),
-            },
+            Some(username) => self.rejected(username, detail),
         }
     }
 
-    fn denied(&self, detail: &str) -> RegistryError {
+    /// The credentials were refused (by the registry or its token endpoint).
+    pub(crate) fn rejected(&self, username: &str, detail: &str) -> RegistryError {
+        RegistryError::CredentialsRejected {
+            registry: self.registry.to_owned(),
+            username: username.to_owned(),
+            repository: self.repository.to_owned(),
+            detail: self.detail(detail),
+        }
+    }
+
+    pub(crate) fn denied(&self, detail: &str) -> RegistryError {
         let who = match self.username {
             None => "anonymous request".to_owned(),
             Some(username) => format!("user `{username}`"),
@@ -302,10 +405,18 @@ impl FailureContext<'_> {
         }
     }
 
-    fn rate_limited(&self, detail: &str) -> RegistryError {
+    pub(crate) fn rate_limited(
+        &self,
+        detail: &str,
+        retry_after: Option<Duration>,
+    ) -> RegistryError {
         RegistryError::RateLimited {
             registry: self.registry.to_owned(),
             detail: self.detail(detail),
+            retry_after_seconds: retry_after.map(|wait| {
+                // Round up: "0 seconds" would read as "now".
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            }),
         }
     }
 
@@ -389,96 +500,39 @@ impl FailureContext<'_> {
         }
     }
 
-    /// Classifies an `oci-client` failure.
-    pub(crate) fn classify(&self, error: OciDistributionError) -> RegistryError {
-        match error {
-            OciDistributionError::RequestError(error) => {
-                if error.is_timeout() {
-                    // reqwest's own timeouts (connect, read) end up here.
-                    return RegistryError::Timeout {
-                        url: self.base_url.to_owned(),
-                        seconds: super::READ_TIMEOUT.as_secs(),
-                    };
-                }
-                if error.is_connect() || error.is_request() {
-                    return self.transport(&error);
-                }
-                if let Some(status) = error.status() {
-                    return self.classify_status(status.as_u16(), "");
-                }
-                self.transport(&error)
-            }
-            OciDistributionError::IoError(error) => self.transport(&error),
-            OciDistributionError::UnauthorizedError { .. } => self.unauthorized(""),
-            OciDistributionError::AuthenticationFailure(reason) => self.unauthorized(&reason),
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let messages: Vec<String> = envelope
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        if e.message.is_empty() {
-                            code_name(&e.code)
-                        } else {
-                            e.message.clone()
-                        }
-                    })
-                    .collect();
-                let message = messages.join("; ");
-                match envelope.errors.first().map(|e| &e.code) {
-                    Some(
-                        OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::ManifestBlobUnknown,
-                    ) => self.not_found(),
-                    Some(OciErrorCode::Unauthorized) => self.unauthorized(&message),
-                    Some(OciErrorCode::Denied) => self.denied(&message),
-                    Some(OciErrorCode::Toomanyrequests) => self.rate_limited(&message),
-                    Some(OciErrorCode::NameInvalid) => self.invalid_image(format!(
-                        "registry {} says the repository name `{}` is invalid",
-                        self.registry, self.repository
-                    )),
-                    Some(code) => self.protocol(None, &format!("{}: {message}", code_name(code))),
-                    None => self.protocol(None, &message),
-                }
-            }
-            OciDistributionError::ServerError { code, message, .. } => {
-                self.classify_status(code, &message)
-            }
-            OciDistributionError::DigestError(error) => match error {
-                oci_client::errors::DigestError::VerificationError { expected, actual } => {
-                    self.digest_mismatch(&expected, &actual)
-                }
-                other => self.protocol(None, &other.to_string()),
-            },
-            OciDistributionError::UnsupportedMediaTypeError(media_type) => {
-                self.invalid_image(super::manifest::DocumentError::MediaType(media_type))
-            }
-            OciDistributionError::UnsupportedSchemaVersionError(version) => self.invalid_image(
-                super::manifest::DocumentError::SchemaVersion(i64::from(version)),
-            ),
-            other => self.protocol(None, &other.to_string()),
+    /// Classifies an HTTP client failure (no answer, or no complete one).
+    pub(crate) fn request_failed(&self, error: &reqwest::Error) -> RegistryError {
+        if error.is_timeout() {
+            // reqwest's own timeouts (connect, read) end up here.
+            return self.timeout(super::READ_TIMEOUT.as_secs());
         }
+        self.transport(error)
     }
 
-    /// Classifies a bare HTTP status (with whatever body the registry sent).
-    pub(crate) fn classify_status(&self, status: u16, body: &str) -> RegistryError {
+    /// Classifies an answer other than success: its status first, then the
+    /// code of the registry's error envelope, if any.
+    pub(crate) fn classify_response(&self, status: u16, body: &[u8]) -> RegistryError {
+        let (words, code) = registry_words(body);
         match status {
-            401 => self.unauthorized(body),
-            403 => self.denied(body),
-            404 => self.not_found(),
-            429 => self.rate_limited(body),
-            other => self.protocol(Some(other), body),
+            401 => return self.unauthorized(&words),
+            403 => return self.denied(&words),
+            404 => return self.not_found(),
+            429 => return self.rate_limited(&words, None),
+            _ => {}
         }
-    }
-}
-
-/// The registry's own spelling of an error code (`UNSUPPORTED`).
-fn code_name(code: &OciErrorCode) -> String {
-    match serde_json::to_value(code) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => format!("{code:?}"),
+        match code.as_deref() {
+            Some("MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "NOT_FOUND" | "BLOB_UNKNOWN")
+            | Some("MANIFEST_BLOB_UNKNOWN") => self.not_found(),
+            Some("UNAUTHORIZED") => self.unauthorized(&words),
+            Some("DENIED") => self.denied(&words),
+            Some("TOOMANYREQUESTS") => self.rate_limited(&words, None),
+            Some("NAME_INVALID") => self.invalid_image(format!(
+                "registry {} says the repository name `{}` is invalid",
+                self.registry, self.repository
+            )),
+            Some(code) => self.protocol(Some(status), &format!("{code}: {words}")),
+            None => self.protocol(Some(status), &words),
+        }
     }
 }
 
@@ -495,8 +549,6 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use oci_client::errors::{OciEnvelope, OciError};
-
     use super::*;
 
     fn context<'a>(username: Option<&'a str>, secret: Option<&'a Secret>) -> FailureContext<'a> {
@@ -512,24 +564,14 @@ mod tests {
         }
     }
 
-    fn envelope(code: OciErrorCode, message: &str) -> OciDistributionError {
-        OciDistributionError::RegistryError {
-            envelope: OciEnvelope {
-                errors: vec![OciError {
-                    code,
-                    message: message.to_owned(),
-                    detail: serde_json::Value::Null,
-                }],
-            },
-            url: "http://127.0.0.1:5001/v2/berth/private/manifests/v1".to_owned(),
-        }
+    fn envelope(code: &str, message: &str) -> Vec<u8> {
+        format!(r#"{{"errors":[{{"code":"{code}","message":"{message}","detail":null}}]}}"#)
+            .into_bytes()
     }
 
     #[test]
     fn anonymous_401_asks_for_a_registry_credential() {
-        let error = context(None, None).classify(OciDistributionError::UnauthorizedError {
-            url: "http://127.0.0.1:5001/v2/berth/private/manifests/v1".to_owned(),
-        });
+        let error = context(None, None).classify_response(401, &envelope("UNAUTHORIZED", "x"));
         assert!(matches!(
             error,
             RegistryError::AuthenticationRequired { .. }
@@ -541,25 +583,28 @@ mod tests {
         );
         assert!(message.contains("`berth_registry_credential`"), "{message}");
         assert!(message.contains("`registry_credential_id`"), "{message}");
+        assert!(message.ends_with("check the name too.)"), "{message}");
         assert_eq!(error.summary(), "Registry requires authentication");
     }
 
     #[test]
     fn rejected_credentials_never_show_the_password() {
         let secret = Secret::new("berth-pass");
-        let error = context(Some("berth"), Some(&secret)).classify(
-            OciDistributionError::AuthenticationFailure(
-                "{\"details\":\"incorrect username or password berth-pass\"}".to_owned(),
-            ),
+        let error = context(Some("berth"), Some(&secret)).classify_response(
+            401,
+            b"{\"details\":\"incorrect username or password berth-pass\"}",
         );
         assert!(matches!(error, RegistryError::CredentialsRejected { .. }));
         let message = error.to_string();
         assert!(
-            message.contains("rejected the credentials of user `berth`"),
+            message.contains(
+                "rejected the credentials of user `berth` for pulling `berth/private`: incorrect \
+                 username or password <redacted>."
+            ),
             "{message}"
         );
         assert!(
-            message.contains("incorrect username or password"),
+            message.contains("that it may pull this repository."),
             "{message}"
         );
         assert!(!message.contains("berth-pass"), "{message}");
@@ -567,9 +612,42 @@ mod tests {
     }
 
     #[test]
+    fn refusals_name_what_the_big_registries_expect() {
+        let mut ctx = context(Some("octocat"), None);
+        ctx.registry = "ghcr.io";
+        let rejected = ctx.classify_response(401, b"");
+        assert!(
+            rejected.to_string().contains("`read:packages`"),
+            "{rejected}"
+        );
+        let denied = ctx.classify_response(403, b"");
+        assert!(denied.to_string().contains("`read:packages`"), "{denied}");
+        ctx.username = None;
+        ctx.registry = "docker.io";
+        let required = ctx.classify_response(401, b"");
+        assert!(required.to_string().contains("Docker ID"), "{required}");
+
+        // A login check has no repository.
+        let mut login = context(Some("berth"), None);
+        login.repository = "";
+        login.registry = "registry.gitlab.com";
+        let message = login.rejected("berth", "").to_string();
+        assert!(
+            message.starts_with(
+                "registry registry.gitlab.com rejected the credentials of user `berth` at login. \
+                 Check the username"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("`read_registry`"), "{message}");
+        assert!(!message.contains("this repository"), "{message}");
+    }
+
+    #[test]
     fn envelope_codes_map_to_distinct_refusals() {
         let ctx = context(None, None);
-        let not_found = ctx.classify(envelope(OciErrorCode::ManifestUnknown, "manifest unknown"));
+        let not_found =
+            ctx.classify_response(404, &envelope("MANIFEST_UNKNOWN", "manifest unknown"));
         assert!(matches!(not_found, RegistryError::NotFound { .. }));
         let message = not_found.to_string();
         assert!(
@@ -579,23 +657,36 @@ mod tests {
         assert!(message.contains("repository `berth/private`"), "{message}");
         assert!(message.contains("no manifest `v1`"), "{message}");
 
-        let denied = ctx.classify(envelope(OciErrorCode::Denied, "requested access denied"));
+        let denied = ctx.classify_response(403, &envelope("DENIED", "requested access denied"));
         assert!(matches!(denied, RegistryError::Denied { .. }));
         assert!(denied
             .to_string()
             .contains("403 Forbidden: requested access denied"));
         assert!(denied.to_string().contains("anonymous request"));
 
-        let limited = ctx.classify(envelope(OciErrorCode::Toomanyrequests, "pull limit"));
+        let limited = ctx.classify_response(429, &envelope("TOOMANYREQUESTS", "pull limit"));
         assert!(matches!(limited, RegistryError::RateLimited { .. }));
         assert!(limited.to_string().contains("Retry-After"));
         assert!(limited.to_string().contains("429"));
         assert!(limited.is_transient());
+        let waited = ctx.rate_limited("", Some(Duration::from_millis(29_500)));
+        assert!(
+            waited
+                .to_string()
+                .contains("Wait 30 seconds (the registry's Retry-After) before retrying"),
+            "{waited}"
+        );
 
-        let other = ctx.classify(envelope(OciErrorCode::Unsupported, "nope"));
+        // Codes count when the status alone says little.
+        let odd = ctx.classify_response(400, &envelope("NAME_UNKNOWN", "no such repo"));
+        assert!(matches!(odd, RegistryError::NotFound { .. }), "{odd:?}");
+        let other = ctx.classify_response(400, &envelope("UNSUPPORTED", "nope"));
         assert!(matches!(
             other,
-            RegistryError::Protocol { status: None, .. }
+            RegistryError::Protocol {
+                status: Some(400),
+                ..
+            }
         ));
         assert!(other.to_string().contains("UNSUPPORTED: nope"), "{other}");
     }
@@ -604,26 +695,22 @@ mod tests {
     fn bare_statuses_are_classified() {
         let ctx = context(Some("berth"), None);
         assert!(matches!(
-            ctx.classify_status(401, ""),
+            ctx.classify_response(401, b""),
             RegistryError::CredentialsRejected { .. }
         ));
         assert!(matches!(
-            ctx.classify_status(403, ""),
+            ctx.classify_response(403, b""),
             RegistryError::Denied { .. }
         ));
         assert!(matches!(
-            ctx.classify_status(404, ""),
+            ctx.classify_response(404, b""),
             RegistryError::NotFound { .. }
         ));
         assert!(matches!(
-            ctx.classify_status(429, ""),
+            ctx.classify_response(429, b""),
             RegistryError::RateLimited { .. }
         ));
-        let server = ctx.classify(OciDistributionError::ServerError {
-            code: 502,
-            url: "http://127.0.0.1:5001/v2/".to_owned(),
-            message: "<html>\n  bad   gateway\n</html>".to_owned(),
-        });
+        let server = ctx.classify_response(502, b"<html>\n  bad   gateway\n</html>");
         let message = server.to_string();
         assert!(
             message.contains("answered unexpectedly with HTTP 502"),
@@ -633,7 +720,7 @@ mod tests {
         assert!(message.contains("try again later"), "{message}");
         assert!(server.is_transient());
         assert_eq!(server.summary(), "Registry protocol error");
-        let teapot = ctx.classify_status(418, "");
+        let teapot = ctx.classify_response(418, b"");
         assert!(
             teapot.to_string().contains("HTTP 418: no details given"),
             "{teapot}"
@@ -646,19 +733,14 @@ mod tests {
         let mut ctx = context(None, None);
         ctx.fetching_blob = true;
         ctx.object = "sha256:abc";
-        let error = ctx.classify(envelope(OciErrorCode::BlobUnknown, "blob unknown"));
+        let error = ctx.classify_response(404, &envelope("BLOB_UNKNOWN", "blob unknown"));
         assert!(matches!(error, RegistryError::InvalidImage { .. }));
         assert!(error.to_string().contains("blob sha256:abc"), "{error}");
     }
 
     #[test]
     fn digest_mismatch_names_both_digests() {
-        let error = context(None, None).classify(OciDistributionError::DigestError(
-            oci_client::errors::DigestError::VerificationError {
-                expected: "sha256:aaa".to_owned(),
-                actual: "sha256:bbb".to_owned(),
-            },
-        ));
+        let error = context(None, None).digest_mismatch("sha256:aaa", "sha256:bbb");
         let message = error.to_string();
         assert!(
             message.contains("expected sha256:aaa, got sha256:bbb"),
@@ -673,7 +755,7 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused,
             "Connection refused (os error 111)",
         );
-        let error = context(None, None).classify(OciDistributionError::IoError(io));
+        let error = context(None, None).transport(&io);
         let message = error.to_string();
         assert!(
             message.starts_with(
@@ -684,6 +766,21 @@ mod tests {
         );
         assert!(error.is_transient());
         assert_eq!(error.summary(), "Registry unreachable");
+    }
+
+    #[test]
+    fn token_endpoint_words_are_read_from_their_json() {
+        assert_eq!(
+            registry_words(br#"{"details":"incorrect username or password"}"#).0,
+            "incorrect username or password"
+        );
+        assert_eq!(
+            registry_words(br#"{"error":"invalid_grant","error_description":"bad"}"#).0,
+            "bad"
+        );
+        assert_eq!(registry_words(b"plain words").0, "plain words");
+        let (words, code) = registry_words(&envelope("DENIED", "no"));
+        assert_eq!((words.as_str(), code.as_deref()), ("no", Some("DENIED")));
     }
 
     #[test]

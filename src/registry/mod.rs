@@ -11,31 +11,42 @@
 //! Transport follows Docker: registries on loopback (`localhost`,
 //! 127.0.0.0/8, `[::1]`) and those listed in
 //! [`RegistryOptions::insecure_registries`] are spoken to over plain HTTP,
-//! all others over HTTPS. One [`RegistryClient`] per process keeps one
-//! `oci-client` client per transport and per set of credentials, created on
-//! first use, so repeated resolves reuse connections and bearer tokens while
-//! tokens obtained with one credential never serve another.
+//! all others over HTTPS; Docker Hub's API is `registry-1.docker.io`. One
+//! [`RegistryClient`] per process holds one HTTP client (reqwest: its
+//! connection pool, timeouts, redirects that drop `Authorization` when they
+//! leave the host) and one [`auth`] cache: the scheme each registry asked
+//! for and bearer tokens per registry, scope and credentials, so repeated
+//! resolves reuse connections and tokens while a token obtained with one
+//! credential never serves another.
 //!
-//! Layout: `resolve` (the walk from tag to digest), `manifest` (pure reading
-//! of manifests, indexes and configs), `error` (refusals and failure
-//! classification), `credentials` (redacting secret types).
+//! Layout: `resolve` (the walk from tag to digest), `login` (checking
+//! credentials like `docker login`), `exchange` (one authenticated request,
+//! rate limits), `challenge` (reading `WWW-Authenticate`), `auth` (the token
+//! cache, token answers, dates), `manifest` (pure reading of manifests,
+//! indexes and configs), `error` (refusals and failure classification),
+//! `hints` (what the big registries expect), `credentials` (redacting secret
+//! types).
 
+mod auth;
+mod challenge;
 mod credentials;
 mod error;
+mod exchange;
+mod hints;
+mod login;
 mod manifest;
 mod resolve;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-
-pub use credentials::{Credentials, Secret};
+pub use credentials::{docker_server_address, Credentials, Secret};
 pub use error::RegistryError;
+pub use hints::hint;
 
-use credentials::CredentialKey;
+use auth::AuthCache;
+use error::FailureContext;
 
 /// Largest compressed image (config plus layers) Berth deploys: 10 GB.
 pub const MAX_COMPRESSED_SIZE: u64 = 10_000_000_000;
@@ -44,11 +55,9 @@ pub const MAX_COMPRESSED_SIZE: u64 = 10_000_000_000;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a started response may stall between two reads.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound on one whole registry exchange (token, request, body).
+/// Bound on one whole registry exchange (token, request, body, and the
+/// waits of a rate limit).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// More distinct (transport, credentials) clients than this and the cache
-/// starts over; a process normally needs a handful.
-const MAX_CACHED_CLIENTS: usize = 64;
 
 const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 
@@ -78,7 +87,7 @@ pub struct ResolvedImage {
 }
 
 /// The process's registry client; cheap to clone, cheap to create (nothing
-/// is set up until the first resolve).
+/// is set up until the first request).
 #[derive(Clone)]
 pub struct RegistryClient {
     inner: Arc<Inner>,
@@ -88,7 +97,8 @@ struct Inner {
     /// Lower-cased `host[:port]` entries.
     insecure_registries: Vec<String>,
     request_timeout: Duration,
-    clients: Mutex<HashMap<ClientKey, oci_client::Client>>,
+    http: OnceLock<reqwest::Client>,
+    auth: AuthCache,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,12 +114,6 @@ impl Scheme {
             Scheme::Https => "https",
         }
     }
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    scheme: Scheme,
-    credentials: CredentialKey,
 }
 
 impl RegistryClient {
@@ -133,7 +137,8 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 insecure_registries,
                 request_timeout,
-                clients: Mutex::new(HashMap::new()),
+                http: OnceLock::new(),
+                auth: AuthCache::default(),
             }),
         }
     }
@@ -148,42 +153,44 @@ impl RegistryClient {
         }
     }
 
-    /// The cached `oci-client` client for this transport and credentials,
-    /// created on first use.
-    pub(crate) fn client_for(
-        &self,
-        scheme: Scheme,
-        credentials: &Credentials,
-    ) -> Result<oci_client::Client, String> {
-        let key = ClientKey {
-            scheme,
-            credentials: credentials.cache_key(),
-        };
-        // A poisoned lock only means another resolve panicked mid-insert;
-        // the map itself is still sound.
-        let mut clients = self
-            .inner
-            .clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(&key) {
+    /// The shared HTTP client, built on first use.
+    pub(crate) fn http(&self, ctx: &FailureContext<'_>) -> Result<reqwest::Client, RegistryError> {
+        if let Some(client) = self.inner.http.get() {
             return Ok(client.clone());
         }
-        let client = build_client(scheme)?;
-        if clients.len() >= MAX_CACHED_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(key, client.clone());
-        tracing::debug!(
-            scheme = scheme.as_str(),
-            cached = clients.len(),
-            "created registry client"
-        );
-        Ok(client)
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| RegistryError::Unreachable {
+                url: ctx.base_url.to_owned(),
+                cause: format!("the HTTP client could not be set up: {e}"),
+                hint: String::new(),
+            })?;
+        tracing::debug!("created the registry HTTP client");
+        // Another task may have won the race; either client is fine.
+        Ok(self.inner.http.get_or_init(|| client).clone())
+    }
+
+    pub(crate) fn auth_cache(&self) -> &AuthCache {
+        &self.inner.auth
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
+    }
+
+    /// Runs one registry exchange within the request timeout.
+    pub(crate) async fn bounded<T>(
+        &self,
+        ctx: &FailureContext<'_>,
+        exchange: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let limit = self.request_timeout();
+        tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| ctx.timeout(limit.as_secs().max(1)))?
     }
 }
 
@@ -196,23 +203,13 @@ impl fmt::Debug for RegistryClient {
     }
 }
 
-fn build_client(scheme: Scheme) -> Result<oci_client::Client, String> {
-    let config = ClientConfig {
-        protocol: match scheme {
-            Scheme::Http => ClientProtocol::Http,
-            Scheme::Https => ClientProtocol::Https,
-        },
-        // Berth picks the platform itself (see `manifest::select_linux_amd64`).
-        platform_resolver: None,
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(READ_TIMEOUT),
-        user_agent: USER_AGENT,
-        ..ClientConfig::default()
-    };
-    // `Client::new` would fall back to a default client without timeouts
-    // on failure; refuse instead.
-    oci_client::Client::try_from(config)
-        .map_err(|e| format!("the HTTP client could not be set up: {e}"))
+/// The host that serves a registry's API: Docker Hub's names all lead to
+/// `registry-1.docker.io`; every other registry serves its own.
+pub(crate) fn api_host(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" => "registry-1.docker.io",
+        other => other,
+    }
 }
 
 /// `http://Registry.example:5000/` → `registry.example:5000`.
@@ -252,38 +249,16 @@ mod tests {
     }
 
     #[test]
-    fn clients_are_cached_per_transport_and_credentials() {
-        let client = RegistryClient::new(RegistryOptions::default());
-        assert!(client
-            .inner
-            .clients
-            .lock()
-            .map(|c| c.is_empty())
-            .unwrap_or(false));
-        let anonymous = Credentials::Anonymous;
-        let basic = Credentials::basic("berth", "berth-pass");
-        client.client_for(Scheme::Http, &anonymous).expect("client");
-        client.client_for(Scheme::Http, &anonymous).expect("client");
-        client
-            .client_for(Scheme::Https, &anonymous)
-            .expect("client");
-        client.client_for(Scheme::Http, &basic).expect("client");
-        client
-            .client_for(Scheme::Http, &Credentials::basic("berth", "other"))
-            .expect("client");
-        assert_eq!(client.inner.clients.lock().map(|c| c.len()).unwrap_or(0), 4);
-        // Clones share the cache.
-        let clone = client.clone();
-        clone.client_for(Scheme::Https, &basic).expect("client");
-        assert_eq!(client.inner.clients.lock().map(|c| c.len()).unwrap_or(0), 5);
+    fn docker_hub_is_served_by_registry_1() {
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("index.docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("ghcr.io"), "ghcr.io");
+        assert_eq!(api_host("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 
     #[test]
     fn debug_shows_no_credentials() {
         let client = RegistryClient::new(RegistryOptions::default());
-        client
-            .client_for(Scheme::Http, &Credentials::basic("berth", "berth-pass"))
-            .expect("client");
         let shown = format!("{client:?}");
         assert!(!shown.contains("berth-pass"), "{shown}");
     }

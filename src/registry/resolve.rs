@@ -4,27 +4,29 @@
 //! compressed size. Every fetched document is checked against its digest,
 //! and every exchange is bounded in time.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
-use oci_client::errors::{DigestError, OciDistributionError};
-use oci_client::secrets::RegistryAuth;
+use reqwest::header::ACCEPT;
+use reqwest::Method;
 
 use super::error::FailureContext;
+use super::exchange::{read_error_body, read_limited};
 use super::manifest::{
     compressed_size, config_platform, digest_matches, is_target_platform, parse_document,
     select_linux_amd64, sha256_digest, Descriptor, Document, ACCEPTED_MANIFEST_MEDIA_TYPES,
     TARGET_ARCHITECTURE, TARGET_OS,
 };
 use super::{
-    Credentials, RegistryClient, RegistryError, ResolvedImage, Scheme, MAX_COMPRESSED_SIZE,
+    api_host, Credentials, RegistryClient, RegistryError, ResolvedImage, MAX_COMPRESSED_SIZE,
 };
 use crate::reference::Reference;
 
 /// Image configs are small JSON documents; a "config" larger than this is
 /// not one, and reading it whole would only waste memory.
-const MAX_CONFIG_BYTES: i64 = 8 * 1024 * 1024;
+const MAX_CONFIG_BYTES: usize = 8 * 1024 * 1024;
+/// Registries refuse manifests over 4 MiB (distribution's limit).
+const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 impl RegistryClient {
     /// Resolves `reference` to its linux/amd64 image manifest digest,
@@ -40,33 +42,13 @@ impl RegistryClient {
     ) -> Result<ResolvedImage, RegistryError> {
         let started = Instant::now();
         let canonical = reference.to_string();
-        let scheme = self.scheme_for(reference.registry(), reference.is_loopback_registry());
-        let oci_reference = oci_client::Reference::with_tag(
-            reference.registry().to_owned(),
-            reference.repository().to_owned(),
-            "latest".to_owned(),
-        );
-        let base_url = format!(
-            "{}://{}/v2/",
-            scheme.as_str(),
-            oci_reference.resolve_registry()
-        );
+        let session = Session::new(self, reference, credentials, &canonical);
         tracing::debug!(
             reference = %canonical,
-            url = %base_url,
+            url = %session.base_url,
             authenticated = credentials.username().is_some(),
             "resolving image"
         );
-        let session = Session {
-            registry_client: self,
-            scheme,
-            reference,
-            credentials,
-            auth: credentials.to_registry_auth(),
-            canonical: &canonical,
-            base_url: &base_url,
-            request_timeout: self.request_timeout(),
-        };
         let result = session.resolve().await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
@@ -87,18 +69,66 @@ impl RegistryClient {
         }
         result
     }
+
+    /// The digest the reference names right now (of an index or a
+    /// manifest, whichever the tag points at), from one `HEAD` request:
+    /// cheap (Docker Hub does not count it against pull limits), for
+    /// noticing that a tag moved. Does not check platform or size.
+    pub async fn manifest_digest(
+        &self,
+        reference: &Reference,
+        credentials: &Credentials,
+    ) -> Result<String, RegistryError> {
+        let canonical = reference.to_string();
+        let session = Session::new(self, reference, credentials, &canonical);
+        let object = session.top_object();
+        let ctx = session.context(object, false);
+        let url = session.manifest_url(object);
+        self.bounded(&ctx, async {
+            let response = session
+                .send(&ctx, Method::HEAD, &url, Some(&manifest_accept()))
+                .await?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(ctx.classify_response(status.as_u16(), b""));
+            }
+            let served = response
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            match (served, reference.digest()) {
+                (Some(served), Some(asked)) if served != asked => {
+                    Err(ctx.digest_mismatch(asked, &served))
+                }
+                (Some(served), _) => Ok(served),
+                (None, Some(asked)) => Ok(asked.to_owned()),
+                (None, None) => Err(ctx.protocol(
+                    Some(status.as_u16()),
+                    "its answer to HEAD has no Docker-Content-Digest header",
+                )),
+            }
+        })
+        .await
+    }
+}
+
+fn manifest_accept() -> String {
+    ACCEPTED_MANIFEST_MEDIA_TYPES.join(", ")
 }
 
 /// One resolve: the facts every request and message needs.
 struct Session<'a> {
     registry_client: &'a RegistryClient,
-    scheme: Scheme,
     reference: &'a Reference,
     credentials: &'a Credentials,
-    auth: RegistryAuth,
     canonical: &'a str,
-    base_url: &'a str,
-    request_timeout: Duration,
+    /// `scheme://host` of the registry API.
+    origin: String,
+    /// `scheme://host/v2/`, as messages name it.
+    base_url: String,
+    /// `repository:<name>:pull`.
+    scope: String,
 }
 
 /// A fetched manifest or index and its verified digest.
@@ -107,28 +137,46 @@ struct Fetched {
     digest: String,
 }
 
-enum BlobFailure {
-    Registry(OciDistributionError),
-    Read(std::io::Error),
-}
+impl<'a> Session<'a> {
+    fn new(
+        registry_client: &'a RegistryClient,
+        reference: &'a Reference,
+        credentials: &'a Credentials,
+        canonical: &'a str,
+    ) -> Session<'a> {
+        let scheme =
+            registry_client.scheme_for(reference.registry(), reference.is_loopback_registry());
+        let origin = format!("{}://{}", scheme.as_str(), api_host(reference.registry()));
+        Session {
+            registry_client,
+            reference,
+            credentials,
+            canonical,
+            base_url: format!("{origin}/v2/"),
+            scope: format!("repository:{}:pull", reference.repository()),
+            origin,
+        }
+    }
 
-impl Session<'_> {
+    fn top_object(&self) -> &'a str {
+        match self.reference.digest() {
+            Some(digest) => digest,
+            None => self.reference.tag().unwrap_or("latest"),
+        }
+    }
+
+    fn manifest_url(&self, object: &str) -> String {
+        format!(
+            "{}/v2/{}/manifests/{object}",
+            self.origin,
+            self.reference.repository()
+        )
+    }
+
     async fn resolve(&self) -> Result<ResolvedImage, RegistryError> {
-        let client = self
-            .registry_client
-            .client_for(self.scheme, self.credentials)
-            .map_err(|cause| RegistryError::Unreachable {
-                url: self.base_url.to_owned(),
-                cause,
-                hint: String::new(),
-            })?;
-
-        let (top_object, top_expected) = match self.reference.digest() {
-            Some(digest) => (digest, Some(digest)),
-            None => (self.reference.tag().unwrap_or("latest"), None),
-        };
+        let top_object = self.top_object();
         let top = self
-            .fetch_manifest(&client, top_object, top_expected)
+            .fetch_manifest(top_object, self.reference.digest())
             .await?;
         let top_context = self.context(top_object, false);
 
@@ -149,7 +197,7 @@ impl Session<'_> {
                         "picked the linux/amd64 entry of the index"
                     );
                     let chosen = self
-                        .fetch_manifest(&client, &entry.digest, Some(&entry.digest))
+                        .fetch_manifest(&entry.digest, Some(&entry.digest))
                         .await?;
                     let entry_context = self.context(&entry.digest, false);
                     match parse_document(&chosen.raw).map_err(|e| entry_context.invalid_image(e))? {
@@ -168,7 +216,7 @@ impl Session<'_> {
             };
         let (digest, config, layers) = image;
 
-        let config_raw = self.fetch_config(&client, &config).await?;
+        let config_raw = self.fetch_config(&config).await?;
         let platform = config_platform(&config_raw)
             .map_err(|e| self.context(&digest, false).invalid_image(e))?;
         if !is_target_platform(&platform) {
@@ -209,7 +257,7 @@ impl Session<'_> {
             reference: self.canonical,
             registry: self.reference.registry(),
             repository: self.reference.repository(),
-            base_url: self.base_url,
+            base_url: &self.base_url,
             object,
             fetching_blob,
             username: self.credentials.username(),
@@ -217,25 +265,23 @@ impl Session<'_> {
         }
     }
 
-    fn oci_reference(&self, object: &str) -> oci_client::Reference {
-        let registry = self.reference.registry().to_owned();
-        let repository = self.reference.repository().to_owned();
-        if object.contains(':') {
-            oci_client::Reference::with_digest(registry, repository, object.to_owned())
-        } else {
-            oci_client::Reference::with_tag(registry, repository, object.to_owned())
-        }
-    }
-
-    /// Runs one registry exchange within the request timeout.
-    async fn bounded<T, E>(
+    /// One authenticated request to the registry API for this repository.
+    async fn send(
         &self,
-        context: &FailureContext<'_>,
-        exchange: impl Future<Output = Result<T, E>>,
-    ) -> Result<Result<T, E>, RegistryError> {
-        tokio::time::timeout(self.request_timeout, exchange)
+        ctx: &FailureContext<'_>,
+        method: Method,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.registry_client
+            .send_authorized(ctx, &self.origin, &self.scope, self.credentials, |http| {
+                let request = http.request(method.clone(), url);
+                match accept {
+                    Some(accept) => request.header(ACCEPT, accept),
+                    None => request,
+                }
+            })
             .await
-            .map_err(|_| context.timeout(self.request_timeout.as_secs().max(1)))
     }
 
     /// Fetches the manifest or index `object` (tag or digest) names and
@@ -243,22 +289,38 @@ impl Session<'_> {
     /// the registry says it is.
     async fn fetch_manifest(
         &self,
-        client: &oci_client::Client,
         object: &str,
         expected: Option<&str>,
     ) -> Result<Fetched, RegistryError> {
         let context = self.context(object, false);
-        let target = self.oci_reference(object);
-        let fetched = self
-            .bounded(
-                &context,
-                client.pull_manifest_raw(&target, &self.auth, &ACCEPTED_MANIFEST_MEDIA_TYPES),
-            )
+        let url = self.manifest_url(object);
+        let (raw, registry_digest) = self
+            .registry_client
+            .bounded(&context, async {
+                let mut response = self
+                    .send(&context, Method::GET, &url, Some(&manifest_accept()))
+                    .await?;
+                let status = response.status();
+                if !status.is_success() {
+                    let body = read_error_body(&mut response).await;
+                    return Err(context.classify_response(status.as_u16(), &body));
+                }
+                let registry_digest = response
+                    .headers()
+                    .get(DOCKER_CONTENT_DIGEST)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                match read_limited(&mut response, MAX_MANIFEST_BYTES).await {
+                    Ok(Some(raw)) => Ok((raw, registry_digest)),
+                    Ok(None) => Err(context.invalid_image(format!(
+                        "its manifest is larger than {MAX_MANIFEST_BYTES} bytes, more than \
+                         registries accept for a manifest"
+                    ))),
+                    Err(error) => Err(context.request_failed(&error)),
+                }
+            })
             .await?;
-        let (raw, registry_digest) = match fetched {
-            Ok(fetched) => fetched,
-            Err(error) => return Err(self.explain(client, &context, &target, error).await),
-        };
         let computed = sha256_digest(&raw);
         if let Some(expected) = expected {
             if !digest_matches(&raw, expected) {
@@ -269,99 +331,60 @@ impl Session<'_> {
             return Err(context.digest_mismatch(&registry_digest, &computed));
         }
         Ok(Fetched {
-            raw: raw.to_vec(),
+            raw,
             digest: expected.map_or(computed, str::to_owned),
         })
     }
 
     /// Fetches the image config blob (bounded in size) and verifies it.
-    async fn fetch_config(
-        &self,
-        client: &oci_client::Client,
-        config: &Descriptor,
-    ) -> Result<Vec<u8>, RegistryError> {
+    async fn fetch_config(&self, config: &Descriptor) -> Result<Vec<u8>, RegistryError> {
         let context = self.context(&config.digest, true);
-        if config.size > MAX_CONFIG_BYTES {
+        let too_large = || {
+            context.invalid_image(format!(
+                "its config blob {} is larger than {MAX_CONFIG_BYTES} bytes; image configs are \
+                 small JSON documents",
+                config.digest
+            ))
+        };
+        if usize::try_from(config.size).map_or(true, |size| size > MAX_CONFIG_BYTES) {
             return Err(context.invalid_image(format!(
                 "its config blob claims {} bytes; image configs are small JSON documents",
                 config.size
             )));
         }
-        let target = self.oci_reference(&config.digest);
-        let limit = usize::try_from(MAX_CONFIG_BYTES).unwrap_or(usize::MAX);
-        let read = async {
-            let mut stream = client
-                .pull_blob_stream(&target, config.digest.as_str())
-                .await
-                .map_err(BlobFailure::Registry)?;
-            let mut content = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(BlobFailure::Read)?;
-                if content.len() + chunk.len() > limit {
-                    return Ok(None);
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            self.origin,
+            self.reference.repository(),
+            config.digest
+        );
+        let content = self
+            .registry_client
+            .bounded(&context, async {
+                let mut response = self.send(&context, Method::GET, &url, None).await?;
+                let status = response.status();
+                if !status.is_success() {
+                    let body = read_error_body(&mut response).await;
+                    return Err(context.classify_response(status.as_u16(), &body));
                 }
-                content.extend_from_slice(&chunk);
-            }
-            Ok(Some(content))
-        };
-        let content = match self.bounded(&context, read).await? {
-            Ok(Some(content)) => content,
-            Ok(None) => {
-                return Err(context.invalid_image(format!(
-                    "its config blob {} is larger than {MAX_CONFIG_BYTES} bytes; image configs \
-                     are small JSON documents",
-                    config.digest
-                )))
-            }
-            Err(BlobFailure::Registry(error)) => {
-                return Err(self.explain(client, &context, &target, error).await)
-            }
-            Err(BlobFailure::Read(error)) => {
-                return Err(
-                    match error
-                        .get_ref()
-                        .and_then(|e| e.downcast_ref::<DigestError>())
-                    {
-                        Some(DigestError::VerificationError { expected, actual }) => {
-                            context.digest_mismatch(expected, actual)
-                        }
-                        _ => context.transport(&error),
-                    },
-                )
-            }
-        };
+                match read_limited(&mut response, MAX_CONFIG_BYTES).await {
+                    Ok(Some(content)) => Ok(content),
+                    Ok(None) => Err(too_large()),
+                    Err(error) => Err(context.request_failed(&error)),
+                }
+            })
+            .await?;
         if !digest_matches(&content, &config.digest) {
             return Err(context.digest_mismatch(&config.digest, &sha256_digest(&content)));
         }
         Ok(content)
     }
-
-    /// Classifies a failed exchange. When credentials were refused, asks
-    /// the registry's token endpoint once more for its reason, since
-    /// `oci-client` drops it on the way.
-    async fn explain(
-        &self,
-        client: &oci_client::Client,
-        context: &FailureContext<'_>,
-        target: &oci_client::Reference,
-        error: OciDistributionError,
-    ) -> RegistryError {
-        let refused_credentials = matches!(error, OciDistributionError::UnauthorizedError { .. })
-            && self.credentials.username().is_some();
-        if refused_credentials {
-            let retry = client.auth(target, &self.auth, oci_client::RegistryOperation::Pull);
-            if let Ok(Err(OciDistributionError::AuthenticationFailure(reason))) =
-                tokio::time::timeout(self.request_timeout, retry).await
-            {
-                return context.unauthorized(&reason);
-            }
-        }
-        context.classify(error)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::RegistryOptions;
     use super::*;
 

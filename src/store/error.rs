@@ -158,6 +158,39 @@ pub enum StoreError {
         apps: Vec<String>,
     },
 
+    /// The release is already in the journal.
+    #[error("release {release} of app `{app}` is already in the releases journal")]
+    ReleaseExists {
+        /// The app.
+        app: String,
+        /// The release number.
+        release: u64,
+    },
+
+    /// The release is not in the journal.
+    #[error("release {release} of app `{app}` is not in the releases journal")]
+    ReleaseNotFound {
+        /// The app.
+        app: String,
+        /// The release number.
+        release: u64,
+    },
+
+    /// The release already ended; a journal entry is finished once.
+    #[error("release {release} of app `{app}` already finished ({outcome})")]
+    ReleaseFinished {
+        /// The app.
+        app: String,
+        /// The release number.
+        release: u64,
+        /// How it ended, e.g. `succeeded`.
+        outcome: String,
+    },
+
+    /// The caller asked for something the store cannot record.
+    #[error("invalid state database request: {0}")]
+    InvalidRequest(String),
+
     /// A blocking store task panicked or was cancelled.
     #[error("a state database task did not finish: {0}")]
     Task(String),

@@ -38,6 +38,31 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX apps_by_credential ON apps (credential_id);
     "#,
+    // 2: the releases journal and deploy leases. Times are Unix
+    // milliseconds; phases are a JSON array of [name, milliseconds] pairs.
+    r#"
+    CREATE TABLE releases (
+        app          TEXT NOT NULL,
+        number       INTEGER NOT NULL CHECK (number >= 0),
+        digest       TEXT NOT NULL,
+        image        TEXT NOT NULL,
+        spec_json    TEXT NOT NULL,
+        triggered_by TEXT NOT NULL,
+        outcome      TEXT NOT NULL
+                     CHECK (outcome IN ('running', 'succeeded', 'failed', 'rolled_back')),
+        error        TEXT,
+        phases_json  TEXT NOT NULL DEFAULT '[]',
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        PRIMARY KEY (app, number)
+    ) STRICT;
+
+    CREATE TABLE leases (
+        app        TEXT PRIMARY KEY NOT NULL,
+        owner      TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -47,11 +72,23 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
-/// Brings the database up to [`SCHEMA_VERSION`]. Safe when several
-/// processes open the same database at once: each step re-reads the version
-/// inside its write transaction, so a step another process already applied
-/// is skipped.
+/// Brings the database up to [`SCHEMA_VERSION`] (see [`migrate_to`]).
+#[cfg(test)]
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_to(conn, path, SCHEMA_VERSION)
+}
+
+/// Brings the database up to version `target`: [`SCHEMA_VERSION`] when
+/// opening a store; lower only in tests that build a database as an older
+/// build left it. A database newer than [`SCHEMA_VERSION`] is refused. Safe
+/// when several processes open the same database at once: each step
+/// re-reads the version inside its write transaction, so a step another
+/// process already applied is skipped.
+pub(crate) fn migrate_to(
+    conn: &mut Connection,
+    path: &Path,
+    target: i64,
+) -> Result<(), StoreError> {
     let too_new = |found| StoreError::SchemaTooNew {
         path: path.to_owned(),
         found,
@@ -63,6 +100,9 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     }
     for (index, sql) in MIGRATIONS.iter().enumerate() {
         let version = index as i64 + 1;
+        if version > target {
+            break;
+        }
         if version <= current {
             continue;
         }
@@ -103,7 +143,31 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(tables, ["apps", "meta", "registry_credentials"]);
+        assert_eq!(
+            tables,
+            ["apps", "leases", "meta", "registry_credentials", "releases"]
+        );
+    }
+
+    #[test]
+    fn one_step_at_a_time() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, Path::new(":memory:"), 1).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 1);
+        let count = |conn: &Connection, name: &str| -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(count(&conn, "apps"), 1);
+        assert_eq!(count(&conn, "releases"), 0);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 2);
+        assert_eq!(count(&conn, "releases"), 1);
+        assert_eq!(count(&conn, "leases"), 1);
     }
 
     #[test]

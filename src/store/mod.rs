@@ -1,5 +1,6 @@
-//! The engine's records: registry credentials (secrets encrypted at rest)
-//! and app records, kept in SQLite in the state directory.
+//! The engine's records: registry credentials (secrets encrypted at rest),
+//! app records, the releases journal and deploy leases, kept in SQLite in
+//! the state directory.
 //!
 //! Layout:
 //! - [`paths`]: where the state directory is (explicit setting >
@@ -26,10 +27,16 @@
 //! most the write in flight and never leaves a half record. Several processes
 //! (the provider, later `berth serve`) may use one state directory at once.
 //!
+//! The releases journal (migration 2) records every deploy of an app: the
+//! pinned image, the spec (secret values already removed by the caller), who
+//! triggered it, the outcome with per-phase timings. Deploy leases (also
+//! migration 2) serialize deploys of one app across processes: a lease has
+//! an owner ([`lease_owner`]) and an expiry, is taken inside an immediate
+//! transaction (free, expired, or already ours), and is therefore never
+//! stuck: a crashed owner's lease simply runs out.
+//!
 //! Room for later issues (tables come with them, as new migrations): deploy
-//! hooks (key hashes only), the releases journal (per-phase timings), and
-//! leases (owner + expiry, taken with a conditional update inside an
-//! immediate transaction so they are never stuck).
+//! hooks (key hashes only).
 
 pub mod crypto;
 mod error;
@@ -40,7 +47,7 @@ pub mod sqlite;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::registry::Secret;
 pub use crypto::{KeySource, SecretKey};
@@ -142,6 +149,141 @@ pub struct AppRecord {
     pub updated_at: SystemTime,
 }
 
+/// A release to record as started: what is being deployed and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRelease {
+    /// The app.
+    pub app: String,
+    /// The release number, unique per app (usually the last one plus one).
+    pub release: u64,
+    /// The image digest, `sha256:…`.
+    pub digest: String,
+    /// The pinned image reference, `repo@digest`.
+    pub image: String,
+    /// The app spec as JSON, secret values already removed by the caller.
+    pub spec_json: String,
+    /// What started it: `terraform`, `berth apply`, `hook`, `rollback`.
+    pub trigger: String,
+}
+
+/// How a release ended (or that it is still running). Stored as text:
+/// `running`, `succeeded`, `failed`, `rolled_back` (also its `Display`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    /// Started, not finished (or its process died before finishing).
+    Running,
+    /// Deployed.
+    Succeeded,
+    /// Failed before traffic switched; the old version was untouched.
+    Failed,
+    /// Failed after traffic switched; switched back to the old version.
+    RolledBack,
+}
+
+impl ReleaseOutcome {
+    /// The stored (and displayed) text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseOutcome::Running => "running",
+            ReleaseOutcome::Succeeded => "succeeded",
+            ReleaseOutcome::Failed => "failed",
+            ReleaseOutcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReleaseOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ReleaseOutcome, String> {
+        match s {
+            "running" => Ok(ReleaseOutcome::Running),
+            "succeeded" => Ok(ReleaseOutcome::Succeeded),
+            "failed" => Ok(ReleaseOutcome::Failed),
+            "rolled_back" => Ok(ReleaseOutcome::RolledBack),
+            other => Err(format!("unknown release outcome `{other}`")),
+        }
+    }
+}
+
+/// One entry of the releases journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    /// The app.
+    pub app: String,
+    /// The release number.
+    pub release: u64,
+    /// The image digest.
+    pub digest: String,
+    /// The pinned image reference, `repo@digest`.
+    pub image: String,
+    /// The app spec as JSON (no secret values).
+    pub spec_json: String,
+    /// What started it.
+    pub trigger: String,
+    /// How it ended, or [`ReleaseOutcome::Running`].
+    pub outcome: ReleaseOutcome,
+    /// Why it failed, plain text (never logged by the store).
+    pub error: Option<String>,
+    /// Phase name and milliseconds, in order.
+    pub phases: Vec<(String, u64)>,
+    /// When it started (millisecond precision).
+    pub started_at: SystemTime,
+    /// When it finished (millisecond precision); `None` while running.
+    pub finished_at: Option<SystemTime>,
+}
+
+/// The answer to [`Records::acquire_lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The caller holds the lease now (taken, or extended when it was
+    /// already the caller's).
+    Acquired,
+    /// Someone else holds an unexpired lease.
+    HeldBy {
+        /// The holder, as passed to `acquire_lease`.
+        owner: String,
+        /// When the holder's lease runs out unless renewed (millisecond
+        /// precision).
+        expires_at: SystemTime,
+    },
+}
+
+/// A lease owner name unique to this process and call:
+/// `<hostname>:<pid>:<6 random hex digits>`. The host name comes from
+/// `/etc/hostname`, else `HOSTNAME`, else `unknown-host` (best effort; it is
+/// only there to tell a person who holds a lease).
+pub fn lease_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let mut bytes = [0u8; 3];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // Still distinct enough between calls in one process.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        bytes.copy_from_slice(&nanos.to_be_bytes()[1..]);
+    }
+    format!("{host}:{}:{}", std::process::id(), hex::encode(bytes))
+}
+
 /// The record operations every backend provides. Synchronous on purpose:
 /// async callers go through [`Store`]. Multi-step operations are atomic.
 pub trait Records: Send + Sync {
@@ -178,6 +320,47 @@ pub trait Records: Send + Sync {
     fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
     /// Names of the apps whose record references credential `id`, sorted.
     fn apps_using_credential(&self, id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Journals a release as started ([`ReleaseOutcome::Running`], now);
+    /// [`StoreError::ReleaseExists`] (nothing written) when `(app, release)`
+    /// is already in the journal.
+    fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError>;
+    /// Records how a running release ended, its error text and phase
+    /// timings, finished now. [`StoreError::ReleaseNotFound`] when it is not
+    /// in the journal, [`StoreError::ReleaseFinished`] when it already
+    /// ended, [`StoreError::InvalidRequest`] for the outcome `Running`.
+    fn finish_release(
+        &self,
+        app: &str,
+        release: u64,
+        outcome: ReleaseOutcome,
+        error: Option<&str>,
+        phases: &[(String, u64)],
+    ) -> Result<(), StoreError>;
+    /// The app's newest `limit` releases, newest (highest number) first.
+    fn list_releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>, StoreError>;
+    /// One release, if journaled.
+    fn get_release(&self, app: &str, release: u64) -> Result<Option<ReleaseRecord>, StoreError>;
+    /// The highest release number journaled for the app, if any.
+    fn last_release_number(&self, app: &str) -> Result<Option<u64>, StoreError>;
+    /// Deletes the app's whole journal (for destroy).
+    fn delete_releases(&self, app: &str) -> Result<(), StoreError>;
+
+    /// Takes the app's deploy lease for `ttl`, atomically: when nobody holds
+    /// it, the holder's lease expired, or `owner` already holds it (then the
+    /// expiry is extended). Otherwise reports the holder and its expiry.
+    fn acquire_lease(
+        &self,
+        app: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError>;
+    /// Extends `owner`'s lease to now + `ttl`; `Ok(false)` when the lease is
+    /// not `owner`'s any more (another owner took it after it expired, or it
+    /// was released).
+    fn renew_lease(&self, app: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up if `owner` holds it; otherwise does nothing.
+    fn release_lease(&self, app: &str, owner: &str) -> Result<(), StoreError>;
 }
 
 /// The async handle to the records: cheap to clone, every call runs on the
@@ -276,5 +459,76 @@ impl Store {
     /// See [`Records::apps_using_credential`].
     pub async fn apps_using_credential(&self, id: String) -> Result<Vec<String>, StoreError> {
         self.run(move |r| r.apps_using_credential(&id)).await
+    }
+
+    /// See [`Records::start_release`].
+    pub async fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError> {
+        self.run(move |r| r.start_release(new)).await
+    }
+
+    /// See [`Records::finish_release`].
+    pub async fn finish_release(
+        &self,
+        app: String,
+        release: u64,
+        outcome: ReleaseOutcome,
+        error: Option<String>,
+        phases: Vec<(String, u64)>,
+    ) -> Result<(), StoreError> {
+        self.run(move |r| r.finish_release(&app, release, outcome, error.as_deref(), &phases))
+            .await
+    }
+
+    /// See [`Records::list_releases`].
+    pub async fn list_releases(
+        &self,
+        app: String,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRecord>, StoreError> {
+        self.run(move |r| r.list_releases(&app, limit)).await
+    }
+
+    /// See [`Records::get_release`].
+    pub async fn get_release(
+        &self,
+        app: String,
+        release: u64,
+    ) -> Result<Option<ReleaseRecord>, StoreError> {
+        self.run(move |r| r.get_release(&app, release)).await
+    }
+
+    /// See [`Records::last_release_number`].
+    pub async fn last_release_number(&self, app: String) -> Result<Option<u64>, StoreError> {
+        self.run(move |r| r.last_release_number(&app)).await
+    }
+
+    /// See [`Records::delete_releases`].
+    pub async fn delete_releases(&self, app: String) -> Result<(), StoreError> {
+        self.run(move |r| r.delete_releases(&app)).await
+    }
+
+    /// See [`Records::acquire_lease`].
+    pub async fn acquire_lease(
+        &self,
+        app: String,
+        owner: String,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.run(move |r| r.acquire_lease(&app, &owner, ttl)).await
+    }
+
+    /// See [`Records::renew_lease`].
+    pub async fn renew_lease(
+        &self,
+        app: String,
+        owner: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.run(move |r| r.renew_lease(&app, &owner, ttl)).await
+    }
+
+    /// See [`Records::release_lease`].
+    pub async fn release_lease(&self, app: String, owner: String) -> Result<(), StoreError> {
+        self.run(move |r| r.release_lease(&app, &owner)).await
     }
 }

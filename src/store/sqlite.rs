@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::types::Type;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::crypto::{create_key_file, read_key_file, Cipher, RecordKind, KEY_FILE_NAME};
 use super::error::StoreError;
-use super::migrations::migrate;
+use super::migrations::migrate_to;
 use super::paths::ensure_state_dir;
 use super::{
-    AppRecord, Credential, CredentialUpdate, NewCredential, Records, Secret, StoreOptions,
+    AppRecord, Credential, CredentialUpdate, LeaseOutcome, NewCredential, NewRelease, Records,
+    ReleaseOutcome, ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
 };
 
 /// The database file name inside the state directory.
@@ -121,11 +123,71 @@ fn apps_using(conn: &Connection, id: &str) -> Result<Vec<String>, StoreError> {
     Ok(names)
 }
 
+const RELEASE_COLUMNS: &str = "app, number, digest, image, spec_json, triggered_by, outcome, \
+     error, phases_json, started_at, finished_at";
+
+fn conversion_failure(
+    column: usize,
+    ty: Type,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, ty, Box::new(err))
+}
+
+fn release_from_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
+    let number: i64 = row.get(1)?;
+    let release = u64::try_from(number).map_err(|e| conversion_failure(1, Type::Integer, e))?;
+    let outcome: String = row.get(6)?;
+    let outcome = outcome
+        .parse::<ReleaseOutcome>()
+        .map_err(|e| conversion_failure(6, Type::Text, std::io::Error::other(e)))?;
+    let phases_json: String = row.get(8)?;
+    let phases: Vec<(String, u64)> =
+        serde_json::from_str(&phases_json).map_err(|e| conversion_failure(8, Type::Text, e))?;
+    Ok(ReleaseRecord {
+        app: row.get(0)?,
+        release,
+        digest: row.get(2)?,
+        image: row.get(3)?,
+        spec_json: row.get(4)?,
+        trigger: row.get(5)?,
+        outcome,
+        error: row.get(7)?,
+        phases,
+        started_at: from_millis(row.get(9)?),
+        finished_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
+    })
+}
+
+/// A release number as stored (SQLite integers are signed).
+fn release_number(release: u64) -> Result<i64, StoreError> {
+    i64::try_from(release).map_err(|_| {
+        StoreError::InvalidRequest(format!(
+            "release number {release} is too large (at most {})",
+            i64::MAX
+        ))
+    })
+}
+
+/// Now plus `ttl`, in Unix milliseconds (saturating).
+fn expiry_millis(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl SqliteStore {
     /// Opens `<state_dir>/berth.db`, creating the directory (0700), the
     /// database (0600) and the key file as needed, migrating the schema, and
     /// checking that the key is the one the database was created with.
     pub fn open(options: &StoreOptions) -> Result<SqliteStore, StoreError> {
+        Self::open_at_version(options, SCHEMA_VERSION)
+    }
+
+    /// [`SqliteStore::open`], migrating only up to `version`: how an older
+    /// build left the database. For tests of migrations.
+    pub(crate) fn open_at_version(
+        options: &StoreOptions,
+        version: i64,
+    ) -> Result<SqliteStore, StoreError> {
         let state_dir = &options.state_dir;
         ensure_state_dir(state_dir)?;
         let path = state_dir.join(DATABASE_FILE_NAME);
@@ -141,7 +203,7 @@ impl SqliteStore {
                 source,
             })?;
         let mut conn = Self::connect(&path)?;
-        migrate(&mut conn, &path)?;
+        migrate_to(&mut conn, &path, version)?;
 
         let key_file = state_dir.join(KEY_FILE_NAME);
         let key = match &options.secret_key {
@@ -481,6 +543,205 @@ impl Records for SqliteStore {
 
     fn apps_using_credential(&self, id: &str) -> Result<Vec<String>, StoreError> {
         apps_using(&self.lock(), id)
+    }
+
+    fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError> {
+        let number = release_number(new.release)?;
+        let now = now_millis();
+        let inserted = self.lock().execute(
+            "INSERT INTO releases \
+             (app, number, digest, image, spec_json, triggered_by, outcome, error, \
+              phases_json, started_at, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, '[]', ?8, NULL) \
+             ON CONFLICT (app, number) DO NOTHING",
+            params![
+                new.app,
+                number,
+                new.digest,
+                new.image,
+                new.spec_json,
+                new.trigger,
+                ReleaseOutcome::Running.as_str(),
+                now
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::ReleaseExists {
+                app: new.app,
+                release: new.release,
+            });
+        }
+        Ok(ReleaseRecord {
+            app: new.app,
+            release: new.release,
+            digest: new.digest,
+            image: new.image,
+            spec_json: new.spec_json,
+            trigger: new.trigger,
+            outcome: ReleaseOutcome::Running,
+            error: None,
+            phases: Vec::new(),
+            started_at: from_millis(now),
+            finished_at: None,
+        })
+    }
+
+    fn finish_release(
+        &self,
+        app: &str,
+        release: u64,
+        outcome: ReleaseOutcome,
+        error: Option<&str>,
+        phases: &[(String, u64)],
+    ) -> Result<(), StoreError> {
+        if outcome == ReleaseOutcome::Running {
+            return Err(StoreError::InvalidRequest(format!(
+                "release {release} of app `{app}` cannot finish as `running`"
+            )));
+        }
+        let number = release_number(release)?;
+        let phases_json = serde_json::to_string(phases).map_err(|e| {
+            StoreError::InvalidRequest(format!("phase timings cannot be encoded: {e}"))
+        })?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT outcome FROM releases WHERE app = ?1 AND number = ?2",
+                params![app, number],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match current.as_deref() {
+            None => {
+                return Err(StoreError::ReleaseNotFound {
+                    app: app.to_owned(),
+                    release,
+                })
+            }
+            Some(running) if running == ReleaseOutcome::Running.as_str() => {}
+            Some(done) => {
+                return Err(StoreError::ReleaseFinished {
+                    app: app.to_owned(),
+                    release,
+                    outcome: done.to_owned(),
+                })
+            }
+        }
+        tx.execute(
+            "UPDATE releases SET outcome = ?3, error = ?4, phases_json = ?5, finished_at = ?6 \
+             WHERE app = ?1 AND number = ?2",
+            params![
+                app,
+                number,
+                outcome.as_str(),
+                error,
+                phases_json,
+                now_millis()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 \
+             ORDER BY number DESC LIMIT ?2"
+        ))?;
+        let releases = stmt
+            .query_map(params![app, limit], release_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(releases)
+    }
+
+    fn get_release(&self, app: &str, release: u64) -> Result<Option<ReleaseRecord>, StoreError> {
+        let Ok(number) = i64::try_from(release) else {
+            return Ok(None);
+        };
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND number = ?2"),
+                params![app, number],
+                release_from_row,
+            )
+            .optional()?)
+    }
+
+    fn last_release_number(&self, app: &str) -> Result<Option<u64>, StoreError> {
+        let last: Option<i64> = self.lock().query_row(
+            "SELECT max(number) FROM releases WHERE app = ?1",
+            [app],
+            |row| row.get(0),
+        )?;
+        last.map(|n| {
+            u64::try_from(n)
+                .map_err(|e| StoreError::Sqlite(conversion_failure(0, Type::Integer, e)))
+        })
+        .transpose()
+    }
+
+    fn delete_releases(&self, app: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM releases WHERE app = ?1", [app])?;
+        Ok(())
+    }
+
+    fn acquire_lease(
+        &self,
+        app: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let mut conn = self.lock();
+        // Immediate: the write lock is taken before the read, so two
+        // processes cannot both see the lease free.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_millis();
+        let holder: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT owner, expires_at FROM leases WHERE app = ?1",
+                [app],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((holder, expires_at)) = holder {
+            if holder != owner && expires_at > now {
+                return Ok(LeaseOutcome::HeldBy {
+                    owner: holder,
+                    expires_at: from_millis(expires_at),
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO leases (app, owner, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (app) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at",
+            params![app, owner, expiry_millis(now, ttl)],
+        )?;
+        tx.commit()?;
+        Ok(LeaseOutcome::Acquired)
+    }
+
+    fn renew_lease(&self, app: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        // Still ours even if it expired meanwhile: taking it over would
+        // have replaced the owner.
+        let changed = self.lock().execute(
+            "UPDATE leases SET expires_at = ?3 WHERE app = ?1 AND owner = ?2",
+            params![app, owner, expiry_millis(now_millis(), ttl)],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn release_lease(&self, app: &str, owner: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM leases WHERE app = ?1 AND owner = ?2",
+            params![app, owner],
+        )?;
+        Ok(())
     }
 }
 
@@ -831,6 +1092,286 @@ mod tests {
         scan("closed");
     }
 
+    fn new_release(app: &str, release: u64) -> NewRelease {
+        NewRelease {
+            app: app.to_owned(),
+            release,
+            digest: format!("sha256:{release:064x}"),
+            image: format!("registry.example.com/{app}@sha256:{release:064x}"),
+            spec_json: format!("{{\"release\":{release}}}"),
+            trigger: "berth apply".to_owned(),
+        }
+    }
+
+    fn table_names(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn migrates_a_version_1_database_and_keeps_its_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = SqliteStore::open_at_version(&options(tmp.path()), 1).unwrap();
+        let cred = old.insert_credential(new_credential("a", "tok")).unwrap();
+        old.upsert_app("web", Some(&cred.id), "{\"v\":1}").unwrap();
+        {
+            let conn = raw(&old);
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, 1);
+            assert_eq!(table_names(&conn), ["apps", "meta", "registry_credentials"]);
+        }
+        drop(old);
+
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        {
+            let conn = raw(&store);
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, 2);
+            assert_eq!(
+                table_names(&conn),
+                ["apps", "leases", "meta", "registry_credentials", "releases"]
+            );
+        }
+        store.integrity_check().unwrap();
+        let got = store.get_credential(&cred.id).unwrap().unwrap();
+        assert_eq!(got.secret.expose(), "tok");
+        let app = store.get_app("web").unwrap().unwrap();
+        assert_eq!(app.credential_id.as_deref(), Some(cred.id.as_str()));
+        assert_eq!(app.spec_json, "{\"v\":1}");
+        // The new tables work.
+        store.start_release(new_release("web", 1)).unwrap();
+        assert_eq!(store.last_release_number("web").unwrap(), Some(1));
+        assert_eq!(
+            store
+                .acquire_lease("web", "me", Duration::from_secs(60))
+                .unwrap(),
+            LeaseOutcome::Acquired
+        );
+    }
+
+    #[test]
+    fn release_lifecycle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        assert_eq!(store.last_release_number("web").unwrap(), None);
+        assert!(store.list_releases("web", 10).unwrap().is_empty());
+        assert!(store.get_release("web", 1).unwrap().is_none());
+
+        let before = SystemTime::now() - Duration::from_millis(5);
+        let started = store.start_release(new_release("web", 1)).unwrap();
+        assert_eq!(started.outcome, ReleaseOutcome::Running);
+        assert_eq!(started.trigger, "berth apply");
+        assert!(started.phases.is_empty() && started.error.is_none());
+        assert!(started.finished_at.is_none());
+        assert!(started.started_at >= before);
+        assert_eq!(store.get_release("web", 1).unwrap().unwrap(), started);
+
+        let err = store.start_release(new_release("web", 1)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::ReleaseExists { ref app, release: 1 } if app == "web"),
+            "{err}"
+        );
+        // The refused start changed nothing.
+        assert_eq!(store.get_release("web", 1).unwrap().unwrap(), started);
+
+        let phases = vec![
+            ("resolve".to_owned(), 12),
+            ("pull".to_owned(), 3400),
+            ("roll".to_owned(), 900),
+        ];
+        store
+            .finish_release("web", 1, ReleaseOutcome::Succeeded, None, &phases)
+            .unwrap();
+        let done = store.get_release("web", 1).unwrap().unwrap();
+        assert_eq!(done.outcome, ReleaseOutcome::Succeeded);
+        assert_eq!(done.phases, phases);
+        assert!(done.error.is_none());
+        assert!(done.finished_at.unwrap() >= done.started_at);
+
+        let err = store
+            .finish_release("web", 1, ReleaseOutcome::Failed, Some("x"), &[])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ReleaseFinished { .. }), "{err}");
+        assert!(err.to_string().contains("succeeded"), "{err}");
+        let err = store
+            .finish_release("web", 9, ReleaseOutcome::Failed, None, &[])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ReleaseNotFound { .. }), "{err}");
+
+        store.start_release(new_release("web", 2)).unwrap();
+        let err = store
+            .finish_release("web", 2, ReleaseOutcome::Running, None, &[])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidRequest(_)), "{err}");
+        store
+            .finish_release(
+                "web",
+                2,
+                ReleaseOutcome::RolledBack,
+                Some("health check timed out"),
+                &[("roll".to_owned(), 30_000)],
+            )
+            .unwrap();
+        let mut rollback = new_release("web", 3);
+        rollback.trigger = "rollback".into();
+        store.start_release(rollback).unwrap();
+        // Another app's journal is separate.
+        store.start_release(new_release("api", 7)).unwrap();
+
+        let listed = store.list_releases("web", 10).unwrap();
+        let numbers: Vec<u64> = listed.iter().map(|r| r.release).collect();
+        assert_eq!(numbers, [3, 2, 1]);
+        assert_eq!(listed[0].outcome, ReleaseOutcome::Running);
+        assert_eq!(listed[0].trigger, "rollback");
+        assert_eq!(listed[1].outcome, ReleaseOutcome::RolledBack);
+        assert_eq!(listed[1].error.as_deref(), Some("health check timed out"));
+        let newest: Vec<u64> = store
+            .list_releases("web", 2)
+            .unwrap()
+            .iter()
+            .map(|r| r.release)
+            .collect();
+        assert_eq!(newest, [3, 2]);
+        assert!(store.list_releases("web", 0).unwrap().is_empty());
+        assert_eq!(store.list_releases("web", usize::MAX).unwrap().len(), 3);
+        assert_eq!(store.last_release_number("web").unwrap(), Some(3));
+        assert_eq!(store.last_release_number("api").unwrap(), Some(7));
+
+        let err = store
+            .start_release(new_release("web", u64::MAX))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidRequest(_)), "{err}");
+        assert!(store.get_release("web", u64::MAX).unwrap().is_none());
+
+        store.delete_releases("web").unwrap();
+        assert!(store.list_releases("web", 10).unwrap().is_empty());
+        assert_eq!(store.last_release_number("web").unwrap(), None);
+        assert_eq!(store.last_release_number("api").unwrap(), Some(7));
+    }
+
+    #[test]
+    fn release_outcome_text() {
+        for (outcome, text) in [
+            (ReleaseOutcome::Running, "running"),
+            (ReleaseOutcome::Succeeded, "succeeded"),
+            (ReleaseOutcome::Failed, "failed"),
+            (ReleaseOutcome::RolledBack, "rolled_back"),
+        ] {
+            assert_eq!(outcome.to_string(), text);
+            assert_eq!(text.parse::<ReleaseOutcome>().unwrap(), outcome);
+            assert_eq!(
+                serde_json::to_string(&outcome).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        assert!("done".parse::<ReleaseOutcome>().is_err());
+    }
+
+    #[test]
+    fn leases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        let long = Duration::from_secs(60);
+        assert_eq!(
+            store.acquire_lease("web", "a", long).unwrap(),
+            LeaseOutcome::Acquired
+        );
+        let before = SystemTime::now();
+        match store.acquire_lease("web", "b", long).unwrap() {
+            LeaseOutcome::HeldBy { owner, expires_at } => {
+                assert_eq!(owner, "a");
+                assert!(expires_at > before + Duration::from_secs(50));
+                assert!(expires_at <= before + long + Duration::from_secs(1));
+            }
+            other => panic!("b got {other:?}"),
+        }
+        // Another app's lease is independent.
+        assert_eq!(
+            store.acquire_lease("api", "b", long).unwrap(),
+            LeaseOutcome::Acquired
+        );
+        // Acquiring again as the holder extends the lease.
+        assert_eq!(
+            store.acquire_lease("web", "a", long).unwrap(),
+            LeaseOutcome::Acquired
+        );
+        assert!(store.renew_lease("web", "a", long).unwrap());
+        assert!(!store.renew_lease("web", "b", long).unwrap());
+        // Releasing someone else's lease does nothing.
+        store.release_lease("web", "b").unwrap();
+        assert!(matches!(
+            store.acquire_lease("web", "b", long).unwrap(),
+            LeaseOutcome::HeldBy { .. }
+        ));
+        store.release_lease("web", "a").unwrap();
+        assert!(!store.renew_lease("web", "a", long).unwrap());
+        assert_eq!(
+            store.acquire_lease("web", "b", long).unwrap(),
+            LeaseOutcome::Acquired
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        let short = Duration::from_millis(200);
+        assert_eq!(
+            store.acquire_lease("web", "a", short).unwrap(),
+            LeaseOutcome::Acquired
+        );
+        let expires = match store.acquire_lease("web", "b", short).unwrap() {
+            LeaseOutcome::HeldBy { owner, expires_at } => {
+                assert_eq!(owner, "a");
+                expires_at
+            }
+            other => panic!("b got {other:?}"),
+        };
+        // A stopped holder (no renewals): the lease runs out, bounded wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            match store.acquire_lease("web", "b", short).unwrap() {
+                LeaseOutcome::Acquired => break,
+                LeaseOutcome::HeldBy { .. } => {
+                    assert!(std::time::Instant::now() < deadline, "never expired")
+                }
+            }
+        }
+        assert!(SystemTime::now() >= expires);
+        // a's lease is gone: renewing says so and releasing leaves b's alone.
+        assert!(!store.renew_lease("web", "a", short).unwrap());
+        store.release_lease("web", "a").unwrap();
+        assert!(store
+            .renew_lease("web", "b", Duration::from_secs(60))
+            .unwrap());
+        assert!(matches!(
+            store.acquire_lease("web", "a", short).unwrap(),
+            LeaseOutcome::HeldBy { ref owner, .. } if owner == "b"
+        ));
+    }
+
+    #[test]
+    fn lease_owners_are_distinct() {
+        let a = super::super::lease_owner();
+        let b = super::super::lease_owner();
+        assert_ne!(a, b);
+        let parts: Vec<&str> = a.rsplitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "{a}");
+        assert_eq!(parts[0].len(), 6);
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        assert!(!parts[2].is_empty());
+    }
+
     #[tokio::test]
     async fn async_store_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
@@ -848,5 +1389,44 @@ mod tests {
         assert_eq!(store.list_apps().await.unwrap().len(), 1);
         let got = store.get_credential(cred.id).await.unwrap().unwrap();
         assert_eq!(got.secret.expose(), "tok");
+
+        store.start_release(new_release("web", 1)).await.unwrap();
+        store
+            .finish_release(
+                "web".into(),
+                1,
+                ReleaseOutcome::Failed,
+                Some("pull failed".into()),
+                vec![("pull".into(), 5)],
+            )
+            .await
+            .unwrap();
+        let got = store.get_release("web".into(), 1).await.unwrap().unwrap();
+        assert_eq!(got.error.as_deref(), Some("pull failed"));
+        assert_eq!(store.list_releases("web".into(), 5).await.unwrap().len(), 1);
+        assert_eq!(
+            store.last_release_number("web".into()).await.unwrap(),
+            Some(1)
+        );
+        store.delete_releases("web".into()).await.unwrap();
+        assert!(store.get_release("web".into(), 1).await.unwrap().is_none());
+
+        let ttl = Duration::from_secs(30);
+        let owner = super::super::lease_owner();
+        let outcome = store
+            .acquire_lease("web".into(), owner.clone(), ttl)
+            .await
+            .unwrap();
+        assert_eq!(outcome, LeaseOutcome::Acquired);
+        assert!(store
+            .renew_lease("web".into(), owner.clone(), ttl)
+            .await
+            .unwrap());
+        store.release_lease("web".into(), owner).await.unwrap();
+        let outcome = store
+            .acquire_lease("web".into(), "other".into(), ttl)
+            .await
+            .unwrap();
+        assert_eq!(outcome, LeaseOutcome::Acquired);
     }
 }

@@ -43,9 +43,12 @@ fn cli_config() -> &'static Path {
     })
 }
 
-/// A scratch terraform working directory.
+/// A scratch terraform working directory, with its own Berth state
+/// directory (store and secret key) unless it shares another's.
 pub struct Tf {
     pub dir: tempfile::TempDir,
+    pub state_dir: std::sync::Arc<tempfile::TempDir>,
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for Tf {
@@ -61,7 +64,27 @@ impl Tf {
                 .prefix("berth-acc-")
                 .tempdir()
                 .expect("tempdir"),
+            state_dir: std::sync::Arc::new(
+                tempfile::Builder::new()
+                    .prefix("berth-state-")
+                    .tempdir()
+                    .expect("tempdir"),
+            ),
+            extra_env: vec![("BERTH_TEST_LABEL".into(), "1".into())],
         }
+    }
+
+    /// A second working directory sharing this one's Berth state (for
+    /// import into a fresh terraform state).
+    pub fn sibling(&self) -> Tf {
+        let mut t = Tf::new();
+        t.state_dir = self.state_dir.clone();
+        t
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Tf {
+        self.extra_env.push((k.into(), v.into()));
+        self
     }
 
     /// Writes `main.tf`, with the required_providers block prepended.
@@ -81,7 +104,12 @@ impl Tf {
             .env("CHECKPOINT_DISABLE", "1")
             .env("TF_IN_AUTOMATION", "1")
             .env_remove("TF_LOG")
-            .env_remove("TF_LOG_PATH");
+            .env_remove("TF_LOG_PATH")
+            .env_remove("BERTH_SECRET_KEY")
+            .env("BERTH_STATE_DIR", self.state_dir.path());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
@@ -115,7 +143,7 @@ impl Tf {
             !out.status.success(),
             "terraform {args:?} should have failed:\n{text}"
         );
-        text
+        squash(&text)
     }
 
     pub fn init(&self) -> String {
@@ -168,6 +196,12 @@ impl Tf {
     }
 }
 
+/// Collapses runs of white space, so assertions do not depend on where
+/// terraform wraps its messages.
+pub fn squash(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A tag unique to this test process and call, so tests never share tags.
 pub fn unique_tag(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -203,4 +237,60 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// GETs `path` from `addr` with bounded retries; returns the body.
+pub fn http_body(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    for _ in 0..40 {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut buf = String::new();
+                if s.read_to_string(&mut buf).is_ok() && buf.starts_with("HTTP/1.") {
+                    if let Some((_, body)) = buf.split_once("\r\n\r\n") {
+                        return Some(body.to_string());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    None
+}
+
+/// Containers (ids) carrying `io.berth.app=<app>`, on the local Docker.
+pub fn app_containers(app: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=io.berth.app={app}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Removes an app's containers and network when a test ends, even on panic.
+pub struct AppGuard(pub String);
+
+impl Drop for AppGuard {
+    fn drop(&mut self) {
+        let ids = app_containers(&self.0);
+        if !ids.is_empty() {
+            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("berth-{}", self.0)])
+            .output();
+    }
+}
+
+/// A unique app name for a test.
+pub fn unique_app(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id() % 100000, N.fetch_add(1, Ordering::SeqCst))
 }

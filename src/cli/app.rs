@@ -1,0 +1,1443 @@
+//! The app commands of `berth`: `plan`, `apply`, `status`, `releases`,
+//! `rollback`, `destroy` and `schema`, thin over the engine.
+//!
+//! - An app spec file (YAML or JSON, `-` for stdin) is read into
+//!   [`AppSpec`] and checked with [`AppSpec::validate`]; every problem is
+//!   reported as `FILE: field: message` (exit 2).
+//! - `plan` and `apply` resolve the image tag to its linux/amd64 digest
+//!   (with the app's registry credential from Berth's store), observe the
+//!   hosts and run the engine's pure [`plan`](crate::engine::plan::plan);
+//!   `apply` then deploys through [`Engine::deploy`], recording the app first
+//!   and forgetting it again when a first deploy fails, as the `berth_app`
+//!   resource does.
+//! - `status`, `releases` read the hosts' labels and the releases journal.
+//! - `rollback` redeploys a journaled release. The journal never holds
+//!   secret values, so a release whose spec had `secret_env` needs
+//!   `--secrets-from FILE`.
+//! - `destroy` removes the app's containers, networks and record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::output::{self, Columns, OutputArgs, Table};
+use super::CliError;
+use crate::docker::{Hosts, RegistryLogin};
+use crate::engine::deploy::public_spec_json;
+use crate::engine::plan::{self as engine_plan, Drift, Instance, InstanceHealth};
+use crate::engine::spec::{AppSpec, Component};
+use crate::engine::{DeployError, Engine, Outcome, Target};
+use crate::labels;
+use crate::reference::Reference;
+use crate::registry::{Credentials, RegistryClient, RegistryError, RegistryOptions};
+use crate::store::{process_env, AppRecord, ReleaseOutcome, ReleaseRecord, Store, StoreOptions};
+
+/// The trigger journaled for `berth apply`.
+pub const APPLY_TRIGGER: &str = "berth apply";
+/// The trigger journaled for `berth rollback`.
+pub const ROLLBACK_TRIGGER: &str = "rollback";
+/// The placeholder `public_spec_json` writes instead of a secret value.
+const SECRET_PLACEHOLDER: &str = "(secret)";
+/// Longest app spec file read (anything bigger is the wrong file).
+const MAX_SPEC_BYTES: u64 = 1024 * 1024;
+
+const PLAN_LONG_ABOUT: &str = "\
+Show what `berth apply` would do for an app spec file, changing nothing.
+
+Resolves the image tag to its linux/amd64 digest (with `track_tag: false`, an
+app that already runs this image keeps the digest it runs), reads the app's
+containers from the Docker host, and prints each step of the plan in words,
+then every difference between the host and the spec (drift), or
+\"no changes\".";
+
+const APPLY_LONG_ABOUT: &str = "\
+Deploy an app spec file with no downtime: resolve the tag to its linux/amd64
+digest, pull it, run the pre-deploy command, start the new instances,
+health-check them from outside, then stop the old ones. A failure before the
+switch leaves the running release untouched.
+
+Prints the release number, digest, endpoints and how long each phase took.";
+
+const STATUS_LONG_ABOUT: &str = "\
+Without APP: every app Berth knows (its records and the containers carrying
+its labels) with release, digest, running/desired instances and drift count.
+With APP: the app's instances (name, host, state, endpoint) and its drift in
+words.";
+
+const ROLLBACK_LONG_ABOUT: &str = "\
+Deploy the image and spec of an earlier release again, as a new release with
+trigger `rollback`. Without RELEASE: the newest succeeded release before the
+one running now.
+
+The releases journal holds no secret values. Rolling back to a release whose
+spec had `secret_env` therefore needs --secrets-from FILE: the values of those
+keys are taken from that app spec file.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  berth plan -f app.yaml
+  berth apply -f app.yaml --json
+  berth status
+  berth releases shop
+  berth rollback shop            # the previous succeeded release
+  berth rollback shop 3 --secrets-from app.yaml
+  berth destroy shop
+  berth schema > app.schema.json";
+
+/// The app commands (flattened into the top level of `berth`).
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Show what `apply` would change for an app spec file (changes nothing)
+    #[command(long_about = PLAN_LONG_ABOUT, after_help = AFTER_HELP)]
+    Plan(SpecFileArgs),
+
+    /// Deploy an app spec file (resolve, pull, start, health-check, switch)
+    #[command(long_about = APPLY_LONG_ABOUT, after_help = AFTER_HELP)]
+    Apply(SpecFileArgs),
+
+    /// Show every app, or one app's instances and drift
+    #[command(long_about = STATUS_LONG_ABOUT, after_help = AFTER_HELP)]
+    Status(StatusArgs),
+
+    /// List an app's releases, newest first
+    #[command(after_help = AFTER_HELP)]
+    Releases(ReleasesArgs),
+
+    /// Deploy an earlier release's image and spec again
+    #[command(long_about = ROLLBACK_LONG_ABOUT, after_help = AFTER_HELP)]
+    Rollback(RollbackArgs),
+
+    /// Remove an app's containers, networks and record
+    #[command(after_help = AFTER_HELP)]
+    Destroy(DestroyArgs),
+
+    /// Print the JSON Schema of the app spec file
+    #[command(after_help = AFTER_HELP)]
+    Schema(SchemaArgs),
+}
+
+/// Arguments of `berth plan` and `berth apply`.
+#[derive(Debug, Args)]
+pub struct SpecFileArgs {
+    /// The app spec file, YAML or JSON; `-` reads stdin
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: String,
+
+    /// Speak plain HTTP to this registry (`host[:port]`); repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `berth status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The app; every app when left out
+    #[arg(value_name = "APP")]
+    app: Option<String>,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `berth releases`.
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// The app
+    #[arg(value_name = "APP")]
+    app: String,
+
+    /// Show at most this many releases
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `berth rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The app
+    #[arg(value_name = "APP")]
+    app: String,
+
+    /// The release to go back to; default: the newest succeeded release
+    /// before the one running now
+    #[arg(value_name = "RELEASE")]
+    release: Option<u64>,
+
+    /// App spec file (YAML or JSON, `-` for stdin) to take `secret_env`
+    /// values from, for a release whose spec had secrets
+    #[arg(long, value_name = "FILE")]
+    secrets_from: Option<String>,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `berth destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The app
+    #[arg(value_name = "APP")]
+    app: String,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `berth schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Accepted for uniformity: the schema is always JSON
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Runs one app command.
+pub async fn run(command: AppCommand) -> Result<(), CliError> {
+    match command {
+        AppCommand::Plan(args) => plan(args).await,
+        AppCommand::Apply(args) => apply(args).await,
+        AppCommand::Status(args) => status(args).await,
+        AppCommand::Releases(args) => releases(args).await,
+        AppCommand::Rollback(args) => rollback(args).await,
+        AppCommand::Destroy(args) => destroy(args).await,
+        AppCommand::Schema(_) => schema(),
+    }
+}
+
+// ------------------------------------------------------------ spec files
+
+/// Reads and checks an app spec file; `-` reads stdin. Every error names
+/// the file, and the line, column and field when known (exit 2).
+pub fn load_spec(file: &str) -> Result<AppSpec, CliError> {
+    let spec = read_spec(file)?;
+    let errors = spec.validate();
+    if errors.is_empty() {
+        Ok(spec)
+    } else {
+        let name = display_name(file);
+        let lines: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{name}: {}: {}", e.field, e.message))
+            .collect();
+        Err(CliError::usage(format!(
+            "{name} is not a valid app spec ({} problem{}):\n{}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            lines.join("\n")
+        )))
+    }
+}
+
+fn display_name(file: &str) -> &str {
+    if file == "-" {
+        "<stdin>"
+    } else {
+        file
+    }
+}
+
+/// Reads and parses an app spec file without validating it.
+fn read_spec(file: &str) -> Result<AppSpec, CliError> {
+    let name = display_name(file);
+    let mut bytes = Vec::new();
+    let read = if file == "-" {
+        std::io::stdin()
+            .lock()
+            .take(MAX_SPEC_BYTES + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| CliError::usage(format!("{name}: cannot read the app spec: {e}")))?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(CliError::usage(format!(
+            "{name}: larger than {MAX_SPEC_BYTES} bytes, which is not an app spec"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError::usage(format!("{name}: the app spec is not valid UTF-8")))?;
+    parse_spec(name, &text).map_err(CliError::usage)
+}
+
+/// Parses an app spec: JSON when the file is named `*.json` or the text
+/// starts with `{`, YAML otherwise. Errors read `FILE:LINE:COLUMN: message`.
+pub fn parse_spec(name: &str, text: &str) -> Result<AppSpec, String> {
+    let is_json = Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        || text.trim_start().starts_with('{');
+    if is_json {
+        serde_json::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            if e.line() == 0 {
+                return format!("{name}: {message}");
+            }
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let message = message.strip_suffix(&suffix).unwrap_or(&message);
+            format!("{name}:{}:{}: {message}", e.line(), e.column())
+        })
+    } else {
+        if text.trim().is_empty() {
+            return Err(format!(
+                "{name}: the app spec is empty: give at least `name`, `image` and a service \
+                 (see `berth schema`)"
+            ));
+        }
+        serde_norway::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            match e.location() {
+                Some(at) => {
+                    let suffix = format!(" at line {} column {}", at.line(), at.column());
+                    let message = message.strip_suffix(&suffix).unwrap_or(&message);
+                    format!("{name}:{}:{}: {message}", at.line(), at.column())
+                }
+                None => format!("{name}: {message}"),
+            }
+        })
+    }
+}
+
+// ------------------------------------------------------------ the context
+
+/// The clients an app command needs: the engine (Docker hosts + store) and
+/// the registry client.
+struct Session {
+    engine: Engine,
+    registry: RegistryClient,
+}
+
+impl Session {
+    async fn open(insecure_registries: Vec<String>) -> Result<Session, CliError> {
+        let options = StoreOptions::from_env(None, &process_env).map_err(store_open_error)?;
+        let store = Store::open(options).await.map_err(store_open_error)?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let hosts = Hosts::from_config_or_local(&[], docker_host.as_deref()).map_err(|e| {
+            CliError::failed("Cannot set up the Docker host", e.to_string())
+                .with_hint("set DOCKER_HOST (e.g. unix:///var/run/docker.sock)")
+        })?;
+        Ok(Session {
+            engine: Engine::new(hosts, store),
+            registry: RegistryClient::new(RegistryOptions {
+                insecure_registries,
+            }),
+        })
+    }
+
+    fn store(&self) -> &Store {
+        &self.engine.store
+    }
+
+    async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, CliError> {
+        self.engine.observe(app, fresh).await.map_err(|e| {
+            CliError::failed(
+                format!("Cannot read app {app:?} from the Docker host"),
+                e.to_string(),
+            )
+        })
+    }
+
+    async fn record(&self, app: &str) -> Result<Option<AppRecord>, CliError> {
+        self.store()
+            .get_app(app.to_owned())
+            .await
+            .map_err(store_error)
+    }
+
+    /// The registry credentials and the pull login for `spec`'s
+    /// `registry_credential_id` (anonymous without one).
+    async fn credentials(
+        &self,
+        spec: &AppSpec,
+        reference: &Reference,
+    ) -> Result<(Credentials, Option<RegistryLogin>), CliError> {
+        let Some(id) = &spec.registry_credential_id else {
+            return Ok((Credentials::Anonymous, None));
+        };
+        let credential = self
+            .store()
+            .get_credential(id.clone())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "registry_credential_id: no registry credential {id:?} exists in Berth's \
+                     store; use the id of a `berth_registry_credential`"
+                ))
+            })?;
+        let registry = crate::reference::normalize_registry(reference.registry())
+            .unwrap_or_else(|_| reference.registry().to_owned());
+        if credential.registry != registry {
+            return Err(CliError::usage(format!(
+                "registry_credential_id: credential {id:?} ({}) is for registry {}, but the \
+                 image is on {registry}; use a credential for {registry}",
+                credential.name, credential.registry
+            )));
+        }
+        let login = RegistryLogin {
+            username: credential.username.clone(),
+            password: credential.secret.clone(),
+            server: crate::registry::docker_server_address(&credential.registry),
+        };
+        Ok((
+            Credentials::basic(credential.username, credential.secret),
+            Some(login),
+        ))
+    }
+}
+
+fn store_open_error(error: crate::store::StoreError) -> CliError {
+    CliError::failed("Cannot open Berth's state", error.to_string()).with_hint(
+        "the state directory is BERTH_STATE_DIR, else $XDG_DATA_HOME/berth or \
+         ~/.local/share/berth",
+    )
+}
+
+fn store_error(error: crate::store::StoreError) -> CliError {
+    CliError::failed("Berth's store failed", error.to_string())
+}
+
+fn deploy_error(app: &str, error: DeployError) -> CliError {
+    let hint = match &error {
+        DeployError::Busy { .. } => Some("wait for the other deploy, then run the command again"),
+        DeployError::Unhealthy { .. } => Some(
+            "check that the service answers HTTP on `http_port` at `health_check.path` within \
+             `health_check.start_period_seconds`",
+        ),
+        _ => None,
+    };
+    let failed = CliError::failed(format!("Deploy of app {app:?} failed"), error.to_string());
+    match hint {
+        Some(hint) => failed.with_hint(hint),
+        None => failed,
+    }
+}
+
+fn registry_error(error: RegistryError) -> CliError {
+    let hint = match &error {
+        RegistryError::AuthenticationRequired { .. }
+        | RegistryError::CredentialsRejected { .. }
+        | RegistryError::Denied { .. } => Some(
+            "set `registry_credential_id` in the app spec to a registry credential that may \
+             pull the image",
+        ),
+        RegistryError::Unreachable { url, .. } if url.starts_with("https://") => Some(
+            "if the registry speaks plain HTTP, pass --insecure-registry HOST[:PORT] \
+             (loopback registries always use plain HTTP)",
+        ),
+        _ => None,
+    };
+    let failed = CliError::failed(error.summary(), error.to_string());
+    match hint {
+        Some(hint) => failed.with_hint(hint),
+        None => failed,
+    }
+}
+
+// ------------------------------------------------------------ plan, apply
+
+/// Everything `plan` and `apply` work out before anything changes.
+struct Prepared {
+    spec: AppSpec,
+    components: Vec<Component>,
+    digest: String,
+    pinned: String,
+    login: Option<RegistryLogin>,
+    observed: Vec<Instance>,
+    record: Option<AppRecord>,
+    /// Where the digest came from, in words.
+    digest_source: &'static str,
+}
+
+async fn prepare(session: &Session, spec: AppSpec) -> Result<Prepared, CliError> {
+    let components = spec
+        .components()
+        .map_err(|e| CliError::usage(format!("{}: {}", e.field, e.message)))?;
+    let reference =
+        Reference::parse(&spec.image).map_err(|e| CliError::usage(format!("image: {e}")))?;
+    let observed = session.observe(&spec.name, true).await?;
+    let record = session.record(&spec.name).await?;
+    let (credentials, login) = session.credentials(&spec, &reference).await?;
+    // `track_tag: false`: an app already running this image keeps the digest
+    // it runs until the image is changed on purpose.
+    let kept = if spec.track_tag {
+        None
+    } else {
+        let same_image = record
+            .as_ref()
+            .and_then(|r| recorded_image(&r.spec_json))
+            .is_some_and(|image| image == spec.image);
+        running_digest(&observed).filter(|_| same_image)
+    };
+    let (digest, digest_source) = match kept {
+        Some(digest) => (digest, "kept (track_tag is false)"),
+        None => {
+            let resolved = session
+                .registry
+                .resolve(&reference, &credentials)
+                .await
+                .map_err(registry_error)?;
+            (resolved.digest, "resolved")
+        }
+    };
+    let pinned = reference.with_digest(&digest).to_string();
+    Ok(Prepared {
+        spec,
+        components,
+        digest,
+        pinned,
+        login,
+        observed,
+        record,
+        digest_source,
+    })
+}
+
+/// The `image` of a recorded spec.
+fn recorded_image(spec_json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(spec_json).ok()?;
+    value.get("image")?.as_str().map(str::to_owned)
+}
+
+/// The digest the app's current release runs, from its labels.
+fn running_digest(observed: &[Instance]) -> Option<String> {
+    let current = engine_plan::current_release(observed);
+    observed
+        .iter()
+        .filter(|i| i.release == current && !i.digest.is_empty())
+        .map(|i| i.digest.clone())
+        .next()
+}
+
+/// `berth plan --json`.
+#[derive(Debug, Serialize)]
+struct PlanReport {
+    app: String,
+    image: String,
+    digest: String,
+    current_release: Option<u64>,
+    changes: bool,
+    new_release: bool,
+    steps: Vec<String>,
+    drift: Vec<String>,
+}
+
+async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
+    let spec = load_spec(&args.file)?;
+    let session = Session::open(args.insecure_registries).await?;
+    let prepared = prepare(&session, spec).await?;
+    let hosts = session.engine.host_names();
+    let plan = engine_plan::plan(
+        &prepared.components,
+        &prepared.digest,
+        &hosts,
+        &prepared.observed,
+    );
+    // Drift is a difference from something that runs; a new app has none.
+    let drift: Vec<String> = if prepared.observed.is_empty() {
+        Vec::new()
+    } else {
+        engine_plan::drift(
+            &prepared.components,
+            &prepared.digest,
+            &hosts,
+            &prepared.observed,
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+    };
+    let report = PlanReport {
+        app: prepared.spec.name.clone(),
+        image: prepared.spec.image.clone(),
+        digest: prepared.digest.clone(),
+        current_release: plan.current_release,
+        changes: !plan.is_noop(),
+        new_release: plan.new_release,
+        steps: plan.reasons.clone(),
+        drift,
+    };
+    if args.output.json {
+        return output::print_json(&report);
+    }
+    let mut text = Table::new()
+        .row("app", &report.app)
+        .row("image", &report.image)
+        .row(
+            "digest",
+            format!("{} ({})", report.digest, prepared.digest_source),
+        )
+        .row(
+            "release",
+            match (report.current_release, report.new_release) {
+                (Some(r), true) => format!("{r} → a new release"),
+                (None, _) => "none yet → release 1".to_owned(),
+                (Some(r), false) => r.to_string(),
+            },
+        )
+        .render();
+    if report.changes {
+        text.push_str("\nSteps:\n");
+        for step in &report.steps {
+            text.push_str(&format!("  {step}\n"));
+        }
+    } else {
+        text.push_str("\nno changes: the app runs this digest and spec\n");
+    }
+    if !report.drift.is_empty() {
+        text.push_str("\nDrift:\n");
+        for line in &report.drift {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
+    output::print_text(&text)
+}
+
+/// `berth apply --json` and `berth rollback --json`.
+#[derive(Debug, Serialize)]
+struct DeployReport {
+    app: String,
+    release: u64,
+    new_release: bool,
+    digest: String,
+    image: String,
+    trigger: String,
+    endpoints: BTreeMap<String, Vec<String>>,
+    steps: Vec<String>,
+    phases: Vec<PhaseReport>,
+    /// For a rollback: the journaled release deployed again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back_to: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct PhaseReport {
+    phase: String,
+    ms: u64,
+}
+
+impl DeployReport {
+    fn new(outcome: Outcome, target: &Target, rolled_back_to: Option<u64>) -> DeployReport {
+        DeployReport {
+            app: outcome.app,
+            release: outcome.release,
+            new_release: outcome.new_release,
+            digest: outcome.digest,
+            image: target.pinned.clone(),
+            trigger: target.trigger.clone(),
+            endpoints: outcome.endpoints,
+            steps: outcome.steps,
+            phases: outcome
+                .phases
+                .into_iter()
+                .map(|(phase, ms)| PhaseReport { phase, ms })
+                .collect(),
+            rolled_back_to,
+        }
+    }
+
+    fn print(&self, json: bool) -> Result<(), CliError> {
+        if json {
+            return output::print_json(self);
+        }
+        let release = match (self.new_release, self.rolled_back_to) {
+            (true, Some(old)) => format!("{} (new release, from release {old})", self.release),
+            (true, None) => format!("{} (new release)", self.release),
+            (false, _) => format!("{} (unchanged)", self.release),
+        };
+        let mut table = Table::new()
+            .row("app", &self.app)
+            .row("release", release)
+            .row("digest", &self.digest)
+            .row("image", &self.image);
+        let mut label = "endpoints";
+        for (service, endpoints) in &self.endpoints {
+            for endpoint in endpoints {
+                table = table.row(label, format!("{service}  {endpoint}"));
+                label = "";
+            }
+        }
+        if label == "endpoints" {
+            table = table.row(label, "-");
+        }
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|p| format!("{} {}", p.phase, human_ms(p.ms)))
+            .collect();
+        table = table.row("phases", phases.join(", "));
+        let mut text = table.render();
+        text.push_str("\nSteps:\n");
+        for step in &self.steps {
+            text.push_str(&format!("  {step}\n"));
+        }
+        output::print_text(&text)
+    }
+}
+
+async fn apply(args: SpecFileArgs) -> Result<(), CliError> {
+    let spec = load_spec(&args.file)?;
+    let session = Session::open(args.insecure_registries).await?;
+    let prepared = prepare(&session, spec).await?;
+    let first = prepared.record.is_none() && prepared.observed.is_empty();
+    let spec = prepared.spec;
+    // Record the app first, so a credential in use cannot be deleted while
+    // this deploy runs (as the `berth_app` resource does).
+    session
+        .store()
+        .upsert_app(
+            spec.name.clone(),
+            spec.registry_credential_id.clone(),
+            public_spec_json(&spec),
+        )
+        .await
+        .map_err(store_error)?;
+    let target = Target {
+        spec,
+        digest: prepared.digest,
+        pinned: prepared.pinned,
+        login: prepared.login,
+        trigger: APPLY_TRIGGER.to_owned(),
+    };
+    match session.engine.deploy(&target).await {
+        Ok(outcome) => DeployReport::new(outcome, &target, None).print(args.output.json),
+        Err(error) => {
+            if first {
+                // Nothing of a failed first deploy is left running.
+                if let Err(e) = session.store().delete_app(target.spec.name.clone()).await {
+                    tracing::warn!(app = %target.spec.name, error = %e, "could not remove the app record after a failed first deploy");
+                }
+            }
+            Err(deploy_error(&target.spec.name, error))
+        }
+    }
+}
+
+// ------------------------------------------------------------ status
+
+/// One app in `berth status --json`.
+#[derive(Debug, Serialize)]
+struct AppSummary {
+    app: String,
+    release: Option<u64>,
+    digest: Option<String>,
+    running: usize,
+    /// Instances the app's record asks for; `None` without a record.
+    desired: Option<u64>,
+    /// Drift lines; `None` when there is no record to compare with.
+    drift: Option<usize>,
+    recorded: bool,
+}
+
+/// `berth status APP --json`.
+#[derive(Debug, Serialize)]
+struct AppStatus {
+    app: String,
+    release: Option<u64>,
+    digest: Option<String>,
+    running: usize,
+    desired: Option<u64>,
+    recorded: bool,
+    instances: Vec<InstanceReport>,
+    drift: Vec<String>,
+    /// Why drift could not be fully judged, if so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceReport {
+    name: String,
+    component: String,
+    kind: String,
+    slot: Option<u32>,
+    release: Option<u64>,
+    host: String,
+    state: String,
+    endpoint: Option<String>,
+    digest: String,
+}
+
+/// What the records and the hosts say about one app.
+struct AppView {
+    release: Option<u64>,
+    digest: Option<String>,
+    running: usize,
+    desired: Option<u64>,
+    drift: Option<Vec<Drift>>,
+    notes: Vec<String>,
+}
+
+fn view(hosts: &[String], record: Option<&AppRecord>, observed: &[Instance]) -> AppView {
+    let release = engine_plan::current_release(observed);
+    let digest = running_digest(observed);
+    let running = observed
+        .iter()
+        .filter(|i| i.release == release && i.health == InstanceHealth::Running)
+        .count();
+    let mut notes = Vec::new();
+    let spec = record.and_then(|r| match serde_json::from_str::<AppSpec>(&r.spec_json) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            notes.push(format!("the app record cannot be read ({e})"));
+            None
+        }
+    });
+    let components = spec.as_ref().and_then(|s| s.components().ok());
+    let desired = components
+        .as_ref()
+        .map(|c| c.iter().map(|c| u64::from(c.instances)).sum());
+    let drift = match (&components, &spec) {
+        (Some(components), Some(spec)) => {
+            // Judge against the digest that runs: a moved tag is for `plan`.
+            let digest = digest.clone().unwrap_or_default();
+            let mut drift = engine_plan::drift(components, &digest, hosts, observed);
+            if !spec.secret_env.is_empty() {
+                // The record holds no secret values, but the spec hash of the
+                // containers covers them: config drift cannot be judged here.
+                drift.retain(|d| !matches!(d, Drift::SpecChanged { .. }));
+                notes.push(
+                    "config drift is not checked: the app has secret_env, whose values Berth's \
+                     record does not keep (`berth plan -f FILE` compares the full spec)"
+                        .to_owned(),
+                );
+            }
+            Some(drift)
+        }
+        _ => None,
+    };
+    AppView {
+        release,
+        digest,
+        running,
+        desired,
+        drift,
+        notes,
+    }
+}
+
+async fn status(args: StatusArgs) -> Result<(), CliError> {
+    let session = Session::open(Vec::new()).await?;
+    match args.app {
+        Some(app) => status_of(&session, &app, args.output.json).await,
+        None => status_all(&session, args.output.json).await,
+    }
+}
+
+async fn status_all(session: &Session, json: bool) -> Result<(), CliError> {
+    let records = session.store().list_apps().await.map_err(store_error)?;
+    let mut names: BTreeSet<String> = records.iter().map(|r| r.name.clone()).collect();
+    for host in session.engine.hosts.iter() {
+        let listed = host.list_managed().await.map_err(|e| {
+            CliError::failed(
+                format!("Cannot list containers on Docker host {:?}", host.name()),
+                e.to_string(),
+            )
+        })?;
+        names.extend(
+            listed
+                .iter()
+                .filter_map(|o| o.label(labels::APP))
+                .map(str::to_owned),
+        );
+    }
+    let hosts = session.engine.host_names();
+    let mut apps = Vec::new();
+    for name in names {
+        let observed = session.observe(&name, false).await?;
+        let record = records.iter().find(|r| r.name == name);
+        let view = view(&hosts, record, &observed);
+        apps.push(AppSummary {
+            app: name,
+            release: view.release,
+            digest: view.digest,
+            running: view.running,
+            desired: view.desired,
+            drift: view.drift.map(|d| d.len()),
+            recorded: record.is_some(),
+        });
+    }
+    if json {
+        return output::print_json(&serde_json::json!({ "apps": apps }));
+    }
+    if apps.is_empty() {
+        return output::print_line("no apps");
+    }
+    let mut columns = Columns::new(&["APP", "RELEASE", "DIGEST", "INSTANCES", "DRIFT"]);
+    for app in &apps {
+        columns.row(vec![
+            app.app.clone(),
+            opt(app.release),
+            app.digest
+                .as_deref()
+                .map(short_digest)
+                .unwrap_or("-")
+                .to_owned(),
+            format!("{}/{}", app.running, opt(app.desired)),
+            opt(app.drift),
+        ]);
+    }
+    columns.print()
+}
+
+async fn status_of(session: &Session, app: &str, json: bool) -> Result<(), CliError> {
+    let observed = session.observe(app, true).await?;
+    let record = session.record(app).await?;
+    if observed.is_empty() && record.is_none() {
+        return Err(not_found(app));
+    }
+    let view = view(&session.engine.host_names(), record.as_ref(), &observed);
+    let mut instances: Vec<&Instance> = observed.iter().collect();
+    instances.sort_by(|a, b| {
+        (&a.component, a.slot, a.release, &a.name).cmp(&(&b.component, b.slot, b.release, &b.name))
+    });
+    let report = AppStatus {
+        app: app.to_owned(),
+        release: view.release,
+        digest: view.digest,
+        running: view.running,
+        desired: view.desired,
+        recorded: record.is_some(),
+        instances: instances
+            .into_iter()
+            .map(|i| InstanceReport {
+                name: i.name.clone(),
+                component: i.component.clone(),
+                kind: i.kind.clone(),
+                slot: i.slot,
+                release: i.release,
+                host: i.host.clone(),
+                state: state_word(&i.health),
+                endpoint: i.endpoint.clone(),
+                digest: i.digest.clone(),
+            })
+            .collect(),
+        drift: view
+            .drift
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect(),
+        notes: view.notes,
+    };
+    if json {
+        return output::print_json(&report);
+    }
+    let mut text = Table::new()
+        .row("app", &report.app)
+        .row("release", opt(report.release))
+        .row("digest", report.digest.as_deref().unwrap_or("-"))
+        .row(
+            "instances",
+            format!(
+                "{} running / {} desired",
+                report.running,
+                opt(report.desired)
+            ),
+        )
+        .render();
+    text.push('\n');
+    if report.instances.is_empty() {
+        text.push_str("no instances\n");
+    } else {
+        let mut columns = Columns::new(&["NAME", "HOST", "STATE", "ENDPOINT"]);
+        for i in &report.instances {
+            columns.row(vec![
+                i.name.clone(),
+                i.host.clone(),
+                i.state.clone(),
+                i.endpoint.clone().unwrap_or_else(|| "-".to_owned()),
+            ]);
+        }
+        text.push_str(&columns.render());
+    }
+    text.push('\n');
+    match &view.drift {
+        None => text.push_str("drift: unknown (Berth has no record of this app's spec)\n"),
+        Some(d) if d.is_empty() => text.push_str("no drift\n"),
+        Some(_) => {
+            text.push_str("Drift:\n");
+            for line in &report.drift {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    for note in &report.notes {
+        text.push_str(&format!("note: {note}\n"));
+    }
+    output::print_text(&text)
+}
+
+fn not_found(app: &str) -> CliError {
+    CliError::failed(
+        "App not found",
+        format!(
+            "no container on the Docker host carries the label {}={app}, and Berth's state has \
+             no record of an app named {app:?}.",
+            labels::APP
+        ),
+    )
+    .with_hint("`berth status` lists the apps Berth knows")
+}
+
+fn state_word(health: &InstanceHealth) -> String {
+    match health {
+        InstanceHealth::Running => "running".to_owned(),
+        InstanceHealth::Restarting => "restarting".to_owned(),
+        InstanceHealth::Stopped(status) if status.is_empty() => "stopped".to_owned(),
+        InstanceHealth::Stopped(status) => status.clone(),
+    }
+}
+
+// ------------------------------------------------------------ releases
+
+#[derive(Debug, Serialize)]
+struct ReleaseReport {
+    release: u64,
+    digest: String,
+    image: String,
+    trigger: String,
+    outcome: ReleaseOutcome,
+    /// Seconds since the Unix epoch.
+    started_at: Option<f64>,
+    finished_at: Option<f64>,
+    duration_ms: Option<u64>,
+    error: Option<String>,
+    phases: Vec<PhaseReport>,
+}
+
+async fn releases(args: ReleasesArgs) -> Result<(), CliError> {
+    let session = Session::open(Vec::new()).await?;
+    let records = session
+        .store()
+        .list_releases(args.app.clone(), args.limit)
+        .await
+        .map_err(store_error)?;
+    let reports: Vec<ReleaseReport> = records.iter().map(release_report).collect();
+    if args.output.json {
+        return output::print_json(&serde_json::json!({
+            "app": args.app,
+            "releases": reports,
+        }));
+    }
+    if reports.is_empty() {
+        return output::print_line(&format!("no releases of app {:?} in the journal", args.app));
+    }
+    let mut columns = Columns::new(&[
+        "RELEASE", "DIGEST", "TRIGGER", "OUTCOME", "STARTED", "DURATION", "ERROR",
+    ]);
+    for (report, record) in reports.iter().zip(&records) {
+        columns.row(vec![
+            report.release.to_string(),
+            short_digest(&report.digest).to_owned(),
+            report.trigger.clone(),
+            report.outcome.to_string(),
+            utc_time(record.started_at),
+            report
+                .duration_ms
+                .map(human_ms)
+                .unwrap_or_else(|| "-".to_owned()),
+            report
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("")
+                .to_owned(),
+        ]);
+    }
+    columns.print()
+}
+
+fn release_report(record: &ReleaseRecord) -> ReleaseReport {
+    let duration_ms = record.finished_at.and_then(|f| {
+        f.duration_since(record.started_at)
+            .ok()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    });
+    let seconds = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| (d.as_millis() as f64) / 1000.0)
+    };
+    ReleaseReport {
+        release: record.release,
+        digest: record.digest.clone(),
+        image: record.image.clone(),
+        trigger: record.trigger.clone(),
+        outcome: record.outcome,
+        started_at: seconds(record.started_at),
+        finished_at: record.finished_at.and_then(seconds),
+        duration_ms,
+        error: record.error.clone(),
+        phases: record
+            .phases
+            .iter()
+            .map(|(phase, ms)| PhaseReport {
+                phase: phase.clone(),
+                ms: *ms,
+            })
+            .collect(),
+    }
+}
+
+// ------------------------------------------------------------ rollback
+
+async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
+    let session = Session::open(Vec::new()).await?;
+    let app = args.app.as_str();
+    let observed = session.observe(app, true).await?;
+    let current = engine_plan::current_release(&observed);
+    let chosen = match args.release {
+        Some(n) => {
+            let record = session
+                .store()
+                .get_release(app.to_owned(), n)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    CliError::failed(
+                        format!("Release {n} of app {app:?} not found"),
+                        format!("the releases journal has no release {n} of app {app:?}."),
+                    )
+                    .with_hint(format!("`berth releases {app}` lists the releases"))
+                })?;
+            if record.outcome != ReleaseOutcome::Succeeded {
+                return Err(CliError::failed(
+                    format!("Release {n} of app {app:?} did not succeed"),
+                    format!(
+                        "release {n} ended as {}: its image and spec never served, so Berth \
+                         does not roll back to it.",
+                        record.outcome
+                    ),
+                )
+                .with_hint(format!(
+                    "`berth releases {app}` lists the succeeded releases"
+                )));
+            }
+            record
+        }
+        None => {
+            let all = session
+                .store()
+                .list_releases(app.to_owned(), 1000)
+                .await
+                .map_err(store_error)?;
+            if all.is_empty() && observed.is_empty() {
+                return Err(not_found(app));
+            }
+            all.into_iter()
+                .find(|r| {
+                    r.outcome == ReleaseOutcome::Succeeded && current.is_none_or(|c| r.release < c)
+                })
+                .ok_or_else(|| {
+                    CliError::failed(
+                        format!("No earlier release of app {app:?} to roll back to"),
+                        format!(
+                            "the journal holds no succeeded release before release {} (the one \
+                             running now).",
+                            opt(current)
+                        ),
+                    )
+                    .with_hint(format!("`berth releases {app}` lists the releases"))
+                })?
+        }
+    };
+    let mut spec: AppSpec = serde_json::from_str(&chosen.spec_json).map_err(|e| {
+        CliError::failed(
+            format!("Release {} of app {app:?} cannot be read", chosen.release),
+            format!("its journaled spec is not a valid app spec: {e}"),
+        )
+    })?;
+    if spec.name != app {
+        return Err(CliError::failed(
+            format!("Release {} of app {app:?} cannot be read", chosen.release),
+            format!("its journaled spec names app {:?}.", spec.name),
+        ));
+    }
+    fill_secrets(&mut spec, chosen.release, args.secrets_from.as_deref())?;
+    let reference = Reference::parse(&chosen.image).map_err(|e| {
+        CliError::failed(
+            format!("Release {} of app {app:?} cannot be read", chosen.release),
+            format!("its journaled image is not a valid reference: {e}"),
+        )
+    })?;
+    // The image is normally still on the hosts (the engine's pull is then a
+    // no-op); the credential is for the case it is not.
+    let login = match session.credentials(&spec, &reference).await {
+        Ok((_, login)) => login,
+        Err(error) => {
+            tracing::warn!(
+                app,
+                "pulling without the app's registry credential: {error}"
+            );
+            None
+        }
+    };
+    let target = Target {
+        spec,
+        digest: chosen.digest.clone(),
+        pinned: chosen.image.clone(),
+        login,
+        trigger: ROLLBACK_TRIGGER.to_owned(),
+    };
+    let outcome = session
+        .engine
+        .deploy(&target)
+        .await
+        .map_err(|e| deploy_error(app, e))?;
+    // The record describes what runs now.
+    session
+        .store()
+        .upsert_app(
+            target.spec.name.clone(),
+            target.spec.registry_credential_id.clone(),
+            public_spec_json(&target.spec),
+        )
+        .await
+        .map_err(store_error)?;
+    DeployReport::new(outcome, &target, Some(chosen.release)).print(args.output.json)
+}
+
+/// Replaces the journal's secret placeholders with the values in the
+/// `--secrets-from` file; refuses when the release had secrets and no file
+/// (or a file lacking some of them) is given.
+fn fill_secrets(spec: &mut AppSpec, release: u64, from: Option<&str>) -> Result<(), CliError> {
+    if spec.secret_env.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = spec.secret_env.keys().cloned().collect();
+    let Some(file) = from else {
+        return Err(CliError::usage(format!(
+            "release {release} of app {:?} had secret_env ({}), and Berth's journal keeps no \
+             secret values; pass --secrets-from FILE with an app spec whose secret_env holds \
+             them (e.g. the app.yaml you apply)",
+            spec.name,
+            keys.join(", ")
+        )));
+    };
+    let source = read_spec(file)?;
+    let missing: Vec<&str> = keys
+        .iter()
+        .filter(|k| !source.secret_env.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::usage(format!(
+            "{}: secret_env lacks {} which release {release} used; add {} to the file",
+            display_name(file),
+            missing.join(", "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )));
+    }
+    for key in keys {
+        if let Some(value) = source.secret_env.get(&key) {
+            if value == SECRET_PLACEHOLDER {
+                return Err(CliError::usage(format!(
+                    "{}: secret_env[{key:?}] is the placeholder {SECRET_PLACEHOLDER:?}, not a value",
+                    display_name(file)
+                )));
+            }
+            spec.secret_env.insert(key, value.clone());
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ destroy
+
+#[derive(Debug, Serialize)]
+struct DestroyReport {
+    app: String,
+    removed: Vec<String>,
+    record_deleted: bool,
+}
+
+async fn destroy(args: DestroyArgs) -> Result<(), CliError> {
+    let session = Session::open(Vec::new()).await?;
+    let app = args.app;
+    let removed = session.engine.destroy(&app).await.map_err(|e| {
+        CliError::failed(format!("Destroying app {app:?} failed"), e.to_string())
+            .with_hint("run `berth destroy` again: it removes whatever is left")
+    })?;
+    let record_deleted = session
+        .store()
+        .delete_app(app.clone())
+        .await
+        .map_err(store_error)?;
+    let report = DestroyReport {
+        app,
+        removed,
+        record_deleted,
+    };
+    if args.output.json {
+        return output::print_json(&report);
+    }
+    if report.removed.is_empty() && !report.record_deleted {
+        return output::print_line(&format!(
+            "nothing to remove: app {:?} has no containers and no record",
+            report.app
+        ));
+    }
+    let mut text = String::new();
+    for line in &report.removed {
+        text.push_str(&format!("removed {line}\n"));
+    }
+    if report.record_deleted {
+        text.push_str(&format!("removed the record of app {:?}\n", report.app));
+    }
+    output::print_text(&text)
+}
+
+// ------------------------------------------------------------ schema
+
+fn schema() -> Result<(), CliError> {
+    output::print_json(&schemars::schema_for!(AppSpec))
+}
+
+// ------------------------------------------------------------ formatting
+
+fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `sha256:` and the first 12 hex digits.
+fn short_digest(digest: &str) -> &str {
+    let end = digest.find(':').map_or(12, |colon| colon + 13);
+    digest.get(..end).unwrap_or(digest)
+}
+
+/// `850ms`, `1.2s`, `2m03s`.
+fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+    } else {
+        let seconds = ms / 1000;
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    }
+}
+
+/// `2025-03-04 05:06:07Z`.
+fn utc_time(t: SystemTime) -> String {
+    let seconds = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let rest = seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "\
+name: shop
+image: 127.0.0.1:5000/berth/demo:v1
+secret_env:
+  TOKEN: s3cret
+services:
+  web:
+    http_port: 8080
+";
+
+    #[test]
+    fn yaml_and_json_specs_parse() {
+        let spec = parse_spec("app.yaml", YAML).expect("yaml");
+        assert_eq!(spec.name, "shop");
+        assert_eq!(spec.services["web"].http_port, 8080);
+        let json = r#"{"name": "shop", "image": "x:1", "services": {"web": {}}}"#;
+        let spec = parse_spec("-", json).expect("json");
+        assert_eq!(spec.services["web"].http_port, 8080);
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_column_and_field() {
+        let bad = YAML.replace("    http_port: 8080", "    http_prot: 8080");
+        let error = parse_spec("app.yaml", &bad).expect_err("unknown field");
+        assert!(error.starts_with("app.yaml:7:5: "), "{error}");
+        assert!(error.contains("services.web"), "{error}");
+        assert!(error.contains("http_prot"), "{error}");
+        assert!(!error.contains(" at line"), "{error}");
+
+        let error = parse_spec("app.json", "{\"name\": \"a\",\n \"servces\": {}}")
+            .expect_err("unknown field");
+        assert!(error.starts_with("app.json:2:"), "{error}");
+        assert!(error.contains("servces"), "{error}");
+
+        let error = parse_spec("app.yaml", "  \n").expect_err("empty");
+        assert!(error.contains("empty"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_required_for_a_rollback_of_a_spec_with_secrets() {
+        let mut spec = parse_spec("app.yaml", YAML).expect("yaml");
+        spec.secret_env
+            .insert("TOKEN".into(), SECRET_PLACEHOLDER.into());
+        let error = fill_secrets(&mut spec.clone(), 3, None).expect_err("refused");
+        let text = error.to_string();
+        assert!(text.contains("--secrets-from"), "{text}");
+        assert!(text.contains("TOKEN"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(error.exit_code(), super::super::EXIT_USAGE);
+
+        spec.secret_env.clear();
+        fill_secrets(&mut spec, 3, None).expect("no secrets, nothing to fill");
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(
+            short_digest(&format!("sha256:{}", "ab".repeat(32))),
+            "sha256:abababababab"
+        );
+        assert_eq!(short_digest("short"), "short");
+        assert_eq!(human_ms(850), "850ms");
+        assert_eq!(human_ms(1_250), "1.2s");
+        assert_eq!(human_ms(123_000), "2m03s");
+        assert_eq!(utc_time(UNIX_EPOCH), "1970-01-01 00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_528_767);
+        assert_eq!(utc_time(t), "2024-03-04 05:06:07Z");
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn the_schema_names_the_spec_fields() {
+        let schema = serde_json::to_value(schemars::schema_for!(AppSpec)).expect("json");
+        let properties = &schema["properties"];
+        assert!(properties.get("services").is_some(), "{schema}");
+        assert!(properties.get("secret_env_wo").is_none(), "{schema}");
+    }
+}

@@ -1,0 +1,876 @@
+//! The deploy state machine for one app and one release: PULL on every host
+//! (before any lock) → LOCK (a lease with owner and expiry) → observe and
+//! plan → PRE_DEPLOY (from the new image, with the new env) → ROLL (start
+//! new instances, probe them from outside until healthy) → SWITCH → STOP old
+//! → journal. Failure before the switch removes the new containers and
+//! leaves the running release untouched. Every step is idempotent: a
+//! deploy that died half-way is finished by the next one, because the plan
+//! is made from what runs, not from what was intended.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::plan::{self, Instance, InstanceHealth, Plan, Slot};
+use super::probe::{self, Probe};
+use super::spec::{AppSpec, Component, Kind, SpecError};
+use crate::docker::{
+    ContainerSpec, ContainerState, DockerError, DockerHost, Hosts, Observed, RegistryLogin,
+    RestartPolicy,
+};
+use crate::labels;
+use crate::store::{LeaseOutcome, NewRelease, ReleaseOutcome, Store, StoreError};
+
+/// How long a deploy waits for another deploy of the same app.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+/// Lease lifetime; renewed while the deploy runs, so a killed process's
+/// lease expires this long after its last renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+/// Grace between SIGTERM and SIGKILL when stopping old instances.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The longest a pre-deploy job may run.
+pub const PRE_DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a host's list result serves refreshes (one list call per host
+/// per refresh, not per app).
+const LIST_TTL: Duration = Duration::from_secs(2);
+
+/// What to deploy: the spec and the exact image.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub spec: AppSpec,
+    /// linux/amd64 manifest digest.
+    pub digest: String,
+    /// `repository@digest` to pull and run.
+    pub pinned: String,
+    /// Credentials for the pull, if the image is private.
+    pub login: Option<RegistryLogin>,
+    /// Who asked: `terraform`, `berth apply`, `hook`, `rollback`.
+    pub trigger: String,
+}
+
+/// A finished deploy.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Outcome {
+    pub app: String,
+    pub release: u64,
+    /// False when the app already matched (nothing was done) or only
+    /// scaled or repaired within its release.
+    pub new_release: bool,
+    pub digest: String,
+    /// Service name → `address:port` of each instance, in slot order.
+    pub endpoints: BTreeMap<String, Vec<String>>,
+    /// What was done, in words.
+    pub steps: Vec<String>,
+    /// Phase name and milliseconds.
+    pub phases: Vec<(String, u64)>,
+}
+
+/// The phases, named as in DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pull,
+    Lock,
+    PreDeploy,
+    Roll,
+    Stop,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Pull => "PULL",
+            Phase::Lock => "LOCK",
+            Phase::PreDeploy => "PRE_DEPLOY",
+            Phase::Roll => "ROLL",
+            Phase::Stop => "STOP",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("the app spec is invalid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    InvalidSpec(Vec<SpecError>),
+    #[error("{phase} failed: {source}")]
+    Docker {
+        phase: Phase,
+        #[source]
+        source: DockerError,
+    },
+    #[error("Berth's store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("another deploy of app {app:?} is running (lease held by {owner}, expires in {expires_in}s); waited {waited}s. Try again when it has finished; a lease left by a killed process expires by itself")]
+    Busy {
+        app: String,
+        owner: String,
+        expires_in: u64,
+        waited: u64,
+    },
+    #[error("PRE_DEPLOY failed: the pre-deploy command {outcome}. The running release was not touched.{}", log_lines(.log_tail))]
+    PreDeploy {
+        outcome: String,
+        log_tail: Vec<String>,
+    },
+    #[error("ROLL failed: {instance} on host {host} did not become healthy within {waited:.1}s (last probe: {last_probe}). The new containers were removed; the running release keeps serving.{}", log_lines(.log_tail))]
+    Unhealthy {
+        instance: String,
+        host: String,
+        waited: f64,
+        last_probe: String,
+        log_tail: Vec<String>,
+    },
+    #[error("host {0:?} is not configured: an instance needs it. Configure it in the provider's `hosts`, or lower `instances`")]
+    NoSuchHost(String),
+    #[error("no Docker host is configured")]
+    NoHosts,
+}
+
+fn log_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        " The container printed no log lines.".to_string()
+    } else {
+        format!("\nLast log lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+/// All clients the engine needs, passed down as one value.
+pub struct Engine {
+    pub hosts: Hosts,
+    pub store: Store,
+    lock_wait: Duration,
+    list_cache: Mutex<BTreeMap<String, CachedList>>,
+}
+
+/// One host's list result and when it was taken.
+type CachedList = (Instant, Arc<Vec<Observed>>);
+
+impl Engine {
+    pub fn new(hosts: Hosts, store: Store) -> Engine {
+        Engine {
+            hosts,
+            store,
+            lock_wait: DEFAULT_LOCK_WAIT,
+            list_cache: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Overrides how long a deploy waits for another one of the same app.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Engine {
+        self.lock_wait = wait;
+        self
+    }
+
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.names().map(String::from).collect()
+    }
+
+    /// The app's containers on every host. `fresh` bypasses the short
+    /// cache that lets a refresh of many apps make one list call per host.
+    pub async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, DockerError> {
+        let mut out = Vec::new();
+        // Holding the cache lock while listing makes concurrent refreshes
+        // share one list call per host.
+        let mut cache = self.list_cache.lock().await;
+        for host in self.hosts.iter() {
+            let hit = cache
+                .get(host.name())
+                .filter(|(at, _)| !fresh && at.elapsed() < LIST_TTL)
+                .map(|(_, list)| list.clone());
+            let list = match hit {
+                Some(list) => list,
+                None => {
+                    let list = Arc::new(host.list_managed().await?);
+                    cache.insert(host.name().to_string(), (Instant::now(), list.clone()));
+                    list
+                }
+            };
+            out.extend(
+                list.iter()
+                    .filter(|o| o.label(labels::APP) == Some(app))
+                    .filter(|o| o.label(labels::KIND) != Some(labels::kind::JOB))
+                    .map(|o| instance(host, o)),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn forget_observations(&self) {
+        self.list_cache.lock().await.clear();
+    }
+
+    /// The endpoints of an app's running services, in slot order.
+    pub fn endpoints(observed: &[Instance]) -> BTreeMap<String, Vec<String>> {
+        let mut by: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();
+        let current = plan::current_release(observed);
+        for i in observed.iter().filter(|i| {
+            i.kind == labels::kind::SERVICE
+                && i.release == current
+                && i.health == InstanceHealth::Running
+        }) {
+            if let Some(e) = &i.endpoint {
+                by.entry(i.component.clone())
+                    .or_default()
+                    .push((i.slot.unwrap_or(u32::MAX), e.clone()));
+            }
+        }
+        by.into_iter()
+            .map(|(k, mut v)| {
+                v.sort();
+                (k, v.into_iter().map(|(_, e)| e).collect())
+            })
+            .collect()
+    }
+
+    /// Deploys `target`: converges the app onto exactly that digest and spec.
+    pub async fn deploy(&self, target: &Target) -> Result<Outcome, DeployError> {
+        let spec = &target.spec;
+        let errs = spec.validate();
+        if !errs.is_empty() {
+            return Err(DeployError::InvalidSpec(errs));
+        }
+        let components = spec
+            .components()
+            .map_err(|e| DeployError::InvalidSpec(vec![e]))?;
+        if self.hosts.is_empty() {
+            return Err(DeployError::NoHosts);
+        }
+        let mut phases = Vec::new();
+        let app = spec.name.clone();
+
+        // PULL, on every host at once, before any lock.
+        let t = Instant::now();
+        let pulls = join_all(
+            self.hosts
+                .iter()
+                .map(|h| h.pull(&target.pinned, target.login.clone())),
+        )
+        .await;
+        for r in pulls {
+            r.map_err(|source| DeployError::Docker {
+                phase: Phase::Pull,
+                source,
+            })?;
+        }
+        phases.push(("pull".to_string(), ms(t)));
+
+        // LOCK.
+        let t = Instant::now();
+        let lease = self.lock(&app).await?;
+        phases.push(("lock".to_string(), ms(t)));
+        let result = self.locked_deploy(target, &components, &mut phases).await;
+        lease.release(&self.store).await;
+        self.forget_observations().await;
+        result
+    }
+
+    async fn locked_deploy(
+        &self,
+        target: &Target,
+        components: &[Component],
+        phases: &mut Vec<(String, u64)>,
+    ) -> Result<Outcome, DeployError> {
+        let app = target.spec.name.clone();
+        let observed = self
+            .observe(&app, true)
+            .await
+            .map_err(|source| DeployError::Docker {
+                phase: Phase::Lock,
+                source,
+            })?;
+        let mut plan = plan::plan(components, &target.digest, &self.host_names(), &observed);
+        if plan.new_release && observed.is_empty() {
+            // Every instance is gone (removed by hand, or a host was wiped):
+            // if the journal's last good release is this digest and spec,
+            // this is a repair of that release, not a new one.
+            if let Some(last) = self.store.list_releases(app.clone(), 1).await?.into_iter().next() {
+                if last.outcome == ReleaseOutcome::Succeeded
+                    && last.digest == target.digest
+                    && last.spec_json == public_spec_json(&target.spec)
+                {
+                    plan.new_release = false;
+                    plan.current_release = Some(last.release);
+                    plan.reasons = vec![format!(
+                        "repair: every instance of release {} is missing; starting them again",
+                        last.release
+                    )];
+                }
+            }
+        }
+        if plan.is_noop() {
+            return Ok(Outcome {
+                app,
+                release: plan.current_release.unwrap_or(0),
+                new_release: false,
+                digest: target.digest.clone(),
+                endpoints: Engine::endpoints(&observed),
+                steps: vec!["nothing to do: the app already runs this digest and spec".into()],
+                phases: phases.clone(),
+            });
+        }
+        for r in &plan.reasons {
+            info!(app = %app, step = %r, "deploy step");
+        }
+        let release = if plan.new_release {
+            let last = self.store.last_release_number(app.clone()).await?;
+            last.max(plan.current_release).unwrap_or(0) + 1
+        } else {
+            plan.current_release.unwrap_or(1)
+        };
+        if plan.new_release {
+            self.store
+                .start_release(NewRelease {
+                    app: app.clone(),
+                    release,
+                    digest: target.digest.clone(),
+                    image: target.pinned.clone(),
+                    spec_json: public_spec_json(&target.spec),
+                    trigger: target.trigger.clone(),
+                })
+                .await?;
+        }
+        let result = self
+            .execute(target, components, &plan, release, phases)
+            .await;
+        if plan.new_release {
+            let (outcome, error) = match &result {
+                Ok(_) => (ReleaseOutcome::Succeeded, None),
+                Err(e) => (ReleaseOutcome::Failed, Some(e.to_string())),
+            };
+            if let Err(e) = self
+                .store
+                .finish_release(app.clone(), release, outcome, error, phases.clone())
+                .await
+            {
+                warn!(app = %app, error = %e, "could not journal the release outcome");
+            }
+        }
+        result
+    }
+
+    async fn execute(
+        &self,
+        target: &Target,
+        components: &[Component],
+        plan: &Plan,
+        release: u64,
+        phases: &mut Vec<(String, u64)>,
+    ) -> Result<Outcome, DeployError> {
+        let app = &target.spec.name;
+        let mut steps = plan.reasons.clone();
+
+        // PRE_DEPLOY, once per release, first release included.
+        if plan.new_release {
+            if let Some(cmd) = &target.spec.pre_deploy_command {
+                let t = Instant::now();
+                self.pre_deploy(target, cmd, release).await?;
+                phases.push(("pre_deploy".to_string(), ms(t)));
+                steps.push(format!("pre-deploy command ran: {cmd}"));
+            }
+        }
+
+        // ROLL: start every new instance, then probe them all.
+        let t = Instant::now();
+        let network = network_name(app);
+        for host in self.hosts.iter() {
+            let mut l = BTreeMap::new();
+            l.insert(labels::APP.to_string(), app.clone());
+            host.ensure_network(&network, &l)
+                .await
+                .map_err(|source| DeployError::Docker {
+                    phase: Phase::Roll,
+                    source,
+                })?;
+        }
+        let mut started: Vec<(DockerHost, String, String, &Component)> = Vec::new();
+        for slot in &plan.start {
+            let comp = components
+                .iter()
+                .find(|c| c.name == slot.component)
+                .ok_or_else(|| DeployError::NoSuchHost(slot.host.clone()))?;
+            let host = self
+                .hosts
+                .get(&slot.host)
+                .ok_or_else(|| DeployError::NoSuchHost(slot.host.clone()))?
+                .clone();
+            let spec = container_spec(target, comp, slot, release, &network);
+            match host.create_and_start(&spec).await {
+                Ok(id) => started.push((host, id, spec.name.clone(), comp)),
+                Err(source) => {
+                    self.remove_all(&started).await;
+                    return Err(DeployError::Docker {
+                        phase: Phase::Roll,
+                        source,
+                    });
+                }
+            }
+        }
+        let checks = join_all(
+            started
+                .iter()
+                .map(|(host, id, name, comp)| wait_healthy(host, id, name, comp)),
+        )
+        .await;
+        for check in checks {
+            if let Err(e) = check {
+                self.remove_all(&started).await;
+                return Err(e);
+            }
+        }
+        phases.push(("roll".to_string(), ms(t)));
+
+        // SWITCH: the new instances are the app's endpoints from here on
+        // (a stable front port comes with ingress). STOP the old ones.
+        let t = Instant::now();
+        let mut stop_errors = Vec::new();
+        let stops = join_all(plan.remove.iter().map(|old| async move {
+            let host = self.hosts.get(&old.host);
+            match host {
+                Some(h) => {
+                    let r = h.stop(&old.id, STOP_GRACE).await;
+                    let r2 = h.remove(&old.id).await;
+                    r.and(r2).map_err(|e| format!("{}: {e}", old.name))
+                }
+                None => Err(format!(
+                    "{}: host {} is no longer configured",
+                    old.name, old.host
+                )),
+            }
+        }))
+        .await;
+        for r in stops {
+            if let Err(e) = r {
+                warn!(app = %app, error = %e, "could not remove an old instance");
+                stop_errors.push(e);
+            }
+        }
+        phases.push(("stop".to_string(), ms(t)));
+        for old in &plan.remove {
+            steps.push(format!("stopped {} on host {}", old.name, old.host));
+        }
+        for e in stop_errors {
+            steps.push(format!(
+                "warning: could not remove {e}; the next plan shows it as drift"
+            ));
+        }
+
+        let observed = self
+            .observe(app, true)
+            .await
+            .map_err(|source| DeployError::Docker {
+                phase: Phase::Stop,
+                source,
+            })?;
+        Ok(Outcome {
+            app: app.clone(),
+            release,
+            new_release: plan.new_release,
+            digest: target.digest.clone(),
+            endpoints: Engine::endpoints(&observed),
+            steps,
+            phases: phases.clone(),
+        })
+    }
+
+    async fn pre_deploy(
+        &self,
+        target: &Target,
+        cmd: &str,
+        release: u64,
+    ) -> Result<(), DeployError> {
+        let spec = &target.spec;
+        let argv = super::spec::split_command("pre_deploy_command", cmd)
+            .map_err(|e| DeployError::InvalidSpec(vec![e]))?;
+        let mut env = spec.env.clone();
+        env.extend(spec.secret_env.clone());
+        let mut l = base_labels(&spec.name, &target.digest, release);
+        l.insert(labels::KIND.into(), labels::kind::JOB.into());
+        l.insert(labels::COMPONENT.into(), "pre-deploy".into());
+        let host = self.hosts.iter().next().ok_or(DeployError::NoHosts)?;
+        let job = ContainerSpec {
+            name: format!("{}-pre-deploy-r{release}-{}", spec.name, short_id()),
+            image: target.pinned.clone(),
+            command: Some(argv),
+            env,
+            labels: l,
+            http_port: None,
+            cpus: None,
+            memory_mb: None,
+            network: None,
+            restart: RestartPolicy::No,
+        };
+        let out = host
+            .run_job(&job, PRE_DEPLOY_TIMEOUT)
+            .await
+            .map_err(|source| DeployError::Docker {
+                phase: Phase::PreDeploy,
+                source,
+            })?;
+        if out.timed_out {
+            return Err(DeployError::PreDeploy {
+                outcome: format!(
+                    "did not finish within {}s and was killed",
+                    PRE_DEPLOY_TIMEOUT.as_secs()
+                ),
+                log_tail: out.log_tail,
+            });
+        }
+        if out.exit_code != 0 {
+            return Err(DeployError::PreDeploy {
+                outcome: format!("exited with code {}", out.exit_code),
+                log_tail: out.log_tail,
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove_all(&self, started: &[(DockerHost, String, String, &Component)]) {
+        join_all(started.iter().map(|(host, id, name, _)| async move {
+            if let Err(e) = host.remove(id).await {
+                warn!(container = %name, error = %e, "could not remove a new instance after a failed deploy");
+            }
+        }))
+        .await;
+    }
+
+    /// Removes every container and network of the app, on every host, and
+    /// nothing else. Succeeds when nothing is left (a gone app included).
+    pub async fn destroy(&self, app: &str) -> Result<Vec<String>, DeployError> {
+        let lease = self.lock(app).await?;
+        let result = self.destroy_locked(app).await;
+        lease.release(&self.store).await;
+        self.forget_observations().await;
+        result
+    }
+
+    async fn destroy_locked(&self, app: &str) -> Result<Vec<String>, DeployError> {
+        let mut removed = Vec::new();
+        for host in self.hosts.iter() {
+            let list = host
+                .list_managed()
+                .await
+                .map_err(|source| DeployError::Docker {
+                    phase: Phase::Stop,
+                    source,
+                })?;
+            for o in list.iter().filter(|o| o.label(labels::APP) == Some(app)) {
+                host.stop(&o.id, STOP_GRACE)
+                    .await
+                    .map_err(|source| DeployError::Docker {
+                        phase: Phase::Stop,
+                        source,
+                    })?;
+                host.remove(&o.id)
+                    .await
+                    .map_err(|source| DeployError::Docker {
+                        phase: Phase::Stop,
+                        source,
+                    })?;
+                removed.push(format!("{} on host {}", o.name, host.name()));
+            }
+            host.remove_networks(app)
+                .await
+                .map_err(|source| DeployError::Docker {
+                    phase: Phase::Stop,
+                    source,
+                })?;
+        }
+        Ok(removed)
+    }
+
+    /// Takes the app's lease, waiting up to the lock wait for another
+    /// deploy to finish, and keeps it renewed until released.
+    async fn lock(&self, app: &str) -> Result<Lease, DeployError> {
+        let owner = crate::store::lease_owner();
+        let start = Instant::now();
+        loop {
+            match self
+                .store
+                .acquire_lease(app.to_string(), owner.clone(), LEASE_TTL)
+                .await?
+            {
+                LeaseOutcome::Acquired => break,
+                LeaseOutcome::HeldBy {
+                    owner: holder,
+                    expires_at,
+                } => {
+                    if start.elapsed() >= self.lock_wait {
+                        let expires_in = expires_at
+                            .duration_since(SystemTime::now())
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
+                        return Err(DeployError::Busy {
+                            app: app.to_string(),
+                            owner: holder,
+                            expires_in,
+                            waited: start.elapsed().as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        let store = self.store.clone();
+        let (app_c, owner_c) = (app.to_string(), owner.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_TTL / 3).await;
+                if !matches!(
+                    store
+                        .renew_lease(app_c.clone(), owner_c.clone(), LEASE_TTL)
+                        .await,
+                    Ok(true)
+                ) {
+                    warn!(app = %app_c, "lost the deploy lease");
+                    return;
+                }
+            }
+        });
+        Ok(Lease {
+            app: app.to_string(),
+            owner,
+            renew,
+        })
+    }
+}
+
+struct Lease {
+    app: String,
+    owner: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    async fn release(self, store: &Store) {
+        self.renew.abort();
+        if let Err(e) = store
+            .release_lease(self.app.clone(), self.owner.clone())
+            .await
+        {
+            warn!(app = %self.app, error = %e, "could not release the deploy lease; it expires by itself");
+        }
+    }
+}
+
+fn ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+fn short_id() -> String {
+    let mut b = [0u8; 3];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    hex::encode(b)
+}
+
+/// The app's own network on each host (components reach each other by
+/// container name).
+pub fn network_name(app: &str) -> String {
+    format!("berth-{app}")
+}
+
+fn base_labels(app: &str, digest: &str, release: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            labels::MANAGED.to_string(),
+            labels::MANAGED_VALUE.to_string(),
+        ),
+        (labels::APP.to_string(), app.to_string()),
+        (labels::DIGEST.to_string(), digest.to_string()),
+        (labels::RELEASE.to_string(), release.to_string()),
+    ])
+}
+
+fn container_spec(
+    target: &Target,
+    comp: &Component,
+    slot: &Slot,
+    release: u64,
+    network: &str,
+) -> ContainerSpec {
+    let app = &target.spec.name;
+    let mut l = base_labels(app, &target.digest, release);
+    l.insert(labels::COMPONENT.into(), comp.name.clone());
+    l.insert(labels::KIND.into(), comp.kind.label().into());
+    l.insert(labels::SLOT.into(), slot.slot.to_string());
+    l.insert(labels::SPEC_HASH.into(), comp.spec_hash.clone());
+    l.insert(labels::HOST.into(), slot.host.clone());
+    if std::env::var_os("BERTH_TEST_LABEL").is_some() {
+        l.insert(labels::TEST.into(), "1".into());
+    }
+    ContainerSpec {
+        name: format!(
+            "{app}-{}-{}-r{release}-{}",
+            comp.name,
+            slot.slot,
+            short_id()
+        ),
+        image: target.pinned.clone(),
+        command: comp.command.clone(),
+        env: comp.env.clone(),
+        labels: l,
+        http_port: comp.http_port,
+        cpus: comp.cpus,
+        memory_mb: comp.memory_mb,
+        network: Some(network.to_string()),
+        restart: RestartPolicy::UnlessStopped,
+    }
+}
+
+/// The spec as journaled: secret values replaced by their keys.
+pub fn public_spec_json(spec: &AppSpec) -> String {
+    let mut s = spec.clone();
+    for v in s.secret_env.values_mut() {
+        *v = "(secret)".into();
+    }
+    serde_json::to_string(&s).unwrap_or_default()
+}
+
+/// Converts a listed container into the engine's view of it.
+fn instance(host: &DockerHost, o: &Observed) -> Instance {
+    let endpoint = o.published.first().map(|p| {
+        let ip = if p.host_ip.is_empty() || p.host_ip == "0.0.0.0" {
+            host.publish_address().to_string()
+        } else {
+            p.host_ip.clone()
+        };
+        format!("{ip}:{}", p.host_port)
+    });
+    Instance {
+        id: o.id.clone(),
+        name: o.name.clone(),
+        host: host.name().to_string(),
+        component: o.label(labels::COMPONENT).unwrap_or_default().to_string(),
+        kind: o.label(labels::KIND).unwrap_or_default().to_string(),
+        slot: o.label(labels::SLOT).and_then(|s| s.parse().ok()),
+        release: o.label(labels::RELEASE).and_then(|s| s.parse().ok()),
+        digest: o.label(labels::DIGEST).unwrap_or_default().to_string(),
+        spec_hash: o.label(labels::SPEC_HASH).unwrap_or_default().to_string(),
+        image: o.image.clone(),
+        health: match &o.state {
+            ContainerState::Running => InstanceHealth::Running,
+            ContainerState::Restarting => InstanceHealth::Restarting,
+            _ => InstanceHealth::Stopped(o.status.clone()),
+        },
+        endpoint,
+    }
+}
+
+/// Waits until a new instance is healthy: services answer HTTP on their
+/// published port; workers keep running without restarting.
+async fn wait_healthy(
+    host: &DockerHost,
+    id: &str,
+    name: &str,
+    comp: &Component,
+) -> Result<(), DeployError> {
+    let hc = comp.health_check.clone().unwrap_or_default();
+    let interval = Duration::from_secs_f64(hc.interval_seconds);
+    let deadline = Duration::from_secs_f64(hc.start_period_seconds);
+    let timeout = Duration::from_secs_f64(hc.timeout_seconds);
+    let start = Instant::now();
+    let mut last = Probe::NoAnswer("not probed yet".into());
+    let mut successes = 0u32;
+    let mut stable_checks = 0u32;
+    let mut round = 0u64;
+    while start.elapsed() < deadline {
+        round += 1;
+        // Look at the container itself every few rounds (one list call),
+        // so a crash fails fast instead of waiting out the start period.
+        let mut endpoint = None;
+        if comp.kind == Kind::Worker || round % 4 == 1 {
+            let list = host
+                .list_managed()
+                .await
+                .map_err(|source| DeployError::Docker {
+                    phase: Phase::Roll,
+                    source,
+                })?;
+            let Some(o) = list.iter().find(|o| o.id == id) else {
+                return Err(
+                    unhealthy(host, id, name, start, "the container disappeared".into()).await,
+                );
+            };
+            match o.state {
+                ContainerState::Running => {}
+                ContainerState::Restarting => {
+                    return Err(unhealthy(
+                        host,
+                        id,
+                        name,
+                        start,
+                        format!("the container is restarting ({})", o.status),
+                    )
+                    .await)
+                }
+                _ => {
+                    return Err(unhealthy(
+                        host,
+                        id,
+                        name,
+                        start,
+                        format!("the container stopped ({})", o.status),
+                    )
+                    .await)
+                }
+            }
+            if let Some(port) = comp.http_port.and_then(|p| o.host_port(p)) {
+                endpoint = Some(format!("{}:{port}", host.publish_address()));
+            }
+        }
+        match comp.kind {
+            Kind::Worker => {
+                stable_checks += 1;
+                // Running through four checks about a second apart.
+                if stable_checks >= 4 {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Kind::Service => {
+                if endpoint.is_none() {
+                    endpoint = published_endpoint(host, id, comp).await;
+                }
+                if let Some(addr) = endpoint {
+                    last = probe::http_get(&addr, &hc.path, timeout).await;
+                    if last.is_healthy() {
+                        successes += 1;
+                        if successes >= hc.healthy_threshold {
+                            return Ok(());
+                        }
+                    } else {
+                        successes = 0;
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }
+    }
+    Err(unhealthy(host, id, name, start, last.to_string()).await)
+}
+
+async fn published_endpoint(host: &DockerHost, id: &str, comp: &Component) -> Option<String> {
+    let list = host.list_managed().await.ok()?;
+    let o = list.iter().find(|o| o.id == id)?;
+    let port = o.host_port(comp.http_port?)?;
+    Some(format!("{}:{port}", host.publish_address()))
+}
+
+async fn unhealthy(
+    host: &DockerHost,
+    id: &str,
+    name: &str,
+    start: Instant,
+    last_probe: String,
+) -> DeployError {
+    DeployError::Unhealthy {
+        instance: name.to_string(),
+        host: host.name().to_string(),
+        waited: start.elapsed().as_secs_f64(),
+        last_probe,
+        log_tail: host.log_tail(id, 20).await,
+    }
+}

@@ -1,0 +1,639 @@
+//! `resource "berth_app"`: an app from one image with web services and
+//! workers. Plan resolves the tag to the linux/amd64 digest (a moved tag is
+//! a digest diff); apply deploys exactly the planned digest through the
+//! engine, health-gated, rolling back by itself; refresh compares the
+//! hosts' labelled containers with the state and reports drift in words.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::diag::{AttributePath, Diagnostic, Diagnostics};
+use super::resource::{Plan, Resource};
+use super::resource_registry_credential::store_diag;
+use super::schema::{Attribute, Nesting, Schema, Type, Validator};
+use super::value::{Number, Value};
+use super::Context;
+use crate::engine::deploy::public_spec_json;
+use crate::engine::spec::{check_name, AppSpec, HealthCheck, ServiceSpec, WorkerSpec};
+use crate::engine::{plan as engine_plan, Engine, Target};
+use crate::reference::Reference;
+
+pub const TYPE_NAME: &str = "berth_app";
+
+pub struct AppResource;
+
+const NAME_RULE: Validator = Validator {
+    description: "Lowercase letters, digits and dashes, at most 40 characters.",
+    check: |v| match v.as_str() {
+        Some(s) => check_name(s),
+        None => Ok(()),
+    },
+};
+
+fn limits() -> Vec<Attribute> {
+    vec![
+        Attribute::number("cpus")
+            .optional()
+            .describe("CPU limit per instance, in cores (e.g. `0.5`). Unlimited when unset."),
+        Attribute::number("memory_mb")
+            .optional()
+            .describe("Memory limit per instance, in MiB (at least 6). Unlimited when unset."),
+        Attribute::typed("env", Type::map(Type::String))
+            .optional()
+            .describe("Environment for this component only; overrides the app's `env` and `secret_env`."),
+        Attribute::string("command")
+            .optional()
+            .describe("Overrides the image's command. Split into arguments like a shell would (quotes work), but no shell runs."),
+    ]
+}
+
+#[async_trait]
+impl Resource for AppResource {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn schema(&self) -> Schema {
+        let mut service = vec![
+            Attribute::number("http_port").optional().computed().default_value(Value::int(8080)).describe(
+                "Container port the service answers HTTP on. Each instance publishes it on an ephemeral port of its host's publish address (see `endpoints`).",
+            ),
+            Attribute::number("instances").optional().computed().default_value(Value::int(1)).describe(
+                "Number of instances, spread over the provider's hosts. Changing only this scales without a new release.",
+            ),
+            Attribute::nested(
+                "health_check",
+                Nesting::Single,
+                vec![
+                    Attribute::string("path").optional().describe("HTTP path probed from outside the container; any 2xx or 3xx answer is healthy. Defaults to `/`."),
+                    Attribute::number("interval_seconds").optional().describe("Seconds between probes while a new instance starts; sub-second values work. Defaults to `0.25`."),
+                    Attribute::number("timeout_seconds").optional().describe("Seconds one probe may take. Defaults to `2`."),
+                    Attribute::number("healthy_threshold").optional().describe("Consecutive successful probes needed. Defaults to `1`."),
+                    Attribute::number("unhealthy_threshold").optional().describe("Consecutive failed probes after the start period that count as unhealthy. Defaults to `3`."),
+                    Attribute::number("start_period_seconds").optional().describe("Seconds a new instance gets to become healthy before the deploy fails and rolls back. Defaults to `30`."),
+                ],
+            )
+            .optional()
+            .describe("How a new instance is judged healthy before traffic moves to it."),
+        ];
+        service.extend(limits());
+        let mut worker = vec![Attribute::number("instances")
+            .optional()
+            .computed()
+            .default_value(Value::int(1))
+            .describe("Number of instances. A worker is healthy while it runs without restarting.")];
+        worker.extend(limits());
+        Schema::new(
+            "An app deployed from one container image: web services and background workers on the provider's Docker hosts. `terraform plan` resolves the image tag to its linux/amd64 digest and shows `image_digest` change when the tag has moved; `apply` deploys exactly that digest with no downtime (pull first, pre-deploy command, start new instances, health-check them from outside, then stop the old ones) and rolls back by itself when anything fails. Changes made on a host by hand show up in `drift` at the next plan, and apply repairs them. Every container carries the label `io.berth.app=<name>`.",
+            vec![
+                Attribute::string("id").computed().use_state_for_unknown().describe("The app name."),
+                Attribute::string("name").required().requires_replace().validate(NAME_RULE).describe(
+                    "App name; names its containers (`docker ps --filter label=io.berth.app=NAME`).",
+                ),
+                Attribute::string("image").required().describe(
+                    "Image to deploy: a tag (`ghcr.io/acme/web:1.4`) or a digest (`ghcr.io/acme/web@sha256:…`). Only linux/amd64 images deploy; others are refused at plan time.",
+                ),
+                Attribute::bool("track_tag").optional().computed().default_value(Value::Bool(true)).describe(
+                    "When `true` every plan re-resolves the tag, so a moved tag shows as a new `image_digest`. When `false` the digest found at create is kept until `image` changes.",
+                ),
+                Attribute::string("registry_credential_id").optional().describe(
+                    "`id` of a `berth_registry_credential` for the image's registry, for private images. Hosts pull with the same credential.",
+                ),
+                Attribute::typed("env", Type::map(Type::String)).optional().describe(
+                    "Environment for every service, worker and the pre-deploy command.",
+                ),
+                Attribute::typed("secret_env", Type::map(Type::String)).optional().sensitive().describe(
+                    "Secret environment for every component. Never shown in plans or logs, but stored in the Terraform state; prefer `secret_env_wo`.",
+                ),
+                Attribute::typed("secret_env_wo", Type::map(Type::String)).optional().sensitive().write_only().describe(
+                    "Write-only secret environment (Terraform 1.11+): reaches the containers but never the state. Change `secret_env_wo_version` to roll out new values.",
+                ),
+                Attribute::number("secret_env_wo_version").optional().describe(
+                    "Version of `secret_env_wo`; changing it deploys a new release with the current values.",
+                ),
+                Attribute::string("pre_deploy_command").optional().describe(
+                    "Command run once per release, from the new image with the new environment, before any traffic moves (migrations). The first deploy runs it too. A non-zero exit aborts the deploy and leaves the running release untouched.",
+                ),
+                Attribute::nested("services", Nesting::Map, service).optional().describe(
+                    "Web services by name (lowercase letters, digits, dashes).",
+                ),
+                Attribute::nested("workers", Nesting::Map, worker).optional().describe(
+                    "Background workers by name (lowercase letters, digits, dashes).",
+                ),
+                Attribute::string("image_digest").computed().describe(
+                    "The linux/amd64 manifest digest deployed, or about to be: a moved tag shows here as a diff.",
+                ),
+                Attribute::number("release").computed().describe(
+                    "Release number: increases with each new digest or spec; not with scaling or repairs.",
+                ),
+                Attribute::typed("endpoints", Type::map(Type::list(Type::String))).computed().describe(
+                    "Service name → `address:port` of each running instance, in instance order.",
+                ),
+                Attribute::typed("drift", Type::list(Type::String)).computed().describe(
+                    "Differences between the hosts and this app found at the last refresh, in words (an instance missing, stopped, crash-looping, running a foreign image, an extra container with Berth's labels, a changed spec). Empty when in sync; apply repairs them.",
+                ),
+            ],
+        )
+    }
+
+    fn validate(&self, config: &Value) -> Diagnostics {
+        let mut diags = Diagnostics::default();
+        if !config.is_wholly_known() {
+            return diags;
+        }
+        match spec_from(config, config) {
+            Ok(spec) => {
+                for e in spec.validate() {
+                    diags.push(Diagnostic::error("Invalid app", e.message.clone()).at(spec_path(&e.field)));
+                }
+            }
+            Err(d) => diags.extend(d),
+        }
+        if !config.get("secret_env_wo").is_null() && config.get("secret_env_wo_version").is_null() {
+            diags.push(
+                Diagnostic::error(
+                    "Missing secret_env_wo_version",
+                    "`secret_env_wo` is write-only, so Terraform cannot see it change. Set `secret_env_wo_version` (e.g. `1`) and change it whenever the values change.",
+                )
+                .at(AttributePath::root("secret_env_wo_version")),
+            );
+        }
+        diags
+    }
+
+    async fn modify_plan(&self, ctx: &Context, plan: &mut Plan) -> Diagnostics {
+        let mut diags = Diagnostics::default();
+        let planned = plan.planned.clone();
+        let image = planned.get("image");
+        plan.set("id", planned.get("name").clone());
+        plan.set("drift", Value::List(vec![]));
+        let unknown_all = |plan: &mut Plan| {
+            for a in ["image_digest", "release", "endpoints"] {
+                plan.set(a, Value::Unknown);
+            }
+        };
+        let Some(image) = image.as_str() else {
+            unknown_all(plan);
+            return diags;
+        };
+        let prior = plan.prior.clone();
+        let prior = &prior;
+        let track = planned.get("track_tag").as_bool().unwrap_or(true);
+        let keep_digest = !track
+            && prior.get("image").as_str() == Some(image)
+            && prior.get("image_digest").as_str().is_some();
+        let digest = if keep_digest {
+            prior.get("image_digest").as_str().unwrap_or_default().to_string()
+        } else {
+            let reference = match Reference::parse(image) {
+                Ok(r) => r,
+                Err(e) => {
+                    diags.push(Diagnostic::error("Invalid image reference", e.to_string()).at(AttributePath::root("image")));
+                    return diags;
+                }
+            };
+            if plan.config.get("registry_credential_id").is_unknown() {
+                unknown_all(plan);
+                return diags;
+            }
+            let creds = match ctx
+                .credentials_for(
+                    plan.config.get("registry_credential_id"),
+                    reference.registry(),
+                    AttributePath::root("registry_credential_id"),
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(d) => return d,
+            };
+            match ctx.registry.resolve(&reference, &creds).await {
+                Ok(r) => r.digest,
+                Err(e) => {
+                    diags.push(Diagnostic::error(e.summary(), e.to_string()).at(AttributePath::root("image")));
+                    return diags;
+                }
+            }
+        };
+        plan.set("image_digest", Value::string(&digest));
+        if plan.is_create() {
+            plan.set("release", Value::Unknown);
+            plan.set("endpoints", Value::Unknown);
+            return diags;
+        }
+        // An update: same release unless the digest or the spec changes.
+        let had_drift = prior.get("drift").as_elements().is_some_and(|d| !d.is_empty());
+        let same_release = prior.get("image_digest").as_str() == Some(digest.as_str())
+            && same_spec_hashes(prior, &plan.planned, &plan.config);
+        let anything = had_drift || !same_release || user_attrs_differ(prior, &plan.planned);
+        if !anything {
+            for a in ["release", "endpoints"] {
+                plan.set(a, prior.get(a).clone());
+            }
+        } else {
+            plan.set(
+                "release",
+                if same_release { prior.get("release").clone() } else { Value::Unknown },
+            );
+            plan.set("endpoints", Value::Unknown);
+        }
+        diags
+    }
+
+    async fn create(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
+        self.deploy(ctx, plan, true).await
+    }
+
+    async fn update(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
+        self.deploy(ctx, plan, false).await
+    }
+
+    async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
+        let Some(name) = state.get("name").as_str() else {
+            return Ok(None);
+        };
+        let engine = ctx.engine().await?;
+        let observed = engine.observe(name, false).await.map_err(|e| {
+            Diagnostics::from(Diagnostic::error(format!("Cannot read app {name:?}"), e.to_string()))
+        })?;
+        if observed.is_empty() {
+            let store = ctx.store().await?;
+            if store.get_app(name.to_string()).await.map_err(store_diag)?.is_none() {
+                // Neither the hosts nor Berth's records know it: gone.
+                return Ok(None);
+            }
+        }
+        let spec = spec_from(state, state)?;
+        let components = spec
+            .components()
+            .map_err(|e| Diagnostics::from(Diagnostic::error("Invalid app in state", e.to_string())))?;
+        let digest = state.get("image_digest").as_str().unwrap_or_default();
+        let drift = engine_plan::drift(&components, digest, &engine.host_names(), &observed);
+        let mut fields = state.as_entries().cloned().unwrap_or_default();
+        fields.insert(
+            "drift".into(),
+            Value::List(drift.iter().map(|d| Value::string(d.to_string())).collect()),
+        );
+        fields.insert("endpoints".into(), endpoints_value(&Engine::endpoints(&observed)));
+        if let Some(r) = engine_plan::current_release(&observed) {
+            fields.insert("release".into(), Value::int(r as i64));
+        }
+        Ok(Some(Value::Object(fields)))
+    }
+
+    async fn delete(&self, ctx: &Context, prior: &Value) -> Result<(), Diagnostics> {
+        let Some(name) = prior.get("name").as_str() else {
+            return Ok(());
+        };
+        let engine = ctx.engine().await?;
+        engine.destroy(name).await.map_err(|e| {
+            Diagnostics::from(Diagnostic::error(format!("Destroying app {name:?} failed"), e.to_string()))
+        })?;
+        let store = ctx.store().await?;
+        store.delete_app(name.to_string()).await.map_err(store_diag)?;
+        Ok(())
+    }
+
+    async fn import(&self, ctx: &Context, id: &str) -> Result<Value, Diagnostics> {
+        let store = ctx.store().await?;
+        let record = store.get_app(id.to_string()).await.map_err(store_diag)?.ok_or_else(|| {
+            Diagnostics::from(Diagnostic::error(
+                "App not found",
+                format!("Berth has no record of an app named {id:?} in its state directory. Import takes the app name of an app Berth deployed with this state directory (see `berth status`)."),
+            ))
+        })?;
+        let spec: AppSpec = serde_json::from_str(&record.spec_json).map_err(|e| {
+            Diagnostics::from(Diagnostic::error("Unreadable app record", e.to_string()))
+        })?;
+        let engine = ctx.engine().await?;
+        let observed = engine.observe(id, true).await.map_err(|e| {
+            Diagnostics::from(Diagnostic::error(format!("Cannot read app {id:?}"), e.to_string()))
+        })?;
+        let digest = observed
+            .iter()
+            .find(|i| Some(i.release) == Some(engine_plan::current_release(&observed)))
+            .map(|i| i.digest.clone());
+        Ok(spec_to_state(&spec, digest, engine_plan::current_release(&observed), &Engine::endpoints(&observed)))
+    }
+}
+
+impl AppResource {
+    async fn deploy(&self, ctx: &Context, plan: &Plan, create: bool) -> Result<Value, Diagnostics> {
+        let spec = spec_from(&plan.planned, &plan.config)?;
+        let digest = plan.planned.get("image_digest").as_str().unwrap_or_default().to_string();
+        let reference = Reference::parse(&spec.image)
+            .map_err(|e| Diagnostics::from(Diagnostic::error("Invalid image reference", e.to_string()).at(AttributePath::root("image"))))?;
+        let pinned = reference.with_digest(&digest).to_string();
+        let store = ctx.store().await?;
+        let login = match &spec.registry_credential_id {
+            Some(id) => {
+                let cred = store.get_credential(id.clone()).await.map_err(store_diag)?.ok_or_else(|| {
+                    Diagnostics::from(Diagnostic::error("Registry credential not found", format!("No registry credential {id:?} exists in Berth's store.")).at(AttributePath::root("registry_credential_id")))
+                })?;
+                Some(crate::docker::RegistryLogin {
+                    username: cred.username.clone(),
+                    password: cred.secret.clone(),
+                    server: crate::registry::docker_server_address(&cred.registry),
+                })
+            }
+            None => None,
+        };
+        // Record the app first, so a credential in use cannot be deleted
+        // while this deploy runs.
+        store
+            .upsert_app(spec.name.clone(), spec.registry_credential_id.clone(), public_spec_json(&spec))
+            .await
+            .map_err(store_diag)?;
+        let engine = ctx.engine().await?;
+        let target = Target {
+            spec: spec.clone(),
+            digest: digest.clone(),
+            pinned,
+            login,
+            trigger: "terraform".into(),
+        };
+        match engine.deploy(&target).await {
+            Ok(outcome) => {
+                let mut fields = plan.planned.as_entries().cloned().unwrap_or_default();
+                fields.insert("id".into(), Value::string(&spec.name));
+                fields.insert("image_digest".into(), Value::string(&digest));
+                fields.insert("release".into(), Value::int(outcome.release as i64));
+                fields.insert("endpoints".into(), endpoints_value(&outcome.endpoints));
+                fields.insert("drift".into(), Value::List(vec![]));
+                Ok(Value::Object(fields))
+            }
+            Err(e) => {
+                if create {
+                    // Nothing of a failed first deploy is left running.
+                    let _ = store.delete_app(spec.name.clone()).await;
+                }
+                Err(Diagnostic::error(format!("Deploy of app {:?} failed", spec.name), e.to_string()).into())
+            }
+        }
+    }
+}
+
+fn endpoints_value(e: &BTreeMap<String, Vec<String>>) -> Value {
+    Value::Map(
+        e.iter()
+            .map(|(k, v)| (k.clone(), Value::List(v.iter().map(Value::string).collect())))
+            .collect(),
+    )
+}
+
+/// Whether the planned spec makes the same components (ignoring instance
+/// counts) as the prior state: then no new release is needed.
+fn same_spec_hashes(prior: &Value, planned: &Value, config: &Value) -> bool {
+    let (Ok(a), Ok(b)) = (spec_from(prior, prior), spec_from(planned, config)) else {
+        return false;
+    };
+    let hashes = |s: &AppSpec| -> Option<Vec<(String, String)>> {
+        Some(s.components().ok()?.into_iter().map(|c| (c.name, c.spec_hash)).collect())
+    };
+    hashes(&a).is_some() && hashes(&a) == hashes(&b)
+}
+
+fn user_attrs_differ(prior: &Value, planned: &Value) -> bool {
+    [
+        "image",
+        "track_tag",
+        "registry_credential_id",
+        "env",
+        "secret_env",
+        "secret_env_wo_version",
+        "pre_deploy_command",
+        "services",
+        "workers",
+    ]
+    .iter()
+    .any(|a| prior.get(a) != planned.get(a))
+}
+
+/// Maps a spec field path (`services["web"].health_check.path`) to an
+/// attribute path.
+fn spec_path(field: &str) -> AttributePath {
+    let mut path = AttributePath::default();
+    let mut rest = field;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+            continue;
+        }
+        if let Some(r) = rest.strip_prefix("[\"") {
+            let end = r.find("\"]").unwrap_or(r.len());
+            path = path.key(&r[..end]);
+            rest = r.get(end + 2..).unwrap_or("");
+            continue;
+        }
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        path = path.attr(&rest[..end]);
+        rest = &rest[end..];
+    }
+    path
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_entries()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn num_u(v: &Value, name: &str, path: &AttributePath) -> Result<Option<u64>, Diagnostics> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i >= 0 => Ok(Some(i as u64)),
+            _ => Err(Diagnostic::error(
+                format!("Invalid {name}"),
+                format!("{n} is not a whole number of zero or more."),
+            )
+            .at(path.clone())
+            .into()),
+        },
+        _ => Ok(None),
+    }
+}
+
+fn num_f(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => Some(n.as_f64()),
+        _ => None,
+    }
+}
+
+/// Builds the engine's spec from a state or plan object; write-only
+/// secrets come from `config` (null in state).
+pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
+    let mut services = BTreeMap::new();
+    for (name, s) in obj.get("services").as_entries().into_iter().flatten() {
+        let p = AttributePath::root("services").key(name);
+        let hc_v = s.get("health_check");
+        let mut hc = HealthCheck::default();
+        if !hc_v.is_null() {
+            if let Some(path) = hc_v.get("path").as_str() {
+                hc.path = path.to_string();
+            }
+            for (field, slot) in [
+                ("interval_seconds", &mut hc.interval_seconds),
+                ("timeout_seconds", &mut hc.timeout_seconds),
+                ("start_period_seconds", &mut hc.start_period_seconds),
+            ] {
+                if let Some(f) = num_f(hc_v.get(field)) {
+                    *slot = f;
+                }
+            }
+            let hp = p.clone().attr("health_check");
+            if let Some(n) = num_u(hc_v.get("healthy_threshold"), "healthy_threshold", &hp.clone().attr("healthy_threshold"))? {
+                hc.healthy_threshold = n as u32;
+            }
+            if let Some(n) = num_u(hc_v.get("unhealthy_threshold"), "unhealthy_threshold", &hp.clone().attr("unhealthy_threshold"))? {
+                hc.unhealthy_threshold = n as u32;
+            }
+        }
+        let port = num_u(s.get("http_port"), "http_port", &p.clone().attr("http_port"))?.unwrap_or(8080);
+        services.insert(
+            name.clone(),
+            ServiceSpec {
+                command: s.get("command").as_str().map(String::from),
+                http_port: u16::try_from(port).map_err(|_| {
+                    Diagnostics::from(Diagnostic::error("Invalid http_port", format!("{port} is not a port: use 1 to 65535.")).at(p.clone().attr("http_port")))
+                })?,
+                instances: num_u(s.get("instances"), "instances", &p.clone().attr("instances"))?.unwrap_or(1).min(u32::MAX as u64) as u32,
+                health_check: hc,
+                cpus: num_f(s.get("cpus")),
+                memory_mb: num_u(s.get("memory_mb"), "memory_mb", &p.clone().attr("memory_mb"))?,
+                env: string_map(s.get("env")),
+            },
+        );
+    }
+    let mut workers = BTreeMap::new();
+    for (name, w) in obj.get("workers").as_entries().into_iter().flatten() {
+        let p = AttributePath::root("workers").key(name);
+        workers.insert(
+            name.clone(),
+            WorkerSpec {
+                command: w.get("command").as_str().map(String::from),
+                instances: num_u(w.get("instances"), "instances", &p.clone().attr("instances"))?.unwrap_or(1).min(u32::MAX as u64) as u32,
+                cpus: num_f(w.get("cpus")),
+                memory_mb: num_u(w.get("memory_mb"), "memory_mb", &p.clone().attr("memory_mb"))?,
+                env: string_map(w.get("env")),
+            },
+        );
+    }
+    Ok(AppSpec {
+        name: obj.get("name").as_str().unwrap_or_default().to_string(),
+        image: obj.get("image").as_str().unwrap_or_default().to_string(),
+        track_tag: obj.get("track_tag").as_bool().unwrap_or(true),
+        registry_credential_id: obj.get("registry_credential_id").as_str().map(String::from),
+        env: string_map(obj.get("env")),
+        secret_env: string_map(obj.get("secret_env")),
+        secret_env_version: obj.get("secret_env_wo_version").as_i64(),
+        secret_env_wo: string_map(config.get("secret_env_wo")),
+        pre_deploy_command: obj.get("pre_deploy_command").as_str().map(String::from),
+        services,
+        workers,
+    })
+}
+
+/// A state object for an imported app (secrets are not recoverable: null).
+fn spec_to_state(
+    spec: &AppSpec,
+    digest: Option<String>,
+    release: Option<u64>,
+    endpoints: &BTreeMap<String, Vec<String>>,
+) -> Value {
+    let map = |m: &BTreeMap<String, String>| {
+        if m.is_empty() {
+            Value::Null
+        } else {
+            Value::Map(m.iter().map(|(k, v)| (k.clone(), Value::string(v))).collect())
+        }
+    };
+    let opt_num = |n: Option<f64>| n.map(|f| Value::Number(Number::Float(f))).unwrap_or(Value::Null);
+    let opt_u = |n: Option<u64>| n.map(|i| Value::int(i as i64)).unwrap_or(Value::Null);
+    let defaults = HealthCheck::default();
+    let services: BTreeMap<String, Value> = spec
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let hc = &s.health_check;
+            let hc_v = if *hc == defaults {
+                Value::Null
+            } else {
+                super::value::object([
+                    ("path", Value::string(&hc.path)),
+                    ("interval_seconds", Value::Number(Number::Float(hc.interval_seconds))),
+                    ("timeout_seconds", Value::Number(Number::Float(hc.timeout_seconds))),
+                    ("healthy_threshold", Value::int(hc.healthy_threshold as i64)),
+                    ("unhealthy_threshold", Value::int(hc.unhealthy_threshold as i64)),
+                    ("start_period_seconds", Value::Number(Number::Float(hc.start_period_seconds))),
+                ])
+            };
+            (
+                name.clone(),
+                super::value::object([
+                    ("command", Value::opt_string(s.command.clone())),
+                    ("http_port", Value::int(s.http_port as i64)),
+                    ("instances", Value::int(s.instances as i64)),
+                    ("health_check", hc_v),
+                    ("cpus", opt_num(s.cpus)),
+                    ("memory_mb", opt_u(s.memory_mb)),
+                    ("env", map(&s.env)),
+                ]),
+            )
+        })
+        .collect();
+    let workers: BTreeMap<String, Value> = spec
+        .workers
+        .iter()
+        .map(|(name, w)| {
+            (
+                name.clone(),
+                super::value::object([
+                    ("command", Value::opt_string(w.command.clone())),
+                    ("instances", Value::int(w.instances as i64)),
+                    ("cpus", opt_num(w.cpus)),
+                    ("memory_mb", opt_u(w.memory_mb)),
+                    ("env", map(&w.env)),
+                ]),
+            )
+        })
+        .collect();
+    super::value::object([
+        ("id", Value::string(&spec.name)),
+        ("name", Value::string(&spec.name)),
+        ("image", Value::string(&spec.image)),
+        ("track_tag", Value::Bool(spec.track_tag)),
+        ("registry_credential_id", Value::opt_string(spec.registry_credential_id.clone())),
+        ("env", map(&spec.env)),
+        ("secret_env", Value::Null),
+        ("secret_env_wo", Value::Null),
+        ("secret_env_wo_version", spec.secret_env_version.map(Value::int).unwrap_or(Value::Null)),
+        ("pre_deploy_command", Value::opt_string(spec.pre_deploy_command.clone())),
+        ("services", if services.is_empty() { Value::Null } else { Value::Map(services) }),
+        ("workers", if workers.is_empty() { Value::Null } else { Value::Map(workers) }),
+        ("image_digest", Value::opt_string(digest)),
+        ("release", release.map(|r| Value::int(r as i64)).unwrap_or(Value::Null)),
+        ("endpoints", endpoints_value(endpoints)),
+        ("drift", Value::List(vec![])),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_paths_become_attribute_paths() {
+        assert_eq!(
+            spec_path("services[\"web\"].health_check.path"),
+            AttributePath::root("services").key("web").attr("health_check").attr("path")
+        );
+        assert_eq!(spec_path("name"), AttributePath::root("name"));
+    }
+}

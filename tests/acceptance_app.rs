@@ -1,0 +1,228 @@
+//! Acceptance tests for `berth_app`: the real terraform, the real Docker
+//! Engine and the local registry, in steps (create → move the tag → plan
+//! shows the digest diff → apply → drift → repair → import → destroy) and
+//! the failure cases (unhealthy service, failing pre-deploy, arm64 image).
+
+mod support;
+
+use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use support::{app_containers, block_on, http_body, require_env, unique_app, unique_tag, AppGuard, Tf};
+
+fn app_config(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        r#"
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{image}"
+{extra}
+  services = {{
+    web = {{
+      http_port = 8080
+    }}
+  }}
+}}
+
+output "endpoint" {{ value = try(berth_app.demo.endpoints["web"][0], "") }}
+output "digest" {{ value = berth_app.demo.image_digest }}
+output "release" {{ value = berth_app.demo.release }}
+"#
+    )
+}
+
+fn body(tf: &Tf) -> String {
+    let ep = tf.output("endpoint");
+    http_body(ep.as_str().expect("endpoint"), "/").unwrap_or_default()
+}
+
+#[test]
+fn deploy_update_drift_repair_import_destroy() {
+    require_env();
+    let name = unique_app("acc-app");
+    let _guard = AppGuard(name.clone());
+    let tag = unique_tag("app");
+    let v1 = block_on(fixtures::push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v1", None)).expect("v1");
+    let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
+    let tf = Tf::new();
+    tf.config(&app_config(&name, &image, ""));
+    tf.init();
+
+    // Create: the endpoint serves v1 and the plan after apply is empty.
+    tf.apply();
+    assert_eq!(tf.output("digest"), v1.digest.as_str());
+    assert_eq!(tf.output("release"), 1);
+    assert_eq!(body(&tf), "berth demo v1\n");
+    tf.assert_converged();
+    let ids = app_containers(&name);
+    assert_eq!(ids.len(), 1, "one web instance: {ids:?}");
+
+    // Move the tag: plan shows the digest diff; apply deploys v2.
+    let v2 = block_on(fixtures::push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v2", None)).expect("v2");
+    let plan = tf.plan_json();
+    let change = &plan["resource_changes"][0]["change"];
+    assert_eq!(change["before"]["image_digest"], v1.digest.as_str(), "{change}");
+    assert_eq!(change["after"]["image_digest"], v2.digest.as_str(), "{change}");
+    tf.apply();
+    assert_eq!(body(&tf), "berth demo v2\n");
+    assert_eq!(tf.output("release"), 2);
+    tf.assert_converged();
+    assert_eq!(app_containers(&name).len(), 1, "the old instance was stopped");
+
+    // Remove the instance out of band: plan says why; apply repairs.
+    let ids = app_containers(&name);
+    let rm = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output().expect("docker rm");
+    assert!(rm.status.success());
+    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "plan must show changes:\n{text}");
+    assert!(text.contains("is missing on host local"), "{text}");
+    let refresh = tf.ok(&["plan", "-refresh-only", "-input=false", "-no-color"]);
+    assert!(refresh.contains("is missing on host local"), "{refresh}");
+    tf.apply();
+    assert_eq!(body(&tf), "berth demo v2\n");
+    assert_eq!(tf.output("release"), 2, "a repair is not a new release");
+    tf.assert_converged();
+
+    // Import by app name into a fresh state: nothing to change.
+    let fresh = tf.sibling();
+    fresh.config(&app_config(&name, &image, ""));
+    fresh.init();
+    fresh.ok(&["import", "-input=false", "-no-color", "berth_app.demo", &name]);
+    let out = fresh.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "plan after import must be empty:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Destroy removes every container of the app; a second destroy succeeds.
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(app_containers(&name).is_empty());
+    fresh.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
+
+#[test]
+fn unhealthy_release_fails_and_v1_keeps_serving() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-unhealthy");
+    let _guard = AppGuard(name.clone());
+    let tf = Tf::new();
+    let hc = "  \n";
+    tf.config(&app_config(&name, &set.demo_v1.reference, hc));
+    tf.init();
+    tf.apply();
+    assert_eq!(body(&tf), "berth demo v1\n");
+    let endpoint = tf.output("endpoint");
+
+    tf.config(&format!(
+        r#"
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{}"
+  services = {{
+    web = {{
+      http_port    = 8080
+      health_check = {{ start_period_seconds = 3 }}
+    }}
+  }}
+}}
+output "endpoint" {{ value = try(berth_app.demo.endpoints["web"][0], "") }}
+"#,
+        set.unhealthy.reference
+    ));
+    let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(out.contains("did not become healthy"), "{out}");
+    assert!(out.contains("ROLL failed"), "{out}");
+    assert!(out.contains("last probe"), "{out}");
+    // v1 still serves, at the same endpoint.
+    assert_eq!(
+        http_body(endpoint.as_str().expect("endpoint"), "/").as_deref(),
+        Some("berth demo v1\n")
+    );
+    assert_eq!(app_containers(&name).len(), 1, "the new container was removed");
+}
+
+#[test]
+fn failing_pre_deploy_aborts_and_v1_is_untouched() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-predeploy");
+    let _guard = AppGuard(name.clone());
+    let tf = Tf::new();
+    tf.config(&app_config(&name, &set.demo_v1.reference, ""));
+    tf.init();
+    tf.apply();
+    let before = app_containers(&name);
+
+    tf.config(&app_config(
+        &name,
+        &set.demo_v2.reference,
+        "  pre_deploy_command = \"/bin/busybox sh -c 'echo migrating now; exit 3'\"\n",
+    ));
+    let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(out.contains("PRE_DEPLOY failed"), "{out}");
+    assert!(out.contains("exited with code 3"), "{out}");
+    assert!(out.contains("migrating now"), "{out}");
+    assert_eq!(app_containers(&name), before, "the running release was not touched");
+    assert_eq!(body(&tf), "berth demo v1\n");
+}
+
+#[test]
+fn arm64_only_image_fails_at_plan() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-arm");
+    let _guard = AppGuard(name.clone());
+    let tf = Tf::new();
+    tf.config(&app_config(&name, &set.arm64_only.reference, ""));
+    tf.init();
+    let out = tf.fails(&["plan", "-input=false", "-no-color"]);
+    assert!(out.contains("linux/arm64"), "{out}");
+    assert!(out.contains("with berth_app.demo"), "{out}");
+    assert!(app_containers(&name).is_empty());
+}
+
+#[test]
+fn scaling_changes_instances_without_a_new_release() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-scale");
+    let _guard = AppGuard(name.clone());
+    let tf = Tf::new();
+    let cfg = |n: u32| {
+        format!(
+            r#"
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{}"
+  services = {{
+    web = {{ instances = {n} }}
+  }}
+  workers = {{
+    queue = {{ command = "/bin/busybox sleep 100000" }}
+  }}
+}}
+output "release" {{ value = berth_app.demo.release }}
+output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
+"#,
+            set.demo_v1.reference
+        )
+    };
+    tf.config(&cfg(1));
+    tf.init();
+    tf.apply();
+    assert_eq!(app_containers(&name).len(), 2, "web + worker");
+    tf.config(&cfg(3));
+    tf.apply();
+    assert_eq!(tf.output("release"), 1);
+    let eps = tf.output("endpoints");
+    assert_eq!(eps.as_array().map(|a| a.len()), Some(3), "{eps}");
+    for ep in eps.as_array().into_iter().flatten() {
+        assert_eq!(http_body(ep.as_str().unwrap_or(""), "/").as_deref(), Some("berth demo v1\n"));
+    }
+    assert_eq!(app_containers(&name).len(), 4);
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(app_containers(&name).is_empty());
+}
