@@ -1,6 +1,7 @@
-# Quickstart: resolve the demo image in the local registry to the exact
-# linux/amd64 digest Berth deploys. `make demo` runs this offline against the
-# registry that `tests/devenv.sh up` starts on 127.0.0.1:5000.
+# Quickstart: deploy the demo app from the local registry to the local
+# Docker, offline. `make demo` runs `terraform init && terraform apply` here
+# after `tests/devenv.sh up` has started Docker and the registry on
+# 127.0.0.1:5000 and pushed the demo image.
 
 terraform {
   required_providers {
@@ -13,8 +14,24 @@ terraform {
 
 provider "berth" {}
 
+# What the tag points at right now: the exact linux/amd64 digest.
 data "berth_image" "demo" {
   image = "127.0.0.1:5000/berth/demo:v1"
+}
+
+resource "berth_app" "demo" {
+  name  = "quickstart"
+  image = data.berth_image.demo.image
+
+  services = {
+    web = {
+      http_port = 8080
+      instances = 2
+      health_check = {
+        path = "/healthz"
+      }
+    }
+  }
 }
 
 output "image" {
@@ -22,10 +39,11 @@ output "image" {
 }
 
 output "digest" {
-  description = "The linux/amd64 manifest digest Berth deploys."
-  value       = data.berth_image.demo.digest
+  description = "The linux/amd64 manifest digest deployed."
+  value       = berth_app.demo.image_digest
 }
 
-output "pinned_reference" {
-  value = data.berth_image.demo.pinned_reference
+output "endpoints" {
+  description = "Where the instances answer: try `curl http://ADDRESS/`."
+  value       = berth_app.demo.endpoints["web"]
 }

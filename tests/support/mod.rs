@@ -96,6 +96,12 @@ impl Tf {
         self
     }
 
+    /// Writes `main.tf` exactly as given (for the examples).
+    pub fn raw_config(&self, text: &str) -> &Tf {
+        std::fs::write(self.dir.path().join("main.tf"), text).expect("write main.tf");
+        self
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("terraform");
         cmd.args(args)

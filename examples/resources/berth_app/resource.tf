@@ -39,3 +39,9 @@ resource "berth_app" "shop" {
 output "shop_endpoints" {
   value = berth_app.shop.endpoints["web"]
 }
+
+variable "database_url" {
+  type      = string
+  sensitive = true
+  ephemeral = true
+}

@@ -7,3 +7,9 @@ resource "berth_registry_credential" "ghcr" {
   token_wo         = var.ghcr_token
   token_wo_version = 1
 }
+
+variable "ghcr_token" {
+  type      = string
+  sensitive = true
+  ephemeral = true
+}

@@ -1,0 +1,65 @@
+//! `examples/` doubles as acceptance tests: the quickstart is applied for
+//! real (as `make demo` does, under a unique app name), and every other
+//! example must pass `terraform validate` with the real plugin.
+
+mod support;
+
+use std::path::Path;
+
+use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
+
+fn example(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn quickstart_deploys_the_demo_and_converges() {
+    require_env();
+    block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("quickstart");
+    let _guard = AppGuard(name.clone());
+    let text = example("quickstart/main.tf").replace("\"quickstart\"", &format!("\"{name}\""));
+    assert!(text.contains(&name), "the example names its app quickstart");
+    let tf = Tf::new();
+    tf.raw_config(&text);
+    tf.init();
+    let out = tf.apply();
+    assert!(out.contains("endpoints"), "{out}");
+    let endpoints = tf.output("endpoints");
+    let endpoints = endpoints.as_array().expect("endpoints list");
+    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    for ep in endpoints {
+        assert_eq!(
+            http_body(ep.as_str().unwrap_or(""), "/").as_deref(),
+            Some("berth demo v1\n")
+        );
+    }
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(app_containers(&name).is_empty());
+}
+
+#[test]
+fn every_example_validates() {
+    let dirs = [
+        "provider/provider.tf",
+        "data-sources/berth_image/data-source.tf",
+        "functions/normalize_image/function.tf",
+        "resources/berth_app/resource.tf",
+        "resources/berth_registry_credential/resource.tf",
+    ];
+    // The app example refers to the credential example's resource.
+    let shared = example("resources/berth_registry_credential/resource.tf");
+    for rel in dirs {
+        let tf = Tf::new();
+        let mut body = example(rel);
+        if rel.contains("berth_app") {
+            body.push_str(&shared);
+        }
+        tf.config(&body);
+        tf.init();
+        tf.ok(&["validate", "-no-color"]);
+    }
+}
