@@ -6,7 +6,9 @@
 mod support;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
-use support::{app_containers, block_on, http_body, require_env, unique_app, unique_tag, AppGuard, Tf};
+use support::{
+    app_containers, block_on, http_body, require_env, unique_app, unique_tag, AppGuard, Tf,
+};
 
 fn app_config(name: &str, image: &str, extra: &str) -> String {
     format!(
@@ -40,7 +42,14 @@ fn deploy_update_drift_repair_import_destroy() {
     let name = unique_app("acc-app");
     let _guard = AppGuard(name.clone());
     let tag = unique_tag("app");
-    let v1 = block_on(fixtures::push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v1", None)).expect("v1");
+    let v1 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("v1");
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
     let tf = Tf::new();
     tf.config(&app_config(&name, &image, ""));
@@ -56,24 +65,52 @@ fn deploy_update_drift_repair_import_destroy() {
     assert_eq!(ids.len(), 1, "one web instance: {ids:?}");
 
     // Move the tag: plan shows the digest diff; apply deploys v2.
-    let v2 = block_on(fixtures::push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v2", None)).expect("v2");
+    let v2 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v2",
+        None,
+    ))
+    .expect("v2");
     let plan = tf.plan_json();
     let change = &plan["resource_changes"][0]["change"];
-    assert_eq!(change["before"]["image_digest"], v1.digest.as_str(), "{change}");
-    assert_eq!(change["after"]["image_digest"], v2.digest.as_str(), "{change}");
+    assert_eq!(
+        change["before"]["image_digest"],
+        v1.digest.as_str(),
+        "{change}"
+    );
+    assert_eq!(
+        change["after"]["image_digest"],
+        v2.digest.as_str(),
+        "{change}"
+    );
     tf.apply();
     assert_eq!(body(&tf), "berth demo v2\n");
     assert_eq!(tf.output("release"), 2);
     tf.assert_converged();
-    assert_eq!(app_containers(&name).len(), 1, "the old instance was stopped");
+    assert_eq!(
+        app_containers(&name).len(),
+        1,
+        "the old instance was stopped"
+    );
 
     // Remove the instance out of band: plan says why; apply repairs.
     let ids = app_containers(&name);
-    let rm = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output().expect("docker rm");
+    let rm = std::process::Command::new("docker")
+        .arg("rm")
+        .arg("-f")
+        .args(&ids)
+        .output()
+        .expect("docker rm");
     assert!(rm.status.success());
     let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(2), "plan must show changes:\n{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "plan must show changes:\n{text}"
+    );
     assert!(text.contains("is missing on host local"), "{text}");
     let refresh = tf.ok(&["plan", "-refresh-only", "-input=false", "-no-color"]);
     assert!(refresh.contains("is missing on host local"), "{refresh}");
@@ -86,7 +123,13 @@ fn deploy_update_drift_repair_import_destroy() {
     let fresh = tf.sibling();
     fresh.config(&app_config(&name, &image, ""));
     fresh.init();
-    fresh.ok(&["import", "-input=false", "-no-color", "berth_app.demo", &name]);
+    fresh.ok(&[
+        "import",
+        "-input=false",
+        "-no-color",
+        "berth_app.demo",
+        &name,
+    ]);
     let out = fresh.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
     assert_eq!(
         out.status.code(),
@@ -140,7 +183,11 @@ output "endpoint" {{ value = try(berth_app.demo.endpoints["web"][0], "") }}
         http_body(endpoint.as_str().expect("endpoint"), "/").as_deref(),
         Some("berth demo v1\n")
     );
-    assert_eq!(app_containers(&name).len(), 1, "the new container was removed");
+    assert_eq!(
+        app_containers(&name).len(),
+        1,
+        "the new container was removed"
+    );
 }
 
 #[test]
@@ -164,7 +211,11 @@ fn failing_pre_deploy_aborts_and_v1_is_untouched() {
     assert!(out.contains("PRE_DEPLOY failed"), "{out}");
     assert!(out.contains("exited with code 3"), "{out}");
     assert!(out.contains("migrating now"), "{out}");
-    assert_eq!(app_containers(&name), before, "the running release was not touched");
+    assert_eq!(
+        app_containers(&name),
+        before,
+        "the running release was not touched"
+    );
     assert_eq!(body(&tf), "berth demo v1\n");
 }
 
@@ -219,10 +270,77 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     let eps = tf.output("endpoints");
     assert_eq!(eps.as_array().map(|a| a.len()), Some(3), "{eps}");
     for ep in eps.as_array().into_iter().flatten() {
-        assert_eq!(http_body(ep.as_str().unwrap_or(""), "/").as_deref(), Some("berth demo v1\n"));
+        assert_eq!(
+            http_body(ep.as_str().unwrap_or(""), "/").as_deref(),
+            Some("berth demo v1\n")
+        );
     }
     assert_eq!(app_containers(&name).len(), 4);
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(app_containers(&name).is_empty());
+}
+
+#[test]
+fn apply_deploys_the_planned_digest_even_if_the_tag_moves_in_between() {
+    require_env();
+    let name = unique_app("acc-pinned");
+    let _guard = AppGuard(name.clone());
+    let tag = unique_tag("pinned");
+    let v1 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("v1");
+    let tf = Tf::new();
+    tf.config(&app_config(
+        &name,
+        &format!("{PLAIN_REGISTRY}/berth/demo:{tag}"),
+        "",
+    ));
+    tf.init();
+    tf.ok(&["plan", "-out=tfplan", "-input=false", "-no-color"]);
+    block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v2",
+        None,
+    ))
+    .expect("v2");
+    tf.ok(&["apply", "-input=false", "-no-color", "tfplan"]);
+    assert_eq!(tf.output("digest"), v1.digest.as_str());
+    assert_eq!(body(&tf), "berth demo v1\n");
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
+
+#[test]
+fn image_unknown_at_plan_time_gives_an_unknown_digest() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-unknown");
+    let _guard = AppGuard(name.clone());
+    let tf = Tf::new();
+    tf.config(&format!(
+        r#"
+resource "terraform_data" "image" {{
+  input = "{}"
+}}
+{}"#,
+        set.demo_v1.reference,
+        app_config(&name, "${terraform_data.image.output}", "")
+    ));
+    tf.init();
+    let plan = tf.plan_json();
+    let after_unknown = &plan["resource_changes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["type"] == "berth_app"))
+        .expect("berth_app change")["change"]["after_unknown"];
+    assert_eq!(after_unknown["image_digest"], true, "{after_unknown}");
+    tf.apply();
+    assert_eq!(tf.output("digest"), set.demo_v1.digest.as_str());
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
 }

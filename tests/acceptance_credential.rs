@@ -54,7 +54,13 @@ fn create_resolve_import_and_destroy() {
         "resource \"berth_registry_credential\" \"ci\" {{\n  name     = \"ci\"\n  registry = \"{AUTH_REGISTRY}\"\n  username = \"{AUTH_USER}\"\n  token    = \"{AUTH_PASSWORD}\"\n}}\n"
     ));
     fresh.init();
-    fresh.ok(&["import", "-input=false", "-no-color", "berth_registry_credential.ci", &id]);
+    fresh.ok(&[
+        "import",
+        "-input=false",
+        "-no-color",
+        "berth_registry_credential.ci",
+        &id,
+    ]);
     let shown = fresh.ok(&["state", "show", "-no-color", "berth_registry_credential.ci"]);
     assert!(shown.contains(&id) && shown.contains(AUTH_USER), "{shown}");
 
@@ -116,7 +122,11 @@ fn token_never_appears_in_trace_logs() {
         .env("TF_LOG", "trace")
         .output()
         .expect("terraform");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -125,7 +135,10 @@ fn token_never_appears_in_trace_logs() {
     assert!(all.contains("berth"), "trace output expected");
     // terraform itself logs the msgpack config it sends; look for the
     // provider's own lines and the plan/apply output instead.
-    for line in all.lines().filter(|l| l.contains("provider.terraform-provider-berth") || !l.contains("[TRACE]")) {
+    for line in all
+        .lines()
+        .filter(|l| l.contains("provider.terraform-provider-berth") || !l.contains("[TRACE]"))
+    {
         assert!(!line.contains(AUTH_PASSWORD), "token in: {line}");
     }
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);

@@ -10,7 +10,9 @@ use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
 use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
 
 fn example(rel: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -287,7 +287,13 @@ impl Engine {
             // Every instance is gone (removed by hand, or a host was wiped):
             // if the journal's last good release is this digest and spec,
             // this is a repair of that release, not a new one.
-            if let Some(last) = self.store.list_releases(app.clone(), 1).await?.into_iter().next() {
+            if let Some(last) = self
+                .store
+                .list_releases(app.clone(), 1)
+                .await?
+                .into_iter()
+                .next()
+            {
                 if last.outcome == ReleaseOutcome::Succeeded
                     && last.digest == target.digest
                     && last.spec_json == public_spec_json(&target.spec)

@@ -74,7 +74,10 @@ impl fmt::Debug for AppSpec {
             .field("registry_credential_id", &self.registry_credential_id)
             .field("env", &self.env)
             .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
-            .field("secret_env_wo", &self.secret_env_wo.keys().collect::<Vec<_>>())
+            .field(
+                "secret_env_wo",
+                &self.secret_env_wo.keys().collect::<Vec<_>>(),
+            )
             .field("pre_deploy_command", &self.pre_deploy_command)
             .field("services", &self.services)
             .field("workers", &self.workers)
@@ -574,9 +577,17 @@ mod tests {
         let (cb, cc) = (b.components().unwrap(), c.components().unwrap());
         assert_eq!(cb[1].env["DB_PASSWORD"], "one");
         assert_eq!(cb[1].spec_hash, cc[1].spec_hash, "values are not hashed");
-        assert_eq!(a.components().unwrap()[1].spec_hash, cb[1].spec_hash, "nor keys");
+        assert_eq!(
+            a.components().unwrap()[1].spec_hash,
+            cb[1].spec_hash,
+            "nor keys"
+        );
         c.secret_env_version = Some(2);
-        assert_ne!(c.components().unwrap()[1].spec_hash, cb[1].spec_hash, "version is");
+        assert_ne!(
+            c.components().unwrap()[1].spec_hash,
+            cb[1].spec_hash,
+            "version is"
+        );
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Context {
     store: tokio::sync::OnceCell<Store>,
     /// Built on first use from the configured hosts (no I/O until then).
     engine: tokio::sync::OnceCell<crate::engine::Engine>,
+    /// Resources refreshed (ReadResource) by this process. terraform
+    /// refreshes before a real plan, never before the re-plan it makes at
+    /// apply time: that is how the two are told apart.
+    refreshed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -56,7 +60,23 @@ impl Context {
             registry,
             store: tokio::sync::OnceCell::new(),
             engine: tokio::sync::OnceCell::new(),
+            refreshed: Default::default(),
         }
+    }
+
+    /// Notes that `key` was refreshed by this process.
+    pub fn mark_refreshed(&self, key: &str) {
+        if let Ok(mut set) = self.refreshed.lock() {
+            set.insert(key.to_string());
+        }
+    }
+
+    /// Whether `key` was refreshed by this process.
+    pub fn was_refreshed(&self, key: &str) -> bool {
+        self.refreshed
+            .lock()
+            .map(|s| s.contains(key))
+            .unwrap_or(false)
     }
 
     /// The deploy engine over the configured Docker hosts (default: one

@@ -154,20 +154,33 @@ fn apply_defaults(attrs: &[Attribute], planned: &mut Value, config: &Value) {
                 m.insert(a.name.to_string(), def.clone());
             }
         }
-        let (AttrType::Nested { nesting, attributes }, Some(child)) = (&a.ty, m.get_mut(a.name)) else {
+        let (
+            AttrType::Nested {
+                nesting,
+                attributes,
+            },
+            Some(child),
+        ) = (&a.ty, m.get_mut(a.name))
+        else {
             continue;
         };
         match (nesting, child) {
             (Nesting::Single, child) => apply_defaults(attributes, child, cfg),
             (Nesting::Map, Value::Map(entries)) => {
                 for (k, v) in entries.iter_mut() {
-                    let c = cfg.as_entries().and_then(|e| e.get(k)).unwrap_or(&Value::Null);
+                    let c = cfg
+                        .as_entries()
+                        .and_then(|e| e.get(k))
+                        .unwrap_or(&Value::Null);
                     apply_defaults(attributes, v, c);
                 }
             }
             (Nesting::List | Nesting::Set, Value::List(items) | Value::Set(items)) => {
                 for (i, v) in items.iter_mut().enumerate() {
-                    let c = cfg.as_elements().and_then(|e| e.get(i)).unwrap_or(&Value::Null);
+                    let c = cfg
+                        .as_elements()
+                        .and_then(|e| e.get(i))
+                        .unwrap_or(&Value::Null);
                     apply_defaults(attributes, v, c);
                 }
             }

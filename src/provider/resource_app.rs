@@ -82,7 +82,9 @@ impl Resource for AppResource {
             .optional()
             .computed()
             .default_value(Value::int(1))
-            .describe("Number of instances. A worker is healthy while it runs without restarting.")];
+            .describe(
+                "Number of instances. A worker is healthy while it runs without restarting.",
+            )];
         worker.extend(limits());
         Schema::new(
             "An app deployed from one container image: web services and background workers on the provider's Docker hosts. `terraform plan` resolves the image tag to its linux/amd64 digest and shows `image_digest` change when the tag has moved; `apply` deploys exactly that digest with no downtime (pull first, pre-deploy command, start new instances, health-check them from outside, then stop the old ones) and rolls back by itself when anything fails. Changes made on a host by hand show up in `drift` at the next plan, and apply repairs them. Every container carries the label `io.berth.app=<name>`.",
@@ -145,7 +147,9 @@ impl Resource for AppResource {
         match spec_from(config, config) {
             Ok(spec) => {
                 for e in spec.validate() {
-                    diags.push(Diagnostic::error("Invalid app", e.message.clone()).at(spec_path(&e.field)));
+                    diags.push(
+                        Diagnostic::error("Invalid app", e.message.clone()).at(spec_path(&e.field)),
+                    );
                 }
             }
             Err(d) => diags.extend(d),
@@ -183,13 +187,39 @@ impl Resource for AppResource {
         let keep_digest = !track
             && prior.get("image").as_str() == Some(image)
             && prior.get("image_digest").as_str().is_some();
+        let name = planned.get("name").as_str().unwrap_or_default().to_string();
+        let prior_digest = prior
+            .get("image_digest")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let journaled = if keep_digest || name.is_empty() {
+            None
+        } else {
+            match self
+                .journaled_digest(ctx, plan, &name, image, &prior_digest)
+                .await
+            {
+                Ok(d) => d,
+                Err(d) => return d,
+            }
+        };
         let digest = if keep_digest {
-            prior.get("image_digest").as_str().unwrap_or_default().to_string()
+            prior
+                .get("image_digest")
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        } else if let Some(d) = journaled {
+            d
         } else {
             let reference = match Reference::parse(image) {
                 Ok(r) => r,
                 Err(e) => {
-                    diags.push(Diagnostic::error("Invalid image reference", e.to_string()).at(AttributePath::root("image")));
+                    diags.push(
+                        Diagnostic::error("Invalid image reference", e.to_string())
+                            .at(AttributePath::root("image")),
+                    );
                     return diags;
                 }
             };
@@ -209,9 +239,26 @@ impl Resource for AppResource {
                 Err(d) => return d,
             };
             match ctx.registry.resolve(&reference, &creds).await {
-                Ok(r) => r.digest,
+                Ok(r) => {
+                    if !name.is_empty() {
+                        if let Ok(store) = ctx.store().await {
+                            let _ = store
+                                .record_planned_digest(
+                                    name.clone(),
+                                    image.to_string(),
+                                    prior_digest.clone(),
+                                    r.digest.clone(),
+                                )
+                                .await;
+                        }
+                    }
+                    r.digest
+                }
                 Err(e) => {
-                    diags.push(Diagnostic::error(e.summary(), e.to_string()).at(AttributePath::root("image")));
+                    diags.push(
+                        Diagnostic::error(e.summary(), e.to_string())
+                            .at(AttributePath::root("image")),
+                    );
                     return diags;
                 }
             }
@@ -223,7 +270,10 @@ impl Resource for AppResource {
             return diags;
         }
         // An update: same release unless the digest or the spec changes.
-        let had_drift = prior.get("drift").as_elements().is_some_and(|d| !d.is_empty());
+        let had_drift = prior
+            .get("drift")
+            .as_elements()
+            .is_some_and(|d| !d.is_empty());
         let same_release = prior.get("image_digest").as_str() == Some(digest.as_str())
             && same_spec_hashes(prior, &plan.planned, &plan.config);
         let anything = had_drift || !same_release || user_attrs_differ(prior, &plan.planned);
@@ -234,7 +284,11 @@ impl Resource for AppResource {
         } else {
             plan.set(
                 "release",
-                if same_release { prior.get("release").clone() } else { Value::Unknown },
+                if same_release {
+                    prior.get("release").clone()
+                } else {
+                    Value::Unknown
+                },
             );
             plan.set("endpoints", Value::Unknown);
         }
@@ -253,21 +307,30 @@ impl Resource for AppResource {
         let Some(name) = state.get("name").as_str() else {
             return Ok(None);
         };
+        ctx.mark_refreshed(name);
         let engine = ctx.engine().await?;
         let observed = engine.observe(name, false).await.map_err(|e| {
-            Diagnostics::from(Diagnostic::error(format!("Cannot read app {name:?}"), e.to_string()))
+            Diagnostics::from(Diagnostic::error(
+                format!("Cannot read app {name:?}"),
+                e.to_string(),
+            ))
         })?;
         if observed.is_empty() {
             let store = ctx.store().await?;
-            if store.get_app(name.to_string()).await.map_err(store_diag)?.is_none() {
+            if store
+                .get_app(name.to_string())
+                .await
+                .map_err(store_diag)?
+                .is_none()
+            {
                 // Neither the hosts nor Berth's records know it: gone.
                 return Ok(None);
             }
         }
         let spec = spec_from(state, state)?;
-        let components = spec
-            .components()
-            .map_err(|e| Diagnostics::from(Diagnostic::error("Invalid app in state", e.to_string())))?;
+        let components = spec.components().map_err(|e| {
+            Diagnostics::from(Diagnostic::error("Invalid app in state", e.to_string()))
+        })?;
         let digest = state.get("image_digest").as_str().unwrap_or_default();
         let drift = engine_plan::drift(&components, digest, &engine.host_names(), &observed);
         let mut fields = state.as_entries().cloned().unwrap_or_default();
@@ -275,7 +338,10 @@ impl Resource for AppResource {
             "drift".into(),
             Value::List(drift.iter().map(|d| Value::string(d.to_string())).collect()),
         );
-        fields.insert("endpoints".into(), endpoints_value(&Engine::endpoints(&observed)));
+        fields.insert(
+            "endpoints".into(),
+            endpoints_value(&Engine::endpoints(&observed)),
+        );
         if let Some(r) = engine_plan::current_release(&observed) {
             fields.insert("release".into(), Value::int(r as i64));
         }
@@ -288,10 +354,16 @@ impl Resource for AppResource {
         };
         let engine = ctx.engine().await?;
         engine.destroy(name).await.map_err(|e| {
-            Diagnostics::from(Diagnostic::error(format!("Destroying app {name:?} failed"), e.to_string()))
+            Diagnostics::from(Diagnostic::error(
+                format!("Destroying app {name:?} failed"),
+                e.to_string(),
+            ))
         })?;
         let store = ctx.store().await?;
-        store.delete_app(name.to_string()).await.map_err(store_diag)?;
+        store
+            .delete_app(name.to_string())
+            .await
+            .map_err(store_diag)?;
         Ok(())
     }
 
@@ -308,29 +380,93 @@ impl Resource for AppResource {
         })?;
         let engine = ctx.engine().await?;
         let observed = engine.observe(id, true).await.map_err(|e| {
-            Diagnostics::from(Diagnostic::error(format!("Cannot read app {id:?}"), e.to_string()))
+            Diagnostics::from(Diagnostic::error(
+                format!("Cannot read app {id:?}"),
+                e.to_string(),
+            ))
         })?;
         let digest = observed
             .iter()
             .find(|i| Some(i.release) == Some(engine_plan::current_release(&observed)))
             .map(|i| i.digest.clone());
-        Ok(spec_to_state(&spec, digest, engine_plan::current_release(&observed), &Engine::endpoints(&observed)))
+        Ok(spec_to_state(
+            &spec,
+            digest,
+            engine_plan::current_release(&observed),
+            &Engine::endpoints(&observed),
+        ))
     }
 }
 
+/// How long a plan's digest for a not-yet-created app is reused, so that
+/// `terraform plan -out` then `apply` deploys what the plan showed.
+const CREATE_PLAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 impl AppResource {
+    /// The digest a plan already resolved, when this is the re-plan
+    /// terraform makes at apply time: terraform requires it to return
+    /// exactly what the plan showed, even if the tag has moved since.
+    async fn journaled_digest(
+        &self,
+        ctx: &Context,
+        plan: &Plan,
+        name: &str,
+        image: &str,
+        prior_digest: &str,
+    ) -> Result<Option<String>, Diagnostics> {
+        let apply_time = !plan.is_create() && !ctx.was_refreshed(name);
+        if !apply_time && !plan.is_create() {
+            return Ok(None);
+        }
+        let store = ctx.store().await?;
+        let found = store
+            .planned_digest(
+                name.to_string(),
+                image.to_string(),
+                prior_digest.to_string(),
+            )
+            .await
+            .map_err(store_diag)?;
+        Ok(found.and_then(|(digest, at)| {
+            let fresh = at
+                .elapsed()
+                .map(|e| e < CREATE_PLAN_WINDOW)
+                .unwrap_or(false);
+            (apply_time || fresh).then_some(digest)
+        }))
+    }
+
     async fn deploy(&self, ctx: &Context, plan: &Plan, create: bool) -> Result<Value, Diagnostics> {
         let spec = spec_from(&plan.planned, &plan.config)?;
-        let digest = plan.planned.get("image_digest").as_str().unwrap_or_default().to_string();
-        let reference = Reference::parse(&spec.image)
-            .map_err(|e| Diagnostics::from(Diagnostic::error("Invalid image reference", e.to_string()).at(AttributePath::root("image"))))?;
+        let digest = plan
+            .planned
+            .get("image_digest")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let reference = Reference::parse(&spec.image).map_err(|e| {
+            Diagnostics::from(
+                Diagnostic::error("Invalid image reference", e.to_string())
+                    .at(AttributePath::root("image")),
+            )
+        })?;
         let pinned = reference.with_digest(&digest).to_string();
         let store = ctx.store().await?;
         let login = match &spec.registry_credential_id {
             Some(id) => {
-                let cred = store.get_credential(id.clone()).await.map_err(store_diag)?.ok_or_else(|| {
-                    Diagnostics::from(Diagnostic::error("Registry credential not found", format!("No registry credential {id:?} exists in Berth's store.")).at(AttributePath::root("registry_credential_id")))
-                })?;
+                let cred = store
+                    .get_credential(id.clone())
+                    .await
+                    .map_err(store_diag)?
+                    .ok_or_else(|| {
+                        Diagnostics::from(
+                            Diagnostic::error(
+                                "Registry credential not found",
+                                format!("No registry credential {id:?} exists in Berth's store."),
+                            )
+                            .at(AttributePath::root("registry_credential_id")),
+                        )
+                    })?;
                 Some(crate::docker::RegistryLogin {
                     username: cred.username.clone(),
                     password: cred.secret.clone(),
@@ -342,7 +478,11 @@ impl AppResource {
         // Record the app first, so a credential in use cannot be deleted
         // while this deploy runs.
         store
-            .upsert_app(spec.name.clone(), spec.registry_credential_id.clone(), public_spec_json(&spec))
+            .upsert_app(
+                spec.name.clone(),
+                spec.registry_credential_id.clone(),
+                public_spec_json(&spec),
+            )
             .await
             .map_err(store_diag)?;
         let engine = ctx.engine().await?;
@@ -368,7 +508,11 @@ impl AppResource {
                     // Nothing of a failed first deploy is left running.
                     let _ = store.delete_app(spec.name.clone()).await;
                 }
-                Err(Diagnostic::error(format!("Deploy of app {:?} failed", spec.name), e.to_string()).into())
+                Err(Diagnostic::error(
+                    format!("Deploy of app {:?} failed", spec.name),
+                    e.to_string(),
+                )
+                .into())
             }
         }
     }
@@ -377,7 +521,12 @@ impl AppResource {
 fn endpoints_value(e: &BTreeMap<String, Vec<String>>) -> Value {
     Value::Map(
         e.iter()
-            .map(|(k, v)| (k.clone(), Value::List(v.iter().map(Value::string).collect())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::List(v.iter().map(Value::string).collect()),
+                )
+            })
             .collect(),
     )
 }
@@ -389,7 +538,13 @@ fn same_spec_hashes(prior: &Value, planned: &Value, config: &Value) -> bool {
         return false;
     };
     let hashes = |s: &AppSpec| -> Option<Vec<(String, String)>> {
-        Some(s.components().ok()?.into_iter().map(|c| (c.name, c.spec_hash)).collect())
+        Some(
+            s.components()
+                .ok()?
+                .into_iter()
+                .map(|c| (c.name, c.spec_hash))
+                .collect(),
+        )
     };
     hashes(&a).is_some() && hashes(&a) == hashes(&b)
 }
@@ -488,25 +643,54 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
                 }
             }
             let hp = p.clone().attr("health_check");
-            if let Some(n) = num_u(hc_v.get("healthy_threshold"), "healthy_threshold", &hp.clone().attr("healthy_threshold"))? {
+            if let Some(n) = num_u(
+                hc_v.get("healthy_threshold"),
+                "healthy_threshold",
+                &hp.clone().attr("healthy_threshold"),
+            )? {
                 hc.healthy_threshold = n as u32;
             }
-            if let Some(n) = num_u(hc_v.get("unhealthy_threshold"), "unhealthy_threshold", &hp.clone().attr("unhealthy_threshold"))? {
+            if let Some(n) = num_u(
+                hc_v.get("unhealthy_threshold"),
+                "unhealthy_threshold",
+                &hp.clone().attr("unhealthy_threshold"),
+            )? {
                 hc.unhealthy_threshold = n as u32;
             }
         }
-        let port = num_u(s.get("http_port"), "http_port", &p.clone().attr("http_port"))?.unwrap_or(8080);
+        let port = num_u(
+            s.get("http_port"),
+            "http_port",
+            &p.clone().attr("http_port"),
+        )?
+        .unwrap_or(8080);
         services.insert(
             name.clone(),
             ServiceSpec {
                 command: s.get("command").as_str().map(String::from),
                 http_port: u16::try_from(port).map_err(|_| {
-                    Diagnostics::from(Diagnostic::error("Invalid http_port", format!("{port} is not a port: use 1 to 65535.")).at(p.clone().attr("http_port")))
+                    Diagnostics::from(
+                        Diagnostic::error(
+                            "Invalid http_port",
+                            format!("{port} is not a port: use 1 to 65535."),
+                        )
+                        .at(p.clone().attr("http_port")),
+                    )
                 })?,
-                instances: num_u(s.get("instances"), "instances", &p.clone().attr("instances"))?.unwrap_or(1).min(u32::MAX as u64) as u32,
+                instances: num_u(
+                    s.get("instances"),
+                    "instances",
+                    &p.clone().attr("instances"),
+                )?
+                .unwrap_or(1)
+                .min(u32::MAX as u64) as u32,
                 health_check: hc,
                 cpus: num_f(s.get("cpus")),
-                memory_mb: num_u(s.get("memory_mb"), "memory_mb", &p.clone().attr("memory_mb"))?,
+                memory_mb: num_u(
+                    s.get("memory_mb"),
+                    "memory_mb",
+                    &p.clone().attr("memory_mb"),
+                )?,
                 env: string_map(s.get("env")),
             },
         );
@@ -518,9 +702,19 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
             name.clone(),
             WorkerSpec {
                 command: w.get("command").as_str().map(String::from),
-                instances: num_u(w.get("instances"), "instances", &p.clone().attr("instances"))?.unwrap_or(1).min(u32::MAX as u64) as u32,
+                instances: num_u(
+                    w.get("instances"),
+                    "instances",
+                    &p.clone().attr("instances"),
+                )?
+                .unwrap_or(1)
+                .min(u32::MAX as u64) as u32,
                 cpus: num_f(w.get("cpus")),
-                memory_mb: num_u(w.get("memory_mb"), "memory_mb", &p.clone().attr("memory_mb"))?,
+                memory_mb: num_u(
+                    w.get("memory_mb"),
+                    "memory_mb",
+                    &p.clone().attr("memory_mb"),
+                )?,
                 env: string_map(w.get("env")),
             },
         );
@@ -551,10 +745,17 @@ fn spec_to_state(
         if m.is_empty() {
             Value::Null
         } else {
-            Value::Map(m.iter().map(|(k, v)| (k.clone(), Value::string(v))).collect())
+            Value::Map(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Value::string(v)))
+                    .collect(),
+            )
         }
     };
-    let opt_num = |n: Option<f64>| n.map(|f| Value::Number(Number::Float(f))).unwrap_or(Value::Null);
+    let opt_num = |n: Option<f64>| {
+        n.map(|f| Value::Number(Number::Float(f)))
+            .unwrap_or(Value::Null)
+    };
     let opt_u = |n: Option<u64>| n.map(|i| Value::int(i as i64)).unwrap_or(Value::Null);
     let defaults = HealthCheck::default();
     let services: BTreeMap<String, Value> = spec
@@ -567,11 +768,23 @@ fn spec_to_state(
             } else {
                 super::value::object([
                     ("path", Value::string(&hc.path)),
-                    ("interval_seconds", Value::Number(Number::Float(hc.interval_seconds))),
-                    ("timeout_seconds", Value::Number(Number::Float(hc.timeout_seconds))),
+                    (
+                        "interval_seconds",
+                        Value::Number(Number::Float(hc.interval_seconds)),
+                    ),
+                    (
+                        "timeout_seconds",
+                        Value::Number(Number::Float(hc.timeout_seconds)),
+                    ),
                     ("healthy_threshold", Value::int(hc.healthy_threshold as i64)),
-                    ("unhealthy_threshold", Value::int(hc.unhealthy_threshold as i64)),
-                    ("start_period_seconds", Value::Number(Number::Float(hc.start_period_seconds))),
+                    (
+                        "unhealthy_threshold",
+                        Value::int(hc.unhealthy_threshold as i64),
+                    ),
+                    (
+                        "start_period_seconds",
+                        Value::Number(Number::Float(hc.start_period_seconds)),
+                    ),
                 ])
             };
             (
@@ -609,16 +822,44 @@ fn spec_to_state(
         ("name", Value::string(&spec.name)),
         ("image", Value::string(&spec.image)),
         ("track_tag", Value::Bool(spec.track_tag)),
-        ("registry_credential_id", Value::opt_string(spec.registry_credential_id.clone())),
+        (
+            "registry_credential_id",
+            Value::opt_string(spec.registry_credential_id.clone()),
+        ),
         ("env", map(&spec.env)),
         ("secret_env", Value::Null),
         ("secret_env_wo", Value::Null),
-        ("secret_env_wo_version", spec.secret_env_version.map(Value::int).unwrap_or(Value::Null)),
-        ("pre_deploy_command", Value::opt_string(spec.pre_deploy_command.clone())),
-        ("services", if services.is_empty() { Value::Null } else { Value::Map(services) }),
-        ("workers", if workers.is_empty() { Value::Null } else { Value::Map(workers) }),
+        (
+            "secret_env_wo_version",
+            spec.secret_env_version
+                .map(Value::int)
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "pre_deploy_command",
+            Value::opt_string(spec.pre_deploy_command.clone()),
+        ),
+        (
+            "services",
+            if services.is_empty() {
+                Value::Null
+            } else {
+                Value::Map(services)
+            },
+        ),
+        (
+            "workers",
+            if workers.is_empty() {
+                Value::Null
+            } else {
+                Value::Map(workers)
+            },
+        ),
         ("image_digest", Value::opt_string(digest)),
-        ("release", release.map(|r| Value::int(r as i64)).unwrap_or(Value::Null)),
+        (
+            "release",
+            release.map(|r| Value::int(r as i64)).unwrap_or(Value::Null),
+        ),
         ("endpoints", endpoints_value(endpoints)),
         ("drift", Value::List(vec![])),
     ])
@@ -632,7 +873,10 @@ mod tests {
     fn spec_paths_become_attribute_paths() {
         assert_eq!(
             spec_path("services[\"web\"].health_check.path"),
-            AttributePath::root("services").key("web").attr("health_check").attr("path")
+            AttributePath::root("services")
+                .key("web")
+                .attr("health_check")
+                .attr("path")
         );
         assert_eq!(spec_path("name"), AttributePath::root("name"));
     }

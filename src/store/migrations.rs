@@ -63,6 +63,18 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: digests resolved at plan time, so the re-plan terraform makes at
+    // apply time can return exactly what the plan showed.
+    r#"
+    CREATE TABLE planned_digests (
+        app        TEXT NOT NULL,
+        image      TEXT NOT NULL,
+        prior      TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        planned_at INTEGER NOT NULL,
+        PRIMARY KEY (app, image, prior)
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

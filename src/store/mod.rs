@@ -361,6 +361,22 @@ pub trait Records: Send + Sync {
     fn renew_lease(&self, app: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Gives the lease up if `owner` holds it; otherwise does nothing.
     fn release_lease(&self, app: &str, owner: &str) -> Result<(), StoreError>;
+    /// Records the digest a plan resolved for `image` of `app`, given the
+    /// digest the app had (`prior`, empty for a new app).
+    fn record_planned_digest(
+        &self,
+        app: &str,
+        image: &str,
+        prior: &str,
+        digest: &str,
+    ) -> Result<(), StoreError>;
+    /// The digest last recorded for that key, and when.
+    fn planned_digest(
+        &self,
+        app: &str,
+        image: &str,
+        prior: &str,
+    ) -> Result<Option<(String, SystemTime)>, StoreError>;
 }
 
 /// The async handle to the records: cheap to clone, every call runs on the
@@ -525,6 +541,29 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         self.run(move |r| r.renew_lease(&app, &owner, ttl)).await
+    }
+
+    /// See [`Records::record_planned_digest`].
+    pub async fn record_planned_digest(
+        &self,
+        app: String,
+        image: String,
+        prior: String,
+        digest: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |r| r.record_planned_digest(&app, &image, &prior, &digest))
+            .await
+    }
+
+    /// See [`Records::planned_digest`].
+    pub async fn planned_digest(
+        &self,
+        app: String,
+        image: String,
+        prior: String,
+    ) -> Result<Option<(String, SystemTime)>, StoreError> {
+        self.run(move |r| r.planned_digest(&app, &image, &prior))
+            .await
     }
 
     /// See [`Records::release_lease`].

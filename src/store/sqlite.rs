@@ -743,6 +743,40 @@ impl Records for SqliteStore {
         )?;
         Ok(())
     }
+
+    fn record_planned_digest(
+        &self,
+        app: &str,
+        image: &str,
+        prior: &str,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO planned_digests (app, image, prior, digest, planned_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (app, image, prior) DO UPDATE SET digest = ?4, planned_at = ?5",
+            params![app, image, prior, digest, now_millis()],
+        )?;
+        Ok(())
+    }
+
+    fn planned_digest(
+        &self,
+        app: &str,
+        image: &str,
+        prior: &str,
+    ) -> Result<Option<(String, SystemTime)>, StoreError> {
+        let row = self
+            .lock()
+            .query_row(
+                "SELECT digest, planned_at FROM planned_digests \
+                 WHERE app = ?1 AND image = ?2 AND prior = ?3",
+                params![app, image, prior],
+                |row| Ok((row.get::<_, String>(0)?, from_millis(row.get(1)?))),
+            )
+            .optional()?;
+        Ok(row)
+    }
 }
 
 #[cfg(test)]

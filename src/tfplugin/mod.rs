@@ -2,8 +2,8 @@
 //! handshake and mTLS, logging to stderr. Each RPC decodes, dispatches to
 //! [`crate::provider`], and encodes; no business rule lives here.
 
-pub mod logging;
 pub mod convert;
+pub mod logging;
 pub mod proto;
 pub mod server;
 pub mod service;

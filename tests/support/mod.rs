@@ -32,13 +32,11 @@ fn cli_config() -> &'static Path {
         std::fs::write(
             &cfg,
             format!(
-                "provider_installation {{\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"berth/berth\"]\n  }}\n  direct {{\n    exclude = [\"berth/berth\"]\n  }}\n}}\nplugin_cache_dir = \"{}\"\n",
+                "provider_installation {{\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"berth/berth\"]\n  }}\n  direct {{\n    exclude = [\"berth/berth\"]\n  }}\n}}\n",
                 root.join("mirror").display(),
-                root.join("cache").display()
             ),
         )
         .expect("write terraformrc");
-        std::fs::create_dir_all(root.join("cache")).expect("cache dir");
         cfg
     })
 }
@@ -269,7 +267,12 @@ pub fn http_body(addr: &str, path: &str) -> Option<String> {
 /// Containers (ids) carrying `io.berth.app=<app>`, on the local Docker.
 pub fn app_containers(app: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=io.berth.app={app}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.berth.app={app}"),
+        ])
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)
@@ -286,7 +289,11 @@ impl Drop for AppGuard {
     fn drop(&mut self) {
         let ids = app_containers(&self.0);
         if !ids.is_empty() {
-            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
         }
         let _ = Command::new("docker")
             .args(["network", "rm", &format!("berth-{}", self.0)])
@@ -298,5 +305,9 @@ impl Drop for AppGuard {
 pub fn unique_app(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id() % 100000, N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }

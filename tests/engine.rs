@@ -1,0 +1,168 @@
+//! The engine against the real Docker Engine and registry, without
+//! terraform: deploy leases (one deploy per app; a dead owner's lease
+//! expires) and the releases journal.
+
+mod support;
+
+use std::time::Duration;
+
+use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use berth::docker::Hosts;
+use berth::engine::spec::AppSpec;
+use berth::engine::{DeployError, Engine, Target};
+use berth::store::{LeaseOutcome, ReleaseOutcome, Store, StoreOptions};
+use support::{app_containers, block_on, require_env, unique_app, AppGuard};
+
+fn spec(name: &str, image: &str) -> AppSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "image": image,
+        "services": {"web": {"http_port": 8080}}
+    }))
+    .expect("spec")
+}
+
+async fn engine(dir: &std::path::Path) -> Engine {
+    let store = Store::open(StoreOptions {
+        state_dir: dir.to_path_buf(),
+        secret_key: None,
+    })
+    .await
+    .expect("store");
+    let hosts = Hosts::local(std::env::var("DOCKER_HOST").ok().as_deref()).expect("hosts");
+    Engine::new(hosts, store)
+}
+
+fn target(name: &str, pushed: &fixtures::Pushed) -> Target {
+    let repo = pushed
+        .reference
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(&pushed.reference);
+    Target {
+        spec: spec(name, &pushed.reference),
+        digest: pushed.digest.clone(),
+        pinned: format!("{repo}@{}", pushed.digest),
+        login: None,
+        trigger: "test".into(),
+    }
+}
+
+#[test]
+fn a_held_lease_makes_a_second_deploy_wait_then_fail_clearly() {
+    require_env();
+    let name = unique_app("eng-lease");
+    let _guard = AppGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let engine = engine(dir.path())
+            .await
+            .with_lock_wait(Duration::from_millis(800));
+        // Another deploy (another process) holds the lease.
+        let held = engine
+            .store
+            .acquire_lease(
+                name.clone(),
+                "other-host:4242:abcdef".into(),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("lease");
+        assert_eq!(held, LeaseOutcome::Acquired);
+        let err = engine
+            .deploy(&target(&name, &set.demo_v1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DeployError::Busy { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("another deploy"), "{msg}");
+        assert!(msg.contains("other-host:4242:abcdef"), "{msg}");
+        assert!(
+            app_containers(&name).is_empty(),
+            "nothing started while locked out"
+        );
+    });
+}
+
+#[test]
+fn a_lease_left_by_a_dead_process_expires() {
+    require_env();
+    let name = unique_app("eng-expire");
+    let _guard = AppGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let engine = engine(dir.path())
+            .await
+            .with_lock_wait(Duration::from_secs(10));
+        // A killed process never releases: its lease just stops being renewed.
+        engine
+            .store
+            .acquire_lease(
+                name.clone(),
+                "dead:1:000000".into(),
+                Duration::from_millis(700),
+            )
+            .await
+            .expect("lease");
+        let out = engine
+            .deploy(&target(&name, &set.demo_v1))
+            .await
+            .expect("deploy after expiry");
+        assert_eq!(out.release, 1);
+        engine.destroy(&name).await.expect("destroy");
+        assert!(app_containers(&name).is_empty());
+    });
+}
+
+#[test]
+fn releases_are_journaled_with_phases_and_outcomes() {
+    require_env();
+    let name = unique_app("eng-journal");
+    let _guard = AppGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let engine = engine(dir.path()).await;
+        engine
+            .deploy(&target(&name, &set.demo_v1))
+            .await
+            .expect("v1");
+        // Same digest and spec again: a no-op, not a release.
+        let again = engine
+            .deploy(&target(&name, &set.demo_v1))
+            .await
+            .expect("again");
+        assert!(!again.new_release);
+        assert_eq!(again.release, 1);
+        // A failing release is journaled as failed.
+        let mut bad = target(&name, &set.unhealthy);
+        bad.spec
+            .services
+            .get_mut("web")
+            .expect("web")
+            .health_check
+            .start_period_seconds = 1.5;
+        assert!(engine.deploy(&bad).await.is_err());
+        let releases = engine
+            .store
+            .list_releases(name.clone(), 10)
+            .await
+            .expect("releases");
+        assert_eq!(releases.len(), 2, "{releases:?}");
+        assert_eq!(releases[0].release, 2);
+        assert_eq!(releases[0].outcome, ReleaseOutcome::Failed);
+        assert!(releases[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("ROLL failed"));
+        assert_eq!(releases[1].outcome, ReleaseOutcome::Succeeded);
+        assert_eq!(releases[1].digest, set.demo_v1.digest);
+        assert_eq!(releases[1].trigger, "test");
+        let phases: Vec<&str> = releases[1].phases.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(phases, ["pull", "lock", "roll", "stop"]);
+        engine.destroy(&name).await.expect("destroy");
+    });
+}
