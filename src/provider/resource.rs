@@ -261,7 +261,9 @@ mod tests {
 
     #[test]
     fn no_change_plans_the_prior_state() {
+        // Decoded objects carry every attribute of the schema.
         let prior = obj(&[
+            ("secret_wo", Value::Null),
             ("id", Value::string("x")),
             ("name", Value::string("a")),
             ("registry", Value::string("r")),

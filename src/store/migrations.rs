@@ -157,7 +157,14 @@ mod tests {
             .unwrap();
         assert_eq!(
             tables,
-            ["apps", "leases", "meta", "registry_credentials", "releases"]
+            [
+                "apps",
+                "leases",
+                "meta",
+                "planned_digests",
+                "registry_credentials",
+                "releases"
+            ]
         );
     }
 
@@ -176,10 +183,14 @@ mod tests {
         };
         assert_eq!(count(&conn, "apps"), 1);
         assert_eq!(count(&conn, "releases"), 0);
-        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        migrate_to(&mut conn, Path::new(":memory:"), 2).unwrap();
         assert_eq!(user_version(&conn).unwrap(), 2);
         assert_eq!(count(&conn, "releases"), 1);
         assert_eq!(count(&conn, "leases"), 1);
+        assert_eq!(count(&conn, "planned_digests"), 0);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 3);
+        assert_eq!(count(&conn, "planned_digests"), 1);
     }
 
     #[test]

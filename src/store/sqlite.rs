@@ -1168,10 +1168,17 @@ mod tests {
             let version: i64 = conn
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
                 .unwrap();
-            assert_eq!(version, 2);
+            assert_eq!(version, SCHEMA_VERSION);
             assert_eq!(
                 table_names(&conn),
-                ["apps", "leases", "meta", "registry_credentials", "releases"]
+                [
+                    "apps",
+                    "leases",
+                    "meta",
+                    "planned_digests",
+                    "registry_credentials",
+                    "releases"
+                ]
             );
         }
         store.integrity_check().unwrap();
