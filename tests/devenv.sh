@@ -2,6 +2,12 @@
 # Berth's development and test environment, all real parts, on loopback:
 #   - a Docker Engine (Debian docker.io): reused if `docker info` answers,
 #     otherwise a dockerd started by this script;
+#   - a second Docker daemon, "host b", always started by this script: its
+#     own socket unix:///run/berth-dev/docker-b.sock, data root, exec root,
+#     pidfile and config file under $BERTH_DEV_DIR/docker-b, and a Linux
+#     bridge of its own (berthb0, 10.213.0.1/24) with --iptables=false (only
+#     the first daemon manages iptables); ports published on 127.0.0.1 work
+#     on it through docker-proxy;
 #   - three CNCF distribution registries (Debian docker-registry) run with our
 #     own config files: plain HTTP on 127.0.0.1:5000, htpasswd basic auth
 #     (berth / berth-pass) on 127.0.0.1:5001, and the bearer token flow on
@@ -20,11 +26,12 @@
 #                             default /var/lib/berth-dev
 #   BERTH_DEV_SKIP_FIXTURES=1 `up` does not push the fixture images
 #   BERTH_DEV_FORCE_FIXTURES=1 `up` pushes them even if every tag exists
-#   BERTH_DEV_DOCKERD_FLAGS   extra flags for a dockerd we start (word-split)
+#   BERTH_DEV_DOCKERD_FLAGS   extra flags for the first dockerd, when we
+#                             start it (word-split); not for host b
 #
 # `down` stops exactly the processes this script started (by recorded pid,
-# never by name) and removes containers labelled io.berth.test=1, nothing
-# else. Every wait is bounded.
+# never by name), removes containers labelled io.berth.test=1 (on both
+# daemons), nothing else, and deletes host b's bridge. Every wait is bounded.
 set -euo pipefail
 
 readonly STATE_DIR="${BERTH_DEV_DIR:-/var/lib/berth-dev}"
@@ -46,6 +53,15 @@ readonly TOKEN_CERT="$REPO_ROOT/tests/fixtures/token-auth/cert.pem"
 readonly DOCKERD_PIDFILE="$STATE_DIR/dockerd.pid"
 readonly DOCKERD_LOG="$STATE_DIR/dockerd.log"
 readonly DEFAULT_DOCKER_SOCK="/var/run/docker.sock"
+
+# Host b: the second daemon (DESIGN.md, "Test environment").
+readonly DOCKER_B_DIR="$STATE_DIR/docker-b"
+readonly DOCKER_B_SOCK_DIR="/run/berth-dev"
+readonly DOCKER_B_HOST="unix://$DOCKER_B_SOCK_DIR/docker-b.sock"
+readonly DOCKER_B_PIDFILE="$DOCKER_B_DIR/dockerd.pid"
+readonly DOCKER_B_LOG="$DOCKER_B_DIR/dockerd.log"
+readonly DOCKER_B_BRIDGE="berthb0"
+readonly DOCKER_B_BRIDGE_CIDR="10.213.0.1/24"
 
 log() { printf 'devenv: %s\n' "$*" >&2; }
 die() {
@@ -417,6 +433,133 @@ push_fixtures() {
 		die "pushing fixture images failed (if the crate does not build right now, retry later or set BERTH_DEV_SKIP_FIXTURES=1)"
 }
 
+# ------------------------------------------------------------------ host b
+
+docker_b() { docker -H "$DOCKER_B_HOST" "$@"; }
+docker_b_answers() { docker_b info >/dev/null 2>&1; }
+
+# The bridge host b's default network uses; created once, reused by `up`.
+ensure_bridge_b() {
+	if ! ip link show "$DOCKER_B_BRIDGE" >/dev/null 2>&1; then
+		# Refuse a range something else on this machine already routes.
+		if ip -4 route show | grep -qF "${DOCKER_B_BRIDGE_CIDR%.*}."; then
+			die "the range of $DOCKER_B_BRIDGE_CIDR is already routed here: $(ip -4 route show | grep -F "${DOCKER_B_BRIDGE_CIDR%.*}.")"
+		fi
+		log "creating bridge $DOCKER_B_BRIDGE ($DOCKER_B_BRIDGE_CIDR) for host b"
+		ip link add "$DOCKER_B_BRIDGE" type bridge
+	fi
+	if ! ip -4 addr show dev "$DOCKER_B_BRIDGE" | grep -qF "inet $DOCKER_B_BRIDGE_CIDR "; then
+		ip addr add "$DOCKER_B_BRIDGE_CIDR" dev "$DOCKER_B_BRIDGE"
+	fi
+	ip link set "$DOCKER_B_BRIDGE" up
+}
+
+dockerd_b_flags() {
+	local -a flags=(
+		--host "$DOCKER_B_HOST"
+		--pidfile "$DOCKER_B_PIDFILE"
+		--data-root "$DOCKER_B_DIR/data"
+		--exec-root "$DOCKER_B_DIR/exec"
+		# our own (empty) config, never /etc/docker/daemon.json
+		--config-file "$DOCKER_B_DIR/daemon.json"
+		--bridge "$DOCKER_B_BRIDGE"
+		--iptables=false
+	)
+	if ! grep -qw overlay /proc/filesystems && ! modprobe overlay 2>/dev/null; then
+		flags+=(--storage-driver=vfs)
+	fi
+	printf '%s\n' "${flags[@]}"
+}
+
+# start_dockerd_b: starts host b unless it answers; sets DOCKER_B_STARTED=1
+# when it started it (not called as a condition, so `set -e` holds inside).
+DOCKER_B_STARTED=0
+start_dockerd_b() {
+	if docker_b_answers; then
+		if pid_alive "$DOCKER_B_PIDFILE" "$DOCKER_B_PIDFILE"; then
+			log "dockerd b already runs (pid $(<"$DOCKER_B_PIDFILE"))"
+			return 0
+		fi
+		die "something not started by this script ($STATE_DIR) answers on $DOCKER_B_HOST; stop it first"
+	fi
+	if pid_alive "$DOCKER_B_PIDFILE" "$DOCKER_B_PIDFILE"; then
+		log "dockerd b (pid $(<"$DOCKER_B_PIDFILE")) runs but does not answer yet"
+	else
+		command -v dockerd >/dev/null || die "dockerd not found (package docker.io)"
+		ensure_cgroups
+		ensure_bridge_b
+		mkdir -p "$DOCKER_B_DIR/data" "$DOCKER_B_DIR/exec" "$DOCKER_B_SOCK_DIR"
+		[[ -s "$DOCKER_B_DIR/daemon.json" ]] || echo '{}' >"$DOCKER_B_DIR/daemon.json"
+		rm -f "$DOCKER_B_PIDFILE"
+		local -a flags
+		mapfile -t flags < <(dockerd_b_flags)
+		log "starting dockerd b ${flags[*]} (log $DOCKER_B_LOG)"
+		setsid dockerd "${flags[@]}" >>"$DOCKER_B_LOG" 2>&1 </dev/null &
+		DOCKER_B_STARTED=1
+	fi
+	local i
+	for ((i = 0; i < 120; i++)); do
+		if docker_b_answers; then
+			log "dockerd b answers on $DOCKER_B_HOST (pid $(cat "$DOCKER_B_PIDFILE" 2>/dev/null || echo '?'))"
+			return 0
+		fi
+		sleep 0.5
+	done
+	tail -n 20 "$DOCKER_B_LOG" >&2 || true
+	die "dockerd b did not answer within 60 s; see $DOCKER_B_LOG"
+}
+
+# A published port on 127.0.0.1 answers on host b: the demo fixture pulled
+# from the plain registry (the bridge, docker-proxy and pulls from loopback
+# registries all work without iptables).
+smoke_test_docker_b() {
+	local image="$PLAIN_ADDR/berth/demo:v1" cid port i body=""
+	docker_b pull -q "$image" >/dev/null ||
+		die "host b cannot pull $image (are the fixtures pushed?); see $DOCKER_B_LOG"
+	cid="$(docker_b run -d --label "$TEST_LABEL" -p 127.0.0.1::8080 "$image")" ||
+		die "host b cannot run a container; see $DOCKER_B_LOG"
+	port="$(docker_b port "$cid" 8080/tcp | head -n 1 | sed 's/.*://')"
+	for ((i = 0; i < 40; i++)); do
+		body="$(curl -fsS --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null || true)"
+		[[ "$body" == "berth demo v1" ]] && break
+		sleep 0.25
+	done
+	docker_b rm -f "$cid" >/dev/null
+	[[ "$body" == "berth demo v1" ]] || die "host b: a container's published port 127.0.0.1:$port did not answer; see $DOCKER_B_LOG"
+	log "host b runs containers and publishes ports on 127.0.0.1"
+}
+
+ensure_docker_b() {
+	start_dockerd_b
+	if [[ "$DOCKER_B_STARTED" -eq 1 ]]; then
+		if [[ "${BERTH_DEV_SKIP_FIXTURES:-0}" == "1" ]] && ! fixtures_present; then
+			log "BERTH_DEV_SKIP_FIXTURES=1 and no fixtures: not smoke-testing host b"
+		else
+			smoke_test_docker_b
+		fi
+	fi
+}
+
+remove_test_containers_b() {
+	docker_b_answers || return 0
+	local ids
+	ids="$(docker_b ps -aq --filter "label=$TEST_LABEL")"
+	if [[ -n "$ids" ]]; then
+		log "removing containers labelled $TEST_LABEL on host b: $(echo "$ids" | tr '\n' ' ')"
+		# shellcheck disable=SC2086 # one id per word
+		docker_b rm -f $ids >/dev/null
+	fi
+}
+
+stop_docker_b() {
+	remove_test_containers_b
+	stop_pid "dockerd b" "$DOCKER_B_PIDFILE" "$DOCKER_B_PIDFILE"
+	if ip link show "$DOCKER_B_BRIDGE" >/dev/null 2>&1; then
+		log "deleting bridge $DOCKER_B_BRIDGE"
+		ip link del "$DOCKER_B_BRIDGE" || true
+	fi
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -428,11 +571,13 @@ cmd_up() {
 	ensure_registry auth "$AUTH_ADDR"
 	ensure_registry token "$TOKEN_ADDR"
 	push_fixtures
-	log "up: docker, registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD), registry $TOKEN_ADDR (bearer tokens from $TOKEN_REALM, started by the tests)"
+	ensure_docker_b
+	log "up: docker, docker b ($DOCKER_B_HOST), registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD), registry $TOKEN_ADDR (bearer tokens from $TOKEN_REALM, started by the tests)"
 }
 
 cmd_down() {
 	remove_test_containers
+	stop_docker_b
 	local name dir
 	for name in token auth plain; do
 		dir="$(registry_dir "$name")"
@@ -456,6 +601,15 @@ cmd_status() {
 		fi
 	else
 		echo "docker: NOT answering"
+		ok=1
+	fi
+	if docker_b_answers && pid_alive "$DOCKER_B_PIDFILE" "$DOCKER_B_PIDFILE"; then
+		echo "docker b: answering on $DOCKER_B_HOST, dockerd pid $(<"$DOCKER_B_PIDFILE") (started by devenv)"
+	elif docker_b_answers; then
+		echo "docker b: something NOT started by devenv ($STATE_DIR) answers on $DOCKER_B_HOST"
+		ok=1
+	else
+		echo "docker b: NOT answering on $DOCKER_B_HOST"
 		ok=1
 	fi
 	for name in plain auth token; do

@@ -21,7 +21,7 @@ pub enum DockerError {
     },
 
     /// The daemon did not answer: socket missing, connection refused, …
-    #[error("cannot reach Docker host `{host}` at {address}: {detail} — {}", unreachable_hint(.detail))]
+    #[error("cannot reach Docker host `{host}` at {address}: {detail} — {}", unreachable_hint(.address, .detail))]
     Unreachable {
         host: String,
         address: String,
@@ -98,9 +98,17 @@ impl DockerError {
     }
 }
 
-fn unreachable_hint(detail: &str) -> &'static str {
+fn unreachable_hint(address: &str, detail: &str) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("permission denied") {
+    if address.starts_with("ssh://") {
+        "can this user run `ssh USER@HOST docker version` without a prompt (a key or agent, the host in known_hosts), and is the user on that host allowed to use Docker?"
+    } else if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+        || lower.contains("unknownissuer")
+    {
+        "check the host's TLS files: ca_pem must be the CA that signed the daemon's certificate (issued for the name or IP in the address), and cert_pem/key_pem a client certificate the daemon's --tlscacert trusts"
+    } else if lower.contains("permission denied") {
         "does this user have access to the Docker socket (the `docker` group)?"
     } else if lower.contains("client version") || lower.contains("api version") {
         "the daemon is too old for Berth; upgrade Docker Engine on that host"
@@ -229,6 +237,22 @@ mod tests {
             classify(&bollard::errors::Error::RequestTimeoutError),
             Failure::Timeout
         );
+    }
+
+    #[test]
+    fn ssh_and_tls_failures_get_their_own_hint() {
+        let err = DockerError::Unreachable {
+            host: "b".into(),
+            address: "ssh://deploy@box:22".into(),
+            detail: "Permission denied (publickey)".into(),
+        };
+        assert!(err.to_string().contains("without a prompt"), "{err}");
+        let err = DockerError::Unreachable {
+            host: "c".into(),
+            address: "tcp://box:2376".into(),
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert!(err.to_string().contains("ca_pem must be the CA"), "{err}");
     }
 
     #[test]

@@ -22,11 +22,12 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::address::HostAddress;
+use super::address::{HostAddress, SSH_PORT};
 use super::error::{classify, DockerError, Failure};
 use super::observed::{observed_from_summary, Observed};
 use super::spec::{check_pinned, is_managed, with_managed, ContainerSpec, RestartPolicy};
-use super::{HostConfig, JobOutcome, RegistryLogin, DEFAULT_PUBLISH_ADDRESS};
+use super::tls::{check_tls_material, PrivateTlsDir};
+use super::{HostConfig, JobOutcome, RegistryLogin, TlsFiles, DEFAULT_PUBLISH_ADDRESS};
 use crate::labels;
 
 /// Bound on opening the connection and negotiating the API version.
@@ -58,11 +59,67 @@ pub struct DockerHost {
 struct Inner {
     name: String,
     address: HostAddress,
+    transport: Transport,
     publish_address: String,
-    client: OnceCell<Docker>,
+    client: OnceCell<Connection>,
     /// Serializes `ensure_network` within this process: old daemons do not
     /// refuse a second network of the same name.
     network_lock: Mutex<()>,
+}
+
+/// How the connection is opened, decided (and checked) by
+/// [`DockerHost::connect`] without I/O.
+enum Transport {
+    Unix {
+        path: String,
+    },
+    /// Plain HTTP over TCP.
+    Http,
+    /// HTTPS with a client certificate, trusting `files.ca`.
+    Tls {
+        files: TlsFiles,
+    },
+    /// `docker system dial-stdio` over the `ssh` command; `destination` is
+    /// what bollard hands to `ssh` (see [`ssh_destination`]).
+    Ssh {
+        destination: String,
+    },
+}
+
+/// The bollard client and what must live as long as it.
+struct Connection {
+    docker: Docker,
+    /// bollard reads the client key and certificate at every handshake;
+    /// dropped (and removed) after `docker`.
+    _tls_dir: Option<PrivateTlsDir>,
+}
+
+/// The address bollard's SSH transport is given for `ssh://[user@]host[:port]`.
+///
+/// bollard passes everything after `ssh://` to the `ssh` command as its
+/// destination, where `host:2222` would be read as a host name and
+/// `[::1]` is not understood; so only port 22 and host names or IPv4
+/// addresses can be expressed. Anything else is refused with the way around
+/// it (a `Host` alias in `~/.ssh/config`, which `ssh` reads).
+pub(crate) fn ssh_destination(user: Option<&str>, host: &str, port: u16) -> Result<String, String> {
+    let alias_hint = |what: &str| {
+        format!(
+            "{what} cannot be passed to ssh by this build of Berth; add an alias to \
+             ~/.ssh/config of the user running Berth (`Host docker-host` / `HostName {host}` / \
+             `Port {port}`) and use ssh://{}docker-host",
+            user.map(|u| format!("{u}@")).unwrap_or_default()
+        )
+    };
+    if host.contains(':') {
+        return Err(alias_hint("an IPv6 address"));
+    }
+    if port != SSH_PORT {
+        return Err(alias_hint(&format!("port {port}")));
+    }
+    Ok(match user {
+        Some(user) => format!("ssh://{user}@{host}"),
+        None => format!("ssh://{host}"),
+    })
 }
 
 impl fmt::Debug for DockerHost {
@@ -90,34 +147,34 @@ impl DockerHost {
         }
         let address = HostAddress::parse(&cfg.address, cfg.tls.is_some())
             .map_err(|e| invalid(format!("address: {e}")))?;
-        let unsupported = |detail: &str| DockerError::Unsupported {
+        let unsupported = |detail: String| DockerError::Unsupported {
             host: cfg.name.clone(),
             address: address.to_string(),
-            detail: detail.to_owned(),
+            detail,
         };
-        match (&address, &cfg.tls) {
+        let transport = match (&address, &cfg.tls) {
             (HostAddress::Unix { .. }, Some(_)) | (HostAddress::Ssh { .. }, Some(_)) => {
                 return Err(invalid(
                     "TLS files apply to tcp:// addresses only; remove them or use tcp://".into(),
                 ))
             }
-            (HostAddress::Tcp { .. }, Some(_)) => {
-                return Err(unsupported(
-                    "Docker over TLS is not supported yet by this build of Berth; \
-                     meanwhile use a unix:// socket (for example forwarded with \
-                     `ssh -L /tmp/docker.sock:/var/run/docker.sock`)",
+            (HostAddress::Unix { path }, None) => Transport::Unix { path: path.clone() },
+            (HostAddress::Tcp { .. }, None) => Transport::Http,
+            (HostAddress::Tcp { .. }, Some(tls)) => {
+                check_tls_material(tls).map_err(|e| invalid(format!("TLS: {e}")))?;
+                Transport::Tls { files: tls.clone() }
+            }
+            (HostAddress::Ssh { user, host, .. }, None)
+                if host.starts_with('-') || user.as_deref().is_some_and(|u| u.starts_with('-')) =>
+            {
+                return Err(invalid(
+                    "a user or host starting with `-` would be read by ssh as an option".into(),
                 ))
             }
-            (HostAddress::Ssh { .. }, None) => {
-                return Err(unsupported(
-                    "Docker over SSH is not supported yet by this build of Berth; \
-                     meanwhile forward the remote socket (`ssh -nNT -L \
-                     /tmp/docker.sock:/var/run/docker.sock user@host`) and use \
-                     unix:///tmp/docker.sock",
-                ))
-            }
-            _ => {}
-        }
+            (HostAddress::Ssh { user, host, port }, None) => Transport::Ssh {
+                destination: ssh_destination(user.as_deref(), host, *port).map_err(unsupported)?,
+            },
+        };
         let publish_address = match cfg.publish_address.trim() {
             "" => DEFAULT_PUBLISH_ADDRESS.to_owned(),
             other => other.to_owned(),
@@ -131,6 +188,7 @@ impl DockerHost {
             inner: Arc::new(Inner {
                 name: cfg.name.clone(),
                 address,
+                transport,
                 publish_address,
                 client: OnceCell::new(),
                 network_lock: Mutex::new(()),
@@ -550,31 +608,57 @@ impl DockerHost {
     /// The connection, opened (and the API version negotiated) on first use.
     /// A failure is not cached: the next call tries again.
     async fn client(&self) -> Result<&Docker, DockerError> {
-        self.inner
+        let connection = self
+            .inner
             .client
             .get_or_try_init(|| async {
-                let docker = match &self.inner.address {
-                    HostAddress::Unix { path } => {
+                let mut tls_dir = None;
+                let docker = match &self.inner.transport {
+                    Transport::Unix { path } => {
                         Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
                     }
-                    HostAddress::Tcp { .. } => Docker::connect_with_http(
+                    Transport::Http => Docker::connect_with_http(
                         &self.inner.address.to_string(),
                         CLIENT_TIMEOUT_SECS,
                         API_DEFAULT_VERSION,
                     ),
-                    HostAddress::Ssh { .. } => {
-                        return Err(DockerError::Unsupported {
-                            host: self.name().to_owned(),
-                            address: self.inner.address.to_string(),
-                            detail: "Docker over SSH is not supported yet".into(),
-                        })
+                    Transport::Tls { files } => {
+                        let dir = PrivateTlsDir::create(&std::env::temp_dir(), files).map_err(
+                            |e| DockerError::InvalidConfig {
+                                host: self.name().to_owned(),
+                                detail: format!(
+                                    "could not write the TLS files to a private directory under {}: {e}",
+                                    std::env::temp_dir().display()
+                                ),
+                            },
+                        )?;
+                        let docker = Docker::connect_with_ssl(
+                            &self.inner.address.to_string(),
+                            &dir.key(),
+                            &dir.cert(),
+                            &dir.ca(),
+                            CLIENT_TIMEOUT_SECS,
+                            API_DEFAULT_VERSION,
+                        );
+                        tracing::debug!(host = %self.name(), dir = %dir.path().display(), "TLS files written");
+                        tls_dir = Some(dir);
+                        docker
                     }
+                    Transport::Ssh { destination } => Docker::connect_with_ssh(
+                        destination,
+                        CLIENT_TIMEOUT_SECS,
+                        API_DEFAULT_VERSION,
+                        None,
+                    ),
                 }
                 .map_err(|e| self.connect_error(e))?;
                 match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
                     Ok(Ok(docker)) => {
                         tracing::debug!(host = %self.name(), api = %docker.client_version(), "connected");
-                        Ok(docker)
+                        Ok(Connection {
+                            docker,
+                            _tls_dir: tls_dir,
+                        })
                     }
                     Ok(Err(e)) => Err(self.connect_error(e)),
                     Err(_) => Err(self.unreachable(format!(
@@ -583,7 +667,8 @@ impl DockerHost {
                     ))),
                 }
             })
-            .await
+            .await?;
+        Ok(&connection.docker)
     }
 
     fn connect_error(&self, err: bollard::errors::Error) -> DockerError {
@@ -884,17 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn connect_refuses_what_it_cannot_speak_yet() {
-        let err = DockerHost::connect(&HostConfig::new("r", "ssh://deploy@box")).unwrap_err();
-        assert!(matches!(err, DockerError::Unsupported { .. }), "{err}");
-        let mut cfg = HostConfig::new("t", "tcp://box:2376");
-        cfg.tls = Some(TlsFiles {
-            ca: String::new(),
-            cert: String::new(),
-            key: Secret::new("k"),
-        });
-        let err = DockerHost::connect(&cfg).unwrap_err();
-        assert!(matches!(err, DockerError::Unsupported { .. }), "{err}");
+    fn connect_checks_the_config_without_io() {
         let mut cfg = HostConfig::new("p", "unix:///x.sock");
         cfg.publish_address = "localhost".into();
         assert!(matches!(
@@ -905,6 +980,94 @@ mod tests {
             DockerHost::connect(&HostConfig::new("", "unix:///x.sock")).unwrap_err(),
             DockerError::InvalidConfig { .. }
         ));
+    }
+
+    fn tls_material() -> TlsFiles {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(vec!["client.test".to_owned()]).unwrap();
+        TlsFiles {
+            ca: ca.cert.pem(),
+            cert: client.cert.pem(),
+            key: Secret::new(client.signing_key.serialize_pem()),
+        }
+    }
+
+    #[test]
+    fn tls_is_for_tcp_only_and_checked_up_front() {
+        let mut cfg = HostConfig::new("t", "tcp://box");
+        cfg.tls = Some(tls_material());
+        let host = DockerHost::connect(&cfg).unwrap();
+        assert_eq!(
+            host.address().to_string(),
+            "tcp://box:2376",
+            "TLS default port"
+        );
+        assert!(matches!(host.inner.transport, Transport::Tls { .. }));
+
+        for address in ["unix:///var/run/docker.sock", "ssh://deploy@box"] {
+            let mut cfg = HostConfig::new("u", address);
+            cfg.tls = Some(tls_material());
+            let err = DockerHost::connect(&cfg).unwrap_err();
+            assert!(err.to_string().contains("tcp:// addresses only"), "{err}");
+        }
+
+        let mut cfg = HostConfig::new("bad", "tcp://box:2376");
+        let mut tls = tls_material();
+        tls.ca = String::new();
+        cfg.tls = Some(tls);
+        let err = DockerHost::connect(&cfg).unwrap_err();
+        assert!(matches!(err, DockerError::InvalidConfig { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("TLS: the CA certificate: holds no PEM certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ssh_addresses_bollard_can_pass_to_ssh() {
+        let host = DockerHost::connect(&HostConfig::new("s", "ssh://deploy@box:22")).unwrap();
+        match &host.inner.transport {
+            Transport::Ssh { destination } => assert_eq!(destination, "ssh://deploy@box"),
+            _ => panic!("not ssh"),
+        }
+        assert_eq!(
+            ssh_destination(None, "10.0.0.5", 22).unwrap(),
+            "ssh://10.0.0.5"
+        );
+
+        let err = DockerHost::connect(&HostConfig::new("s", "ssh://deploy@box:2222")).unwrap_err();
+        assert!(matches!(err, DockerError::Unsupported { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("port 2222"), "{text}");
+        assert!(text.contains("`HostName box` / `Port 2222`"), "{text}");
+        assert!(text.contains("ssh://deploy@docker-host"), "{text}");
+
+        let err = DockerHost::connect(&HostConfig::new("s", "ssh://[::1]")).unwrap_err();
+        assert!(err.to_string().contains("IPv6"), "{err}");
+
+        for address in ["ssh://-oProxyCommand=x@box", "ssh://-box"] {
+            let err = DockerHost::connect(&HostConfig::new("s", address)).unwrap_err();
+            assert!(
+                matches!(err, DockerError::InvalidConfig { .. }),
+                "{address}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn ssh_runs_the_ssh_command_and_reports_its_failure() {
+        // The real `ssh` command, in batch mode, to port 22 of 127.0.0.2:
+        // refused where no sshd runs, denied (no key for `nobody`) where
+        // one does; either way the host is unreachable, in words.
+        let host = DockerHost::connect(&HostConfig::new("s", "ssh://nobody@127.0.0.2")).unwrap();
+        let err = host.list_managed().await.unwrap_err();
+        assert!(matches!(err, DockerError::Unreachable { .. }), "{err}");
+        assert!(
+            err.to_string().contains("ssh://nobody@127.0.0.2:22"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("without a prompt"), "{err}");
     }
 
     #[tokio::test]

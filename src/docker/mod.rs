@@ -17,20 +17,26 @@
 //! `Debug` prints keys only, registry passwords travel as
 //! [`crate::registry::Secret`] and are never in an error.
 //!
-//! Transports: `unix://` and plain `tcp://` work now. `tcp://` with TLS
-//! files and `ssh://` are read and validated but refused with
-//! [`DockerError::Unsupported`] until bollard's `ssl`/`ssh` features are
-//! enabled.
+//! Transports: `unix://`; `tcp://` in plain HTTP, or HTTPS with a client
+//! certificate when [`TlsFiles`] are given (the daemon's `--tlsverify`
+//! setup; the PEM blocks are checked when the host is configured and
+//! written to a private directory for bollard while the host lives, see
+//! `tls`); and `ssh://[user@]host` through the `ssh` command and `docker
+//! system dial-stdio` on the remote host, with the user's own ssh config,
+//! keys and agent (port 22 only: other ports need a `Host` alias in
+//! `~/.ssh/config`, see `host::ssh_destination`).
 //!
-//! Layout: `address` (pure address parsing), `spec` (the container spec and
-//! its pure mapping to the Engine API), `observed` (the pure mapping of the
-//! list call), `error` (errors and classification), `host` (the I/O).
+//! Layout: `address` (pure address parsing), `tls` (checking TLS material,
+//! the private directory), `spec` (the container spec and its pure mapping
+//! to the Engine API), `observed` (the pure mapping of the list call),
+//! `error` (errors and classification), `host` (the I/O).
 
 mod address;
 mod error;
 mod host;
 mod observed;
 mod spec;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +48,7 @@ pub use host::{
 };
 pub use observed::{ContainerState, Observed, Published};
 pub use spec::{ContainerSpec, RestartPolicy};
+pub use tls::{check_tls_material, TlsMaterialError, TlsPart};
 
 use crate::registry::Secret;
 
@@ -52,7 +59,8 @@ pub const DEFAULT_LOCAL_ADDRESS: &str = "unix:///var/run/docker.sock";
 /// Where published ports listen unless a host says otherwise.
 pub const DEFAULT_PUBLISH_ADDRESS: &str = "127.0.0.1";
 
-/// TLS material for a `tcp://` host, PEM-encoded.
+/// TLS material for a `tcp://` host, PEM-encoded (what `docker --tlsverify`
+/// reads from `ca.pem`, `cert.pem` and `key.pem`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// The CA that signed the daemon's certificate.

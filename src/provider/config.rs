@@ -1,6 +1,6 @@
 //! The `provider "berth"` block: its schema and its parsed form. Settings
-//! for features that land later (Docker hosts, hooks) are accepted and
-//! documented as coming, so configurations written today keep working.
+//! for features that land later (hooks) are accepted and documented as
+//! coming, so configurations written today keep working.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,13 +8,24 @@ use std::path::PathBuf;
 use super::diag::{AttributePath, Diagnostic, Diagnostics};
 use super::schema::{Attribute, Nesting, Schema, Type};
 use super::value::Value;
+use crate::docker::{TlsFiles, TlsPart};
+use crate::registry::Secret;
 
-/// One Docker host as configured (used by `berth_app`, coming soon).
+/// One Docker host as configured (`hosts["NAME"]`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostConfig {
     pub address: String,
     pub publish_address: Option<String>,
+    /// `ca_pem`, `cert_pem`, `key_pem`: all three, for `tcp://` only.
+    pub tls: Option<TlsFiles>,
 }
+
+/// The TLS attributes of a host, by the part of the material they hold.
+const TLS_ATTRIBUTES: [(&str, TlsPart); 3] = [
+    ("ca_pem", TlsPart::Ca),
+    ("cert_pem", TlsPart::Cert),
+    ("key_pem", TlsPart::Key),
+];
 
 /// The parsed provider configuration.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -45,16 +56,25 @@ pub fn schema() -> Schema {
                 Nesting::Map,
                 vec![
                     Attribute::string("address").required().describe(
-                        "How to reach the Docker Engine: `unix:///var/run/docker.sock`, `tcp://host:2376` or `ssh://user@host`.",
+                        "How to reach the Docker Engine: `unix:///var/run/docker.sock` (a socket on the machine running Terraform); `tcp://HOST:PORT`, in plain HTTP, or with TLS when `ca_pem`, `cert_pem` and `key_pem` are set (the port defaults to 2376 with TLS, 2375 without); or `ssh://USER@HOST`, which runs `ssh USER@HOST docker system dial-stdio` with the keys, agent, `known_hosts` and `~/.ssh/config` of the user running Terraform (it must work without a prompt). Over SSH only port 22 can be given: for another port, or an IPv6 address, add a `Host` alias to `~/.ssh/config` and use `ssh://USER@ALIAS`.",
                     ),
                     Attribute::string("publish_address").optional().describe(
                         "Address on that host where app instances publish their ports. Defaults to `127.0.0.1`.",
+                    ),
+                    Attribute::string("ca_pem").optional().describe(
+                        "For a `tcp://` host with TLS (the daemon runs with `--tlsverify`): the PEM certificate of the CA that signed the daemon's certificate, like Docker's `ca.pem`. The daemon's certificate must be issued for the host name or IP address in `address`. Set `ca_pem`, `cert_pem` and `key_pem` together.",
+                    ),
+                    Attribute::string("cert_pem").optional().describe(
+                        "For a `tcp://` host with TLS: Berth's client certificate in PEM, like Docker's `cert.pem`, signed by a CA the daemon trusts (its `--tlscacert`).",
+                    ),
+                    Attribute::string("key_pem").optional().sensitive().describe(
+                        "For a `tcp://` host with TLS: the private key of `cert_pem` in PEM (PKCS#8, RSA or EC), like Docker's `key.pem`. While Terraform runs the provider, the three PEM blocks are kept in a private temporary directory (mode 0700, files 0600) that is removed when the provider exits.",
                     ),
                 ],
             )
             .optional()
             .describe(
-                "Docker hosts that apps deploy to, by name (used by `berth_app`, coming in a later release). Defaults to one host called `local` at `$DOCKER_HOST` or the local socket.",
+                "Docker hosts that apps deploy to, by name; a `berth_app` spreads its instances over them (instance `i` on the `i`-th host in name order). Defaults to one host called `local` at `$DOCKER_HOST` or the local socket.",
             ),
         ],
     )
@@ -115,11 +135,19 @@ impl ProviderConfig {
                     );
                     continue;
                 }
+                let tls = match host_tls(name, address, host) {
+                    Ok(tls) => tls,
+                    Err(mut errs) => {
+                        diags.0.append(&mut errs.0);
+                        continue;
+                    }
+                };
                 cfg.hosts.insert(
                     name.clone(),
                     HostConfig {
                         address: address.to_string(),
                         publish_address: host.get("publish_address").as_str().map(String::from),
+                        tls,
                     },
                 );
             }
@@ -130,6 +158,79 @@ impl ProviderConfig {
             Ok(cfg)
         }
     }
+}
+
+/// The TLS material of `hosts[name]`: none, or all three PEM blocks, for a
+/// `tcp://` address, each holding what it should. A host with a value not
+/// known yet (plan time) gets none and no check.
+fn host_tls(name: &str, address: &str, host: &Value) -> Result<Option<TlsFiles>, Diagnostics> {
+    let path = |attr: &str| AttributePath::root("hosts").key(name).attr(attr);
+    if TLS_ATTRIBUTES
+        .iter()
+        .any(|(attr, _)| host.get(attr).is_unknown())
+    {
+        return Ok(None);
+    }
+    let values: Vec<(&str, Option<&str>)> = TLS_ATTRIBUTES
+        .iter()
+        .map(|(attr, _)| (*attr, host.get(attr).as_str()))
+        .collect();
+    let set: Vec<&str> = values
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(a, _)| *a)
+        .collect();
+    if set.is_empty() {
+        return Ok(None);
+    }
+    let mut diags = Diagnostics::default();
+    if !address.starts_with("tcp://") {
+        for attr in &set {
+            diags.push(
+                Diagnostic::error(
+                    "TLS files for a host that is not tcp://",
+                    format!("{} is set, but host {name:?} has address {address:?}. TLS files apply to `tcp://` addresses only: a unix socket needs none, and `ssh://` uses your SSH keys. Remove `ca_pem`, `cert_pem` and `key_pem` from this host, or use its `tcp://HOST:2376` address.", path(attr)),
+                )
+                .at(path(attr)),
+            );
+        }
+        return Err(diags);
+    }
+    for (attr, value) in &values {
+        if value.is_none() {
+            diags.push(
+                Diagnostic::error(
+                    "Incomplete TLS files",
+                    format!("{} is missing: host {name:?} sets {}, and TLS needs all three of `ca_pem`, `cert_pem` and `key_pem` (Docker's ca.pem, cert.pem and key.pem). Set it, or remove the others to use plain HTTP.", path(attr), set.join(", ")),
+                )
+                .at(path(attr)),
+            );
+        }
+    }
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let [ca, cert, key] = [0, 1, 2].map(|i| values[i].1.unwrap_or_default().to_owned());
+    let tls = TlsFiles {
+        ca,
+        cert,
+        key: Secret::new(key),
+    };
+    if let Err(e) = crate::docker::check_tls_material(&tls) {
+        let attr = TLS_ATTRIBUTES
+            .iter()
+            .find(|(_, part)| *part == e.part)
+            .map_or("ca_pem", |(attr, _)| *attr);
+        diags.push(
+            Diagnostic::error(
+                "Invalid TLS file",
+                format!("{} (host {name:?}): {e}. Give the file's whole PEM text, e.g. `file(\"certs/{}\")`.", path(attr), attr.replace("_pem", ".pem")),
+            )
+            .at(path(attr)),
+        );
+        return Err(diags);
+    }
+    Ok(Some(tls))
 }
 
 fn check_registry_host(s: &str) -> Result<(), &'static str> {
@@ -177,6 +278,171 @@ mod tests {
             Some(AttributePath::root("insecure_registries").index(1))
         );
         assert!(d.0[0].detail.contains("has a scheme"));
+    }
+
+    fn tls_pems() -> (String, String, String) {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(vec!["client.test".to_owned()]).unwrap();
+        (
+            ca.cert.pem(),
+            client.cert.pem(),
+            client.signing_key.serialize_pem(),
+        )
+    }
+
+    fn hosts(name: &str, fields: Vec<(&'static str, Value)>) -> Value {
+        object([(
+            "hosts",
+            Value::Map(BTreeMap::from([(name.to_owned(), object(fields))])),
+        )])
+    }
+
+    #[test]
+    fn tcp_host_with_all_three_tls_files() {
+        let (ca, cert, key) = tls_pems();
+        let v = hosts(
+            "b",
+            vec![
+                ("address", Value::string("tcp://10.0.0.5:2376")),
+                ("ca_pem", Value::string(&ca)),
+                ("cert_pem", Value::string(&cert)),
+                ("key_pem", Value::string(&key)),
+            ],
+        );
+        let cfg = ProviderConfig::from_value(&v).unwrap();
+        let tls = cfg.hosts["b"].tls.as_ref().expect("tls");
+        assert_eq!(tls.ca, ca);
+        assert_eq!(tls.cert, cert);
+        assert_eq!(tls.key.expose(), key);
+        assert!(
+            !format!("{cfg:?}").contains(key.trim()),
+            "Debug leaks the key"
+        );
+
+        let plain = hosts("a", vec![("address", Value::string("tcp://10.0.0.5:2375"))]);
+        assert_eq!(
+            ProviderConfig::from_value(&plain).unwrap().hosts["a"].tls,
+            None
+        );
+    }
+
+    #[test]
+    fn tls_files_need_all_three() {
+        let (ca, _, key) = tls_pems();
+        let v = hosts(
+            "b",
+            vec![
+                ("address", Value::string("tcp://10.0.0.5:2376")),
+                ("ca_pem", Value::string(&ca)),
+                ("key_pem", Value::string(&key)),
+            ],
+        );
+        let d = ProviderConfig::from_value(&v).unwrap_err();
+        assert_eq!(d.0.len(), 1, "{d:?}");
+        let path = AttributePath::root("hosts").key("b").attr("cert_pem");
+        assert_eq!(d.0[0].path, Some(path));
+        assert!(
+            d.0[0]
+                .detail
+                .starts_with(r#"hosts["b"].cert_pem is missing"#),
+            "{}",
+            d.0[0].detail
+        );
+        assert!(
+            d.0[0].detail.contains("sets ca_pem, key_pem"),
+            "{}",
+            d.0[0].detail
+        );
+    }
+
+    #[test]
+    fn tls_files_only_for_tcp() {
+        let (ca, _, _) = tls_pems();
+        for address in ["unix:///var/run/docker.sock", "ssh://deploy@box"] {
+            let v = hosts(
+                "b",
+                vec![
+                    ("address", Value::string(address)),
+                    ("ca_pem", Value::string(&ca)),
+                ],
+            );
+            let d = ProviderConfig::from_value(&v).unwrap_err();
+            assert_eq!(d.0.len(), 1, "{d:?}");
+            assert_eq!(
+                d.0[0].path,
+                Some(AttributePath::root("hosts").key("b").attr("ca_pem"))
+            );
+            assert!(
+                d.0[0].detail.contains(r#"hosts["b"].ca_pem is set"#),
+                "{}",
+                d.0[0].detail
+            );
+            assert!(
+                d.0[0].detail.contains("`tcp://` addresses only"),
+                "{}",
+                d.0[0].detail
+            );
+        }
+    }
+
+    #[test]
+    fn tls_file_contents_are_checked_and_the_key_never_quoted() {
+        let (ca, cert, key) = tls_pems();
+        // cert_pem given the key by mistake, key_pem given the certificate.
+        let v = hosts(
+            "b",
+            vec![
+                ("address", Value::string("tcp://box")),
+                ("ca_pem", Value::string(&ca)),
+                ("cert_pem", Value::string(&key)),
+                ("key_pem", Value::string(&cert)),
+            ],
+        );
+        let d = ProviderConfig::from_value(&v).unwrap_err();
+        assert_eq!(
+            d.0[0].path,
+            Some(AttributePath::root("hosts").key("b").attr("cert_pem"))
+        );
+        assert!(
+            d.0[0]
+                .detail
+                .contains("the client certificate: holds no PEM certificate"),
+            "{}",
+            d.0[0].detail
+        );
+        assert!(
+            !d.0[0].detail.contains("PRIVATE KEY-----\n"),
+            "{}",
+            d.0[0].detail
+        );
+
+        let v = hosts(
+            "b",
+            vec![
+                ("address", Value::string("tcp://box")),
+                ("ca_pem", Value::string(&ca)),
+                ("cert_pem", Value::string(&cert)),
+                ("key_pem", Value::string("oops")),
+            ],
+        );
+        let d = ProviderConfig::from_value(&v).unwrap_err();
+        assert_eq!(
+            d.0[0].path,
+            Some(AttributePath::root("hosts").key("b").attr("key_pem"))
+        );
+        assert!(!d.0[0].detail.contains("oops"), "{}", d.0[0].detail);
+    }
+
+    #[test]
+    fn unknown_tls_values_are_not_checked_yet() {
+        let v = hosts(
+            "b",
+            vec![
+                ("address", Value::string("tcp://box")),
+                ("ca_pem", Value::Unknown),
+            ],
+        );
+        assert_eq!(ProviderConfig::from_value(&v).unwrap().hosts["b"].tls, None);
     }
 
     #[test]

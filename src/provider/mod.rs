@@ -94,6 +94,7 @@ impl Context {
                         if let Some(p) = &h.publish_address {
                             c.publish_address = p.clone();
                         }
+                        c.tls = h.tls.clone();
                         c
                     })
                     .collect();

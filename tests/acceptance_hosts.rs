@@ -1,0 +1,452 @@
+//! Acceptance tests for several Docker hosts (issue 4): the real terraform
+//! against the two daemons of the dev environment (`a` = the default
+//! socket, `b` = the second daemon of tests/devenv.sh), and a `tcp://` host
+//! with TLS against a throwaway dockerd run with `--tlsverify`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use support::{block_on, http_body, require_env, unique_app, Tf};
+
+const HOST_A: &str = "unix:///var/run/docker.sock";
+const HOST_B: &str = "unix:///run/berth-dev/docker-b.sock";
+
+/// `docker -H <host> ARGS…`, panicking with its stderr unless it succeeds.
+fn docker(host: &str, args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker -H {host} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ids of the containers of `app` on one daemon.
+fn containers_on(host: &str, app: &str) -> Vec<String> {
+    docker(
+        host,
+        &[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.berth.app={app}"),
+        ],
+    )
+    .lines()
+    .map(str::trim)
+    .filter(|l| !l.is_empty())
+    .map(String::from)
+    .collect()
+}
+
+/// Fails, with the fix, unless both daemons answer.
+fn require_two_daemons() {
+    require_env();
+    for host in [HOST_A, HOST_B] {
+        let ok = Command::new("docker")
+            .args(["-H", host, "info", "--format", "{{.ID}}"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "the Docker daemon at {host} does not answer: run `bash tests/devenv.sh up` (it starts the second daemon, host b)"
+        );
+    }
+}
+
+/// Removes an app's containers and network from both daemons when the test
+/// ends, passed or not.
+struct TwoHostGuard(String);
+
+impl Drop for TwoHostGuard {
+    fn drop(&mut self) {
+        for host in [HOST_A, HOST_B] {
+            let filter = format!("label=io.berth.app={}", self.0);
+            if let Ok(out) = Command::new("docker")
+                .args(["-H", host, "ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker")
+                        .args(["-H", host, "rm", "-f"])
+                        .args(&ids)
+                        .output();
+                }
+            }
+            let _ = Command::new("docker")
+                .args(["-H", host, "network", "rm", &format!("berth-{}", self.0)])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn two_instances_land_one_on_each_daemon() {
+    require_two_daemons();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let name = unique_app("acc-hosts");
+    let _guard = TwoHostGuard(name.clone());
+    let tf = Tf::new();
+    tf.config(&format!(
+        r#"
+provider "berth" {{
+  hosts = {{
+    a = {{ address = "{HOST_A}" }}
+    b = {{ address = "{HOST_B}" }}
+  }}
+}}
+
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{image}"
+  services = {{
+    web = {{
+      http_port = 8080
+      instances = 2
+    }}
+  }}
+}}
+
+output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
+"#,
+        image = set.demo_v1.reference,
+    ));
+    tf.init();
+    tf.apply();
+
+    // One instance on each daemon, each serving v1 on its own endpoint.
+    let on_a = containers_on(HOST_A, &name);
+    let on_b = containers_on(HOST_B, &name);
+    assert_eq!(on_a.len(), 1, "one instance on host a: {on_a:?}");
+    assert_eq!(on_b.len(), 1, "one instance on host b: {on_b:?}");
+    let endpoints: Vec<String> = tf
+        .output("endpoints")
+        .as_array()
+        .expect("endpoints list")
+        .iter()
+        .map(|e| e.as_str().expect("endpoint").to_owned())
+        .collect();
+    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    assert_ne!(endpoints[0], endpoints[1]);
+    for endpoint in &endpoints {
+        assert_eq!(
+            http_body(endpoint, "/").as_deref(),
+            Some("berth demo v1\n"),
+            "{endpoint}"
+        );
+    }
+    // Each endpoint is the port its own daemon published.
+    let published = |host: &str, id: &str| docker(host, &["port", id, "8080/tcp"]);
+    let mut ports = [published(HOST_A, &on_a[0]), published(HOST_B, &on_b[0])]
+        .map(|p| p.lines().next().unwrap_or_default().trim().to_owned());
+    let mut listed = endpoints.clone();
+    ports.sort();
+    listed.sort();
+    assert_eq!(ports.to_vec(), listed, "endpoints are the daemons' ports");
+
+    tf.assert_converged();
+
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
+    assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
+}
+
+// ------------------------------------------------------- tcp:// with TLS
+
+/// A dockerd of its own listening on `tcp://127.0.0.1:PORT` with
+/// `--tlsverify`, no bridge and no iptables: enough for the API. Stopped by
+/// its pid, and its directories removed, when dropped.
+struct TlsDaemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TlsDaemon {
+    fn start(ca: &str, server_cert: &str, server_key: &str) -> TlsDaemon {
+        // Short paths: containerd's sockets live under the exec root.
+        let dir = tempfile::Builder::new()
+            .prefix("btls")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let path = |name: &str| dir.path().join(name);
+        for (name, text) in [
+            ("ca.pem", ca),
+            ("server.pem", server_cert),
+            ("server-key.pem", server_key),
+            ("daemon.json", "{}"),
+        ] {
+            std::fs::write(path(name), text).expect("write daemon file");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let log = std::fs::File::create(path("dockerd.log")).expect("log");
+        let arg = |p: PathBuf| p.display().to_string();
+        let child = Command::new("dockerd")
+            .args(["--host", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--tlsverify", "--tlscacert", &arg(path("ca.pem"))])
+            .args(["--tlscert", &arg(path("server.pem"))])
+            .args(["--tlskey", &arg(path("server-key.pem"))])
+            .args(["--data-root", &arg(path("data"))])
+            .args(["--exec-root", &arg(path("x"))])
+            .args(["--pidfile", &arg(path("dockerd.pid"))])
+            .args(["--config-file", &arg(path("daemon.json"))])
+            .args(["--bridge", "none", "--iptables=false", "--ip-forward=false"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd (package docker.io)");
+        let daemon = TlsDaemon { child, dir, port };
+        daemon.wait_until_listening();
+        daemon
+    }
+
+    fn wait_until_listening(&self) {
+        for _ in 0..120 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "dockerd --tlsverify did not listen on 127.0.0.1:{} within 30 s:\n{}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    fn address(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsDaemon {
+    fn drop(&mut self) {
+        // SIGTERM by pid (dockerd unmounts and stops its containerd), bounded.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..80 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, PEM.
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let mut server_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    server_params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server cert");
+
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client_params = CertificateParams::new(vec!["berth".to_owned()]).expect("params");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("client cert");
+
+    Pki {
+        ca: ca_cert.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        client_cert: client_cert.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+fn tls_dirs_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("berth-docker-tls-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Berth's TLS transport against a real dockerd with `--tlsverify`: the
+/// right client certificate lists containers; a client certificate from
+/// another CA is refused by the daemon, and a wrong `ca_pem` makes Berth
+/// refuse the daemon, both in words. The key's private directory is gone
+/// once the host is dropped.
+#[test]
+fn tcp_host_with_tls_against_dockerd_tlsverify() {
+    use berth::docker::{DockerError, HostConfig, Hosts, TlsFiles};
+    use berth::registry::Secret;
+
+    let pki = pki();
+    let daemon = TlsDaemon::start(&pki.ca, &pki.server_cert, &pki.server_key);
+    let host_with = |ca: &str, cert: &str, key: &str| {
+        let mut cfg = HostConfig::new("c", daemon.address());
+        cfg.tls = Some(TlsFiles {
+            ca: ca.to_owned(),
+            cert: cert.to_owned(),
+            key: Secret::new(key),
+        });
+        Hosts::from_config(&[cfg]).expect("config")
+    };
+
+    block_on(async {
+        let hosts = host_with(&pki.ca, &pki.client_cert, &pki.client_key);
+        let host = hosts.get("c").expect("host c");
+        let listed = host.list_managed().await;
+        assert!(listed.is_ok(), "{:?}\n{}", listed.err(), daemon.log());
+        assert_eq!(tls_dirs_of(std::process::id()).len(), 1, "one private dir");
+        // A second call reuses the connection (and its files).
+        host.list_managed().await.expect("second list");
+        drop(hosts);
+        assert!(
+            tls_dirs_of(std::process::id()).is_empty(),
+            "the TLS files outlived the host"
+        );
+
+        let other = pki_other_client();
+        let hosts = host_with(&pki.ca, &other.0, &other.1);
+        let err = hosts.get("c").expect("c").list_managed().await.unwrap_err();
+        assert!(matches!(err, DockerError::Unreachable { .. }), "{err}");
+
+        let wrong_ca = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).expect("ca");
+        let hosts = host_with(&wrong_ca.cert.pem(), &pki.client_cert, &pki.client_key);
+        let err = hosts.get("c").expect("c").list_managed().await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, DockerError::Unreachable { .. }), "{text}");
+        assert!(text.contains("ca_pem must be the CA"), "{text}");
+    });
+
+    // The same through terraform: a worker (no published port: the daemon
+    // has no bridge) deployed to host c over TLS, converged, destroyed.
+    let name = unique_app("acc-tls");
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let tf = Tf::new();
+    for (file, text) in [
+        ("ca.pem", &pki.ca),
+        ("cert.pem", &pki.client_cert),
+        ("key.pem", &pki.client_key),
+    ] {
+        std::fs::write(tf.dir.path().join(file), text).expect("write pem");
+    }
+    tf.config(&format!(
+        r#"
+provider "berth" {{
+  hosts = {{
+    c = {{
+      address  = "{address}"
+      ca_pem   = file("ca.pem")
+      cert_pem = file("cert.pem")
+      key_pem  = file("key.pem")
+    }}
+  }}
+}}
+
+resource "berth_app" "tls" {{
+  name  = "{name}"
+  image = "{image}"
+  workers = {{
+    queue = {{ command = "/bin/busybox sleep 100000" }}
+  }}
+}}
+"#,
+        address = daemon.address(),
+        image = set.demo_v1.reference,
+    ));
+    tf.init();
+    tf.apply();
+    let cli_dir = tf.dir.path().display().to_string();
+    let docker_c = |args: &[&str]| {
+        let tls = [
+            "--tlsverify".to_owned(),
+            format!("--tlscacert={cli_dir}/ca.pem"),
+            format!("--tlscert={cli_dir}/cert.pem"),
+            format!("--tlskey={cli_dir}/key.pem"),
+        ];
+        let out = Command::new("docker")
+            .args(["-H", &daemon.address()])
+            .args(&tls)
+            .args(args)
+            .output()
+            .expect("docker");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count()
+    };
+    let filter = format!("label=io.berth.app={name}");
+    assert_eq!(
+        docker_c(&["ps", "-q", "--filter", &filter]),
+        1,
+        "{}",
+        daemon.log()
+    );
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert_eq!(docker_c(&["ps", "-aq", "--filter", &filter]), 0);
+    // The plugin has exited: none of its private TLS directories is left.
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix("berth-docker-tls-")
+                .and_then(|rest| rest.split_once('-'))
+                .is_some_and(|(pid, _)| !PathBuf::from(format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    assert!(left.is_empty(), "TLS files left behind: {left:?}");
+    drop(daemon);
+}
+
+/// A client certificate and key from a CA the daemon does not trust.
+fn pki_other_client() -> (String, String) {
+    let other = pki();
+    (other.client_cert, other.client_key)
+}
