@@ -1,0 +1,1669 @@
+//! `make bench`: Berth's speed targets, each printed as a ratio against a
+//! baseline measured in the same run (the machine is shared and noisy, so
+//! absolute times mean little on their own). Every timed pair runs
+//! alternately, after a warm-up, and the medians are compared.
+//!
+//! Measurements (issues 2 and 4):
+//! 1. `terraform plan` of 100 `data.berth_image` reads over the same plan
+//!    with 100 built-in `terraform_data` resources.
+//! 2. Marginal plan cost per data source: (plan of 100 − plan of 1) / 99.
+//! 3. Plugin start → handshake line, `Shutdown` → exit, and peak memory.
+//! 4. Deploy of a new digest through the engine over the same done by hand
+//!    with the docker CLI.
+//! 5. `terraform plan` of 100 deployed `berth_app`s over 100 applied
+//!    `terraform_data`, and the marginal cost per app.
+//! 6. Docker API calls made by a refresh of 100 apps on 2 hosts, counted
+//!    by a proxy in front of each daemon.
+//!
+//! A MISS never fails the process: it exits 0 unless the bench itself
+//! broke. Containers it starts carry `io.berth.test=1` and app names
+//! starting `bench-<pid>-`; they are removed at the end, even after an
+//! error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
+use berth::devtools::fixtures::{push_demo, PLAIN_REGISTRY};
+use berth::docker::Hosts;
+use berth::engine::spec::AppSpec;
+use berth::engine::{Engine, Target};
+use berth::store::{Store, StoreOptions};
+use berth::tfplugin::proto::plugin::grpc_controller_client::GrpcControllerClient;
+use berth::tfplugin::proto::plugin::Empty;
+use berth::tfplugin::proto::tfplugin6::get_provider_schema;
+use berth::tfplugin::proto::tfplugin6::provider_client::ProviderClient;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::process::Command;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const COOKIE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+/// The repository every bench image goes to.
+const BENCH_REPO: &str = "berth/bench";
+/// Data sources / apps in the "many" configurations.
+const MANY: usize = 100;
+/// `berth_app`s in the "many" app configurations unless
+/// `BERTH_BENCH_APPS` says otherwise: Berth gives every app its own bridge
+/// network, and a daemon with Docker's default address pools has room for
+/// only about 31 of them, shared with every other test on the machine.
+const DEFAULT_APPS: usize = 20;
+/// Alternating rounds per plan comparison (after one warm-up of each).
+const PLAN_ROUNDS: usize = 7;
+const APP_PLAN_ROUNDS: usize = 7;
+/// Plugin launches for the start-up and shutdown timings.
+const PLUGIN_LAUNCHES: usize = 15;
+/// Alternating rounds of the deploy comparison.
+const DEPLOY_ROUNDS: usize = 5;
+const PLAN_TIMEOUT: Duration = Duration::from_secs(180);
+const APPLY_TIMEOUT: Duration = Duration::from_secs(420);
+
+fn main() -> ExitCode {
+    // The engine labels what it starts `io.berth.test=1` only when this is
+    // set; set it before the runtime starts any thread.
+    std::env::set_var("BERTH_TEST_LABEL", "1");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bench: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ------------------------------------------------------------------ report
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Miss,
+    Info,
+    Error,
+}
+
+/// One line of the table: `name: value (detail) target …  PASS|MISS`.
+struct Row {
+    name: String,
+    value: String,
+    detail: String,
+    target: String,
+    verdict: Verdict,
+}
+
+impl Row {
+    fn new(name: &str, value: String, detail: String, target: &str, pass: Option<bool>) -> Row {
+        Row {
+            name: name.to_owned(),
+            value,
+            detail,
+            target: target.to_owned(),
+            verdict: match pass {
+                Some(true) => Verdict::Pass,
+                Some(false) => Verdict::Miss,
+                None => Verdict::Info,
+            },
+        }
+    }
+
+    fn error(name: &str, error: &anyhow::Error) -> Row {
+        Row {
+            name: name.to_owned(),
+            value: "ERROR".to_owned(),
+            detail: format!("{error:#}"),
+            target: String::new(),
+            verdict: Verdict::Error,
+        }
+    }
+
+    fn line(&self, width: usize) -> String {
+        let verdict = match self.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::Info => "INFO",
+            Verdict::Error => "ERROR",
+        };
+        let mut line = format!("{:<width$} {}", format!("{}:", self.name), self.value);
+        if !self.detail.is_empty() {
+            let _ = write!(line, " ({})", self.detail);
+        }
+        if !self.target.is_empty() {
+            let _ = write!(line, " target {}", self.target);
+        }
+        let _ = write!(line, "  {verdict}");
+        line
+    }
+}
+
+/// Bench-wide notes printed under the table (fairness choices, fallbacks).
+type Notes = Vec<String>;
+
+/// Samples in milliseconds.
+#[derive(Clone, Debug, Default)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d.as_secs_f64() * 1000.0);
+    }
+
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    fn spread(&self) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("n={} range {min:.0}–{max:.0} ms", self.0.len())
+    }
+}
+
+fn ratio_row(name: &str, ours: &Samples, base: &Samples, target: f64, base_name: &str) -> Row {
+    let (o, b) = (ours.median(), base.median());
+    let ratio = o / b;
+    Row::new(
+        name,
+        format!("{ratio:.2}"),
+        format!(
+            "ours {o:.0} ms / {base_name} {b:.0} ms; medians, ours {}, baseline {}",
+            ours.spread(),
+            base.spread()
+        ),
+        &format!("≤ {target}"),
+        Some(ratio <= target),
+    )
+}
+
+fn marginal_row(
+    name: &str,
+    n: usize,
+    many: &Samples,
+    one: &Samples,
+    target_ms: f64,
+    per: &str,
+) -> Row {
+    let (m, o) = (many.median(), one.median());
+    let marginal = (m - o) / (n as f64 - 1.0);
+    Row::new(
+        name,
+        format!("{marginal:.2} ms/{per}"),
+        format!("(plan {n} {m:.0} ms − plan 1 {o:.0} ms) / {}", n - 1),
+        &format!("≤ {target_ms} ms"),
+        Some(marginal <= target_ms),
+    )
+}
+
+async fn run() -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let pid = std::process::id();
+    let bench = Bench::new(pid)?;
+    eprintln!(
+        "bench: plugin {}, terraform work under {}",
+        bench.plugin.display(),
+        bench.root.path().display()
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Notes = Vec::new();
+
+    section(&mut rows, "plugin", bench.plugin_lifecycle(&mut notes)).await;
+    section(
+        &mut rows,
+        "plan 100 data.berth_image",
+        bench.data_sources(&mut notes),
+    )
+    .await;
+    section(
+        &mut rows,
+        "deploy new digest",
+        bench.deploy_vs_docker(&mut notes),
+    )
+    .await;
+    section(&mut rows, "plan N berth_app", bench.apps(&mut notes)).await;
+    let cleanup = bench.cleanup().await;
+    if let Err(e) = &cleanup {
+        rows.push(Row::error("cleanup", e));
+    }
+
+    let width = rows.iter().map(|r| r.name.len() + 1).max().unwrap_or(10);
+    println!();
+    println!(
+        "Berth bench ({} s, 2-core shared machine: compare ratios, not times)",
+        started.elapsed().as_secs()
+    );
+    for row in &rows {
+        println!("{}", row.line(width));
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in &notes {
+            println!("note: {note}");
+        }
+    }
+    Ok(rows.iter().all(|r| r.verdict != Verdict::Error))
+}
+
+/// Runs one measurement; an error becomes an ERROR row instead of ending
+/// the bench.
+async fn section(
+    rows: &mut Vec<Row>,
+    name: &str,
+    work: impl std::future::Future<Output = anyhow::Result<Vec<Row>>>,
+) {
+    eprintln!("bench: {name} …");
+    match work.await {
+        Ok(mut new) => {
+            for row in &new {
+                eprintln!("bench:   {}", row.line(0));
+            }
+            rows.append(&mut new);
+        }
+        Err(e) => {
+            eprintln!("bench:   {name} failed: {e:#}");
+            rows.push(Row::error(name, &e));
+        }
+    }
+}
+
+// --------------------------------------------------------------- terraform
+
+struct Bench {
+    pid: u32,
+    root: tempfile::TempDir,
+    plugin: PathBuf,
+    cli_config: PathBuf,
+    /// App name prefix of everything this run deploys.
+    app_prefix: String,
+    /// Containers the docker CLI side started (removed at the end).
+    docker_ids: Mutex<Vec<String>>,
+    /// Working directories with applied `berth_app`s, destroyed at the end.
+    applied: Mutex<Vec<Workdir>>,
+    /// Median plugin start → handshake (ms), to estimate its share of plans.
+    handshake_ms: Mutex<Option<f64>>,
+    /// The user-defined network the docker CLI side runs containers on.
+    cli_network: String,
+}
+
+/// A terraform working directory with its own Berth state directory.
+#[derive(Clone)]
+struct Workdir {
+    dir: PathBuf,
+    state_dir: PathBuf,
+    cli_config: PathBuf,
+}
+
+impl Workdir {
+    fn write(&self, body: &str, with_berth: bool) -> anyhow::Result<()> {
+        let header = if with_berth {
+            "terraform {\n  required_providers {\n    berth = { source = \"berth/berth\" }\n  }\n}\n\n"
+        } else {
+            ""
+        };
+        std::fs::write(self.dir.join("main.tf"), format!("{header}{body}\n"))
+            .with_context(|| format!("writing {}/main.tf", self.dir.display()))
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("terraform");
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("TF_CLI_CONFIG_FILE", &self.cli_config)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_IN_AUTOMATION", "1")
+            .env_remove("TF_LOG")
+            .env_remove("TF_LOG_PATH")
+            .env_remove("BERTH_SECRET_KEY")
+            .env("BERTH_TEST_LABEL", "1")
+            .env("BERTH_STATE_DIR", &self.state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs terraform; fails unless its exit code is in `ok_codes`.
+    /// Returns the wall time, the exit code and stdout.
+    async fn run_codes(
+        &self,
+        args: &[&str],
+        ok_codes: &[i32],
+        limit: Duration,
+    ) -> anyhow::Result<(Duration, i32, String)> {
+        let child = self.command(args).spawn().context("starting terraform")?;
+        let begun = Instant::now();
+        let out = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "terraform {args:?} in {} took over {limit:?}",
+                    self.dir.display()
+                )
+            })??;
+        let took = begun.elapsed();
+        let code = out.status.code().unwrap_or(-1);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !ok_codes.contains(&code) {
+            bail!(
+                "terraform {args:?} in {} failed ({}):\n{}\n{}",
+                self.dir.display(),
+                out.status,
+                tail(&stdout, 30),
+                tail(&String::from_utf8_lossy(&out.stderr), 30)
+            );
+        }
+        Ok((took, code, stdout))
+    }
+
+    async fn ok(&self, args: &[&str], limit: Duration) -> anyhow::Result<Duration> {
+        Ok(self.run_codes(args, &[0], limit).await?.0)
+    }
+
+    async fn init(&self) -> anyhow::Result<()> {
+        self.ok(&["init", "-input=false", "-no-color"], PLAN_TIMEOUT)
+            .await
+            .map(|_| ())
+    }
+
+    async fn plan(&self) -> anyhow::Result<Duration> {
+        self.ok(&["plan", "-input=false", "-no-color"], PLAN_TIMEOUT)
+            .await
+    }
+
+    async fn apply(&self) -> anyhow::Result<Duration> {
+        self.ok(
+            &["apply", "-auto-approve", "-input=false", "-no-color"],
+            APPLY_TIMEOUT,
+        )
+        .await
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Plans every working directory in turn, alternating the order each
+/// round, after one warm-up plan of each. Returns samples per directory.
+async fn alternate_plans(dirs: &[&Workdir], rounds: usize) -> anyhow::Result<Vec<Samples>> {
+    for dir in dirs {
+        dir.plan().await?;
+    }
+    let mut samples = vec![Samples::default(); dirs.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..dirs.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            samples[i].push(dirs[i].plan().await?);
+        }
+    }
+    Ok(samples)
+}
+
+impl Bench {
+    fn new(pid: u32) -> anyhow::Result<Bench> {
+        // `cargo run --release --example bench` runs target/release/examples/bench;
+        // the plugin `make bench` built is two levels up.
+        let exe = std::env::current_exe().context("locating the bench binary")?;
+        let release = exe
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| anyhow!("unexpected bench location {}", exe.display()))?;
+        let plugin = release.join("terraform-provider-berth");
+        if !plugin.is_file() {
+            bail!(
+                "{} is missing: run `make bench` (it builds the release binaries first)",
+                plugin.display()
+            );
+        }
+        let root = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
+        let mirror = root.path().join(format!(
+            "mirror/registry.terraform.io/berth/berth/{VERSION}/linux_amd64"
+        ));
+        std::fs::create_dir_all(&mirror)?;
+        std::fs::copy(
+            &plugin,
+            mirror.join(format!("terraform-provider-berth_v{VERSION}")),
+        )
+        .context("copying the release plugin into the mirror")?;
+        std::fs::create_dir_all(root.path().join("cache"))?;
+        let cli_config = root.path().join("terraformrc");
+        std::fs::write(
+            &cli_config,
+            format!(
+                "provider_installation {{\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"berth/berth\"]\n  }}\n  direct {{\n    exclude = [\"berth/berth\"]\n  }}\n}}\nplugin_cache_dir = \"{}\"\n",
+                root.path().join("mirror").display(),
+                root.path().join("cache").display()
+            ),
+        )?;
+        let reachable = std::net::TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], 5000)),
+            Duration::from_secs(2),
+        )
+        .is_ok();
+        if !reachable {
+            bail!("the registry on {PLAIN_REGISTRY} is not running: run `bash tests/devenv.sh up` (make bench does)");
+        }
+        Ok(Bench {
+            pid,
+            root,
+            plugin,
+            cli_config,
+            app_prefix: format!("bench-{pid}-"),
+            docker_ids: Mutex::new(Vec::new()),
+            applied: Mutex::new(Vec::new()),
+            handshake_ms: Mutex::new(None),
+            cli_network: format!("berth-bench-{pid}-cli"),
+        })
+    }
+
+    /// "; plugin start-up ≈ launches × handshake = X ms of the Y ms gap".
+    fn startup_share(&self, launches: usize, gap_ms: f64) -> String {
+        match self.handshake_ms.lock().ok().and_then(|h| *h) {
+            Some(hs) => format!(
+                "; plugin start-up ≈ {launches} × {hs:.0} ms = {:.0} ms of the {gap_ms:.0} ms gap to the baseline",
+                launches as f64 * hs
+            ),
+            None => String::new(),
+        }
+    }
+
+    fn workdir(&self, name: &str) -> anyhow::Result<Workdir> {
+        let dir = self.root.path().join(name);
+        let state_dir = self.root.path().join(format!("{name}-state"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Workdir {
+            dir,
+            state_dir,
+            cli_config: self.cli_config.clone(),
+        })
+    }
+
+    /// `berth/bench:t0` … `t{n-1}`, all the demo v1 image (the same
+    /// blobs; after the first run every push is one HEAD request).
+    async fn push_tags(&self, n: usize) -> anyhow::Result<()> {
+        for i in 0..n {
+            push_demo(PLAIN_REGISTRY, BENCH_REPO, &format!("t{i}"), "v1", None)
+                .await
+                .with_context(|| format!("pushing {PLAIN_REGISTRY}/{BENCH_REPO}:t{i}"))?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------- 1, 2: data sources
+
+    async fn data_sources(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        self.push_tags(MANY).await?;
+        let data = |n: usize| {
+            format!(
+                "data \"berth_image\" \"img\" {{\n  count = {n}\n  image = \"{PLAIN_REGISTRY}/{BENCH_REPO}:t${{count.index}}\"\n}}"
+            )
+        };
+        let many = self.workdir("data-100")?;
+        many.write(&data(MANY), true)?;
+        let one = self.workdir("data-1")?;
+        one.write(&data(1), true)?;
+        let base = self.workdir("terraform-data-100")?;
+        base.write(
+            &format!("resource \"terraform_data\" \"d\" {{\n  count = {MANY}\n  input = \"t${{count.index}}\"\n}}"),
+            false,
+        )?;
+        for dir in [&many, &one, &base] {
+            dir.init().await?;
+        }
+        let samples = alternate_plans(&[&many, &base, &one], PLAN_ROUNDS).await?;
+        let (ours, baseline, single) = (&samples[0], &samples[1], &samples[2]);
+
+        // Untimed: how many plugin processes terraform starts per plan and
+        // how much memory they reach.
+        let (sampled, _) = sample_plugins(&many).await?;
+        notes.push(format!(
+            "data sources: the baseline plans {MANY} new terraform_data (no state); {}{}",
+            sampled.describe(),
+            self.startup_share(sampled.launches, ours.median() - baseline.median())
+        ));
+        let mut rows = vec![
+            ratio_row(
+                "plan 100 data.berth_image / 100 terraform_data",
+                ours,
+                baseline,
+                3.0,
+                "baseline",
+            ),
+            marginal_row(
+                "marginal cost per data source",
+                MANY,
+                ours,
+                single,
+                3.0,
+                "data source",
+            ),
+            Row::new(
+                "plan 1 data.berth_image / 100 terraform_data",
+                format!("{:.2}", single.median() / baseline.median()),
+                format!(
+                    "ours {:.0} ms / baseline {:.0} ms",
+                    single.median(),
+                    baseline.median()
+                ),
+                "",
+                None,
+            ),
+        ];
+        rows.push(sampled.memory_row("plugin peak memory during plan 100 data sources"));
+        Ok(rows)
+    }
+
+    // ------------------------------------------------- 3: plugin lifecycle
+
+    async fn plugin_lifecycle(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let identity = ClientIdentity::generate()?;
+        let mut handshake = Samples::default();
+        let mut shutdown = Samples::default();
+        let mut spawn_floor = Samples::default();
+        let mut hwm_kb = Vec::new();
+        // One warm-up launch (page cache), then the timed ones; a process
+        // spawn of /bin/true alternates with them as the floor.
+        launch_plugin(&self.plugin, &identity).await?;
+        for _ in 0..PLUGIN_LAUNCHES {
+            let run = launch_plugin(&self.plugin, &identity).await?;
+            handshake.push(run.handshake);
+            shutdown.push(run.shutdown);
+            hwm_kb.push(run.vm_hwm_kb);
+            let begun = Instant::now();
+            let status = Command::new("/bin/true").status().await?;
+            if status.success() {
+                spawn_floor.push(begun.elapsed());
+            }
+        }
+        hwm_kb.sort_unstable();
+        let peak = hwm_kb.last().copied().unwrap_or(0);
+        notes.push(format!(
+            "plugin: timings from spawn to the handshake line on stdout, and from sending GRPCController/Shutdown (over mTLS, through a loopback relay) to the exit seen by wait(); floor = spawn→exit of /bin/true, median {:.1} ms",
+            spawn_floor.median()
+        ));
+        let hs = handshake.median();
+        let sd = shutdown.median();
+        if let Ok(mut stored) = self.handshake_ms.lock() {
+            *stored = Some(hs);
+        }
+        Ok(vec![
+            Row::new(
+                "plugin start → handshake line",
+                format!("{hs:.1} ms"),
+                format!(
+                    "median, {}; /bin/true spawn floor {:.1} ms",
+                    handshake.spread_fine(),
+                    spawn_floor.median()
+                ),
+                "< 10 ms",
+                Some(hs < 10.0),
+            ),
+            Row::new(
+                "plugin Shutdown → exit",
+                format!("{sd:.1} ms"),
+                format!("median, {}", shutdown.spread_fine()),
+                "< 10 ms",
+                Some(sd < 10.0),
+            ),
+            Row::new(
+                "plugin peak memory (VmHWM before Shutdown)",
+                format!("{:.1} MiB", peak as f64 / 1024.0),
+                "after GetProviderSchema, max over launches".to_owned(),
+                "",
+                None,
+            ),
+        ])
+    }
+
+    // ------------------------------------------------- 4: deploy vs docker
+
+    async fn deploy_vs_docker(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        // v1: the demo image; v2: a demo image unique to this run (its own
+        // small files layer on the shared busybox base), so removing it by
+        // digest really removes it and each side pulls it for real.
+        let v1 = push_demo(PLAIN_REGISTRY, BENCH_REPO, "deploy-v1", "v1", None).await?;
+        let v2_tag = format!("deploy-v2-{}", self.pid);
+        let v2 = push_demo(
+            PLAIN_REGISTRY,
+            BENCH_REPO,
+            &v2_tag,
+            &format!("v2 bench {}", self.pid),
+            None,
+        )
+        .await?;
+        let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
+        let v1_pinned = format!("{repo}@{}", v1.digest);
+        let v2_pinned = format!("{repo}@{}", v2.digest);
+        docker(&["pull", "-q", &v1_pinned]).await?;
+        // A user-defined bridge like the engine's per-app network (and the
+        // default bridge need not exist on a devenv daemon).
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            "io.berth.test=1",
+            &self.cli_network,
+        ])
+        .await?;
+
+        let state_dir = self.root.path().join("engine-state");
+        let store = Store::open(StoreOptions {
+            state_dir,
+            secret_key: None,
+        })
+        .await?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let engine = Engine::new(Hosts::local(docker_host.as_deref())?, store);
+
+        let mut ours = Samples::default();
+        let mut floor = Samples::default();
+        let mut phases: BTreeMap<String, Samples> = BTreeMap::new();
+        for round in 0..=DEPLOY_ROUNDS {
+            let warmup = round == 0;
+            // Alternate which side goes first.
+            for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if side == 0 {
+                    let app = format!("{}d{round}", self.app_prefix);
+                    let (took, outcome_phases) = self
+                        .engine_deploy_once(
+                            &engine,
+                            &app,
+                            &format!("{repo}:{v2_tag}"),
+                            (&v1, &v1_pinned),
+                            (&v2, &v2_pinned),
+                        )
+                        .await?;
+                    if !warmup {
+                        ours.push(took);
+                        for (phase, ms) in outcome_phases {
+                            phases
+                                .entry(phase)
+                                .or_default()
+                                .push(Duration::from_millis(ms));
+                        }
+                    }
+                } else {
+                    let took = self.docker_deploy_once(&v1_pinned, &v2_pinned).await?;
+                    if !warmup {
+                        floor.push(took);
+                    }
+                }
+            }
+        }
+        let _ = docker(&["image", "rm", &v2_pinned]).await;
+        notes.push(format!(
+            "deploy: the v2 image (unique to this run, {}) is removed from the host by digest before each side's timed run, so both pull it (only its small layer, config and manifest: the busybox base layer is shared and stays); v1 stays pulled. The docker CLI floor: pull by digest, run -d --network (a user-defined bridge) -p 127.0.0.1::8080 --label io.berth.test=1, docker port, poll GET / every 10 ms until 200, rm -f the v1 container. Berth uses the default health check (probe every 0.25 s) and stops v1 with SIGTERM",
+            short(&v2.digest)
+        ));
+        let breakdown: Vec<String> = phases
+            .iter()
+            .map(|(phase, s)| format!("{phase} {:.0}", s.median()))
+            .collect();
+        Ok(vec![
+            ratio_row(
+                "deploy new digest / docker CLI by hand",
+                &ours,
+                &floor,
+                1.3,
+                "docker CLI",
+            ),
+            Row::new(
+                "deploy phases (engine, median ms)",
+                breakdown.join(", "),
+                String::new(),
+                "",
+                None,
+            ),
+        ])
+    }
+
+    /// Deploys v1 (untimed), removes v2 from the host, deploys v2 (timed),
+    /// destroys the app (untimed).
+    async fn engine_deploy_once(
+        &self,
+        engine: &Engine,
+        app: &str,
+        image: &str,
+        v1: (&berth::devtools::fixtures::Pushed, &str),
+        v2: (&berth::devtools::fixtures::Pushed, &str),
+    ) -> anyhow::Result<(Duration, Vec<(String, u64)>)> {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": app,
+            "image": image,
+            "services": {"web": {"http_port": 8080}},
+        }))?;
+        let target = |pushed: &berth::devtools::fixtures::Pushed, pinned: &str| Target {
+            spec: spec.clone(),
+            digest: pushed.digest.clone(),
+            pinned: pinned.to_owned(),
+            login: None,
+            trigger: "bench".to_owned(),
+        };
+        engine
+            .deploy(&target(v1.0, v1.1))
+            .await
+            .with_context(|| format!("deploying v1 of {app}"))?;
+        remove_image(v2.1).await?;
+        let begun = Instant::now();
+        let result = engine.deploy(&target(v2.0, v2.1)).await;
+        let took = begun.elapsed();
+        let outcome = result.with_context(|| format!("deploying v2 of {app}"));
+        let destroyed = engine.destroy(app).await;
+        let outcome = outcome?;
+        destroyed.with_context(|| format!("destroying {app}"))?;
+        if !outcome.new_release {
+            bail!(
+                "deploying v2 of {app} made no new release: {:?}",
+                outcome.steps
+            );
+        }
+        Ok((took, outcome.phases))
+    }
+
+    /// The same by hand: v1 running (untimed), v2 not on the host; timed:
+    /// pull v2, run it, wait for HTTP 200, remove v1.
+    async fn docker_deploy_once(&self, v1: &str, v2: &str) -> anyhow::Result<Duration> {
+        let old = self.docker_run(v1).await?;
+        wait_http_200(&docker_endpoint(&old).await?, Duration::from_secs(30)).await?;
+        remove_image(v2).await?;
+
+        let begun = Instant::now();
+        docker(&["pull", "-q", v2]).await?;
+        let new = self.docker_run(v2).await?;
+        let endpoint = docker_endpoint(&new).await?;
+        wait_http_200(&endpoint, Duration::from_secs(30)).await?;
+        docker(&["rm", "-f", &old]).await?;
+        let took = begun.elapsed();
+
+        docker(&["rm", "-f", &new]).await?;
+        Ok(took)
+    }
+
+    async fn docker_run(&self, image: &str) -> anyhow::Result<String> {
+        let id = docker(&[
+            "run",
+            "-d",
+            "--label",
+            "io.berth.test=1",
+            "--label",
+            &format!("io.berth.bench={}", self.pid),
+            "--network",
+            &self.cli_network,
+            "-p",
+            "127.0.0.1::8080",
+            image,
+        ])
+        .await?;
+        if let Ok(mut ids) = self.docker_ids.lock() {
+            ids.push(id.clone());
+        }
+        Ok(id)
+    }
+
+    // ------------------------------------------------- 5, 6: berth_app
+
+    async fn apps(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let n_apps = std::env::var("BERTH_BENCH_APPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_APPS)
+            .clamp(2, MANY);
+        if n_apps < MANY {
+            notes.push(format!(
+                "apps: measured with {n_apps} berth_app, not {MANY}: Berth creates one bridge network per app and Docker's default address pools hold about 31 per daemon (shared with other tests here; a first try with {MANY} failed at ~30 with \"could not find an available, non-overlapping IPv4 address pool\"). Set BERTH_BENCH_APPS to change it"
+            ));
+        }
+        self.push_tags(MANY).await?;
+        let apps = |n: usize, prefix: &str, provider: &str| {
+            format!(
+                "{provider}\nresource \"berth_app\" \"app\" {{\n  count = {n}\n  name  = \"{prefix}${{count.index}}\"\n  image = \"{PLAIN_REGISTRY}/{BENCH_REPO}:t${{count.index}}\"\n  services = {{\n    web = {{\n      http_port = 8080\n      instances = 1\n    }}\n  }}\n}}"
+            )
+        };
+        let many_prefix = format!("{}a", self.app_prefix);
+        let one_prefix = format!("{}o", self.app_prefix);
+        let many = self.workdir("apps-many")?;
+        many.write(&apps(n_apps, &many_prefix, ""), true)?;
+        let one = self.workdir("apps-1")?;
+        one.write(&apps(1, &one_prefix, ""), true)?;
+        let base = self.workdir("terraform-data-applied")?;
+        base.write(
+            &format!("resource \"terraform_data\" \"d\" {{\n  count = {n_apps}\n  input = \"t${{count.index}}\"\n}}"),
+            false,
+        )?;
+        for dir in [&many, &one, &base] {
+            dir.init().await?;
+        }
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.push(many.clone());
+            applied.push(one.clone());
+        }
+        base.apply().await?;
+        one.apply().await?;
+        eprintln!("bench:   applying {n_apps} berth_app (one instance each) …");
+        let took = many.apply().await?;
+        notes.push(format!(
+            "apps: `terraform apply` of {n_apps} berth_app took {:.1} s (untimed setup); the baseline plans {n_apps} applied terraform_data (refresh of state)",
+            took.as_secs_f64()
+        ));
+        let (_, code, out) = many
+            .run_codes(
+                &["plan", "-detailed-exitcode", "-input=false", "-no-color"],
+                &[0, 2],
+                PLAN_TIMEOUT,
+            )
+            .await?;
+        if code == 2 {
+            notes.push(format!(
+                "apps: the plan after apply is NOT empty (a perpetual diff): {}",
+                tail(&out, 5).replace('\n', " | ")
+            ));
+        }
+
+        let samples = alternate_plans(&[&many, &base, &one], APP_PLAN_ROUNDS).await?;
+        let (ours, baseline, single) = (&samples[0], &samples[1], &samples[2]);
+        let (sampled, _) = sample_plugins(&many).await?;
+        notes.push(format!(
+            "apps: {}{}",
+            sampled.describe(),
+            self.startup_share(sampled.launches, ours.median() - baseline.median())
+        ));
+        let mut rows = vec![
+            ratio_row(
+                &format!("plan {n_apps} berth_app / {n_apps} terraform_data"),
+                ours,
+                baseline,
+                3.5,
+                "baseline",
+            ),
+            marginal_row("marginal cost per app", n_apps, ours, single, 5.0, "app"),
+            sampled.memory_row(&format!("plugin peak memory during plan {n_apps} apps")),
+        ];
+
+        let counted = self
+            .count_refresh_calls(
+                [(&many, n_apps, &many_prefix), (&one, 1, &one_prefix)],
+                &apps,
+                notes,
+            )
+            .await;
+        match counted {
+            Ok(mut more) => rows.append(&mut more),
+            Err(e) => rows.push(Row::error("docker API calls per refresh", &e)),
+        }
+        Ok(rows)
+    }
+
+    /// Measurement 6: `plan -refresh-only` with the provider's hosts behind
+    /// counting proxies, for each `(working directory, apps, name prefix)`.
+    async fn count_refresh_calls(
+        &self,
+        cases: [(&Workdir, usize, &str); 2],
+        apps: &dyn Fn(usize, &str, &str) -> String,
+        notes: &mut Notes,
+    ) -> anyhow::Result<Vec<Row>> {
+        let default_socket = default_docker_socket();
+        let (host_b, b_note) = match second_daemon().await {
+            Some(socket) => (socket.clone(), format!("host b is the second dockerd at {}", socket.display())),
+            None => (
+                default_socket.clone(),
+                "the second dockerd (host b) is not up: the proxy runs twice in front of the same daemon, as two hosts".to_owned(),
+            ),
+        };
+        notes.push(format!("docker API calls: {b_note}"));
+        let proxy_a =
+            CountingProxy::start(self.root.path().join("proxy-a.sock"), default_socket).await?;
+        let proxy_b = CountingProxy::start(self.root.path().join("proxy-b.sock"), host_b).await?;
+        // "local" keeps the name the apps were deployed to; "second" sorts
+        // after it, so placement (slot 0 → first host) is unchanged.
+        let provider = format!(
+            "provider \"berth\" {{\n  hosts = {{\n    local  = {{ address = \"unix://{}\" }}\n    second = {{ address = \"unix://{}\" }}\n  }}\n}}\n",
+            proxy_a.path.display(),
+            proxy_b.path.display()
+        );
+        let mut rows = Vec::new();
+        for (dir, n, prefix) in cases {
+            dir.write(&apps(n, prefix, &provider), true)?;
+            proxy_a.reset();
+            proxy_b.reset();
+            let result = dir
+                .run_codes(
+                    &["plan", "-refresh-only", "-input=false", "-no-color"],
+                    &[0],
+                    PLAN_TIMEOUT,
+                )
+                .await;
+            let (a, b) = (proxy_a.snapshot(), proxy_b.snapshot());
+            dir.write(&apps(n, prefix, ""), true)?;
+            if let Err(e) = result {
+                notes.push(format!(
+                    "docker API calls: the refresh of {n} app(s) failed: {e:#}"
+                ));
+            }
+            let (ta, tb): (u64, u64) = (a.values().sum(), b.values().sum());
+            let per_host = (ta + tb) as f64 / 2.0;
+            let per_app = (ta + tb) as f64 / n as f64;
+            let mut paths: BTreeMap<String, u64> = BTreeMap::new();
+            for (k, v) in a.iter().chain(b.iter()) {
+                *paths.entry(k.clone()).or_default() += v;
+            }
+            let breakdown: Vec<String> = paths.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+            rows.push(Row::new(
+                &format!("docker API calls, refresh of {n} app(s) on 2 hosts"),
+                format!("{per_host:.1} calls/host, {per_app:.2} calls/app"),
+                format!(
+                    "host local {ta}, host second {tb}; {}",
+                    breakdown.join(", ")
+                ),
+                if n > 1 {
+                    "a small constant per host (≤ 10 calls/host)"
+                } else {
+                    ""
+                },
+                if n > 1 { Some(ta.max(tb) <= 10) } else { None },
+            ));
+        }
+        Ok(rows)
+    }
+
+    /// Destroys what the bench deployed: `terraform destroy` in every
+    /// working directory with apps, then a label guard for anything left.
+    async fn cleanup(&self) -> anyhow::Result<()> {
+        let applied: Vec<Workdir> = self.applied.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut errors = Vec::new();
+        for dir in applied {
+            if let Err(e) = dir
+                .ok(
+                    &["destroy", "-auto-approve", "-input=false", "-no-color"],
+                    APPLY_TIMEOUT,
+                )
+                .await
+            {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let ids: Vec<String> = self
+            .docker_ids
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        // Containers: ours by app-name prefix or by the bench's pid label,
+        // always carrying io.berth.test=1.
+        let listing = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.berth.test=1",
+            "--format",
+            "{{.ID}} {{.Label \"io.berth.app\"}} {{.Label \"io.berth.bench\"}}",
+        ])
+        .await?;
+        let pid = self.pid.to_string();
+        let mut leftovers: BTreeSet<String> = BTreeSet::new();
+        for line in listing.lines() {
+            let mut parts = line.split(' ');
+            let (Some(id), app, bench) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let ours = app.is_some_and(|a| a.starts_with(&self.app_prefix))
+                || bench == Some(pid.as_str())
+                || ids.iter().any(|i| i.starts_with(id));
+            if ours {
+                leftovers.insert(id.to_owned());
+            }
+        }
+        if !leftovers.is_empty() {
+            eprintln!("bench: removing {} leftover container(s)", leftovers.len());
+            let mut args = vec!["rm", "-f"];
+            args.extend(leftovers.iter().map(String::as_str));
+            if let Err(e) = docker(&args).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        let networks = docker(&["network", "ls", "--format", "{{.Name}}"]).await?;
+        let ours: Vec<&str> = networks
+            .lines()
+            .filter(|n| {
+                n.starts_with(&format!("berth-{}", self.app_prefix)) || *n == self.cli_network
+            })
+            .collect();
+        if !ours.is_empty() {
+            let mut args = vec!["network", "rm"];
+            args.extend(ours);
+            if let Err(e) = docker(&args).await {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!(errors.join("; ")))
+        }
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+// ---------------------------------------------------- plugin processes
+
+/// What a sampler saw of the plugin processes terraform started.
+struct PluginSample {
+    launches: usize,
+    peak_kb: u64,
+    wall: Duration,
+}
+
+impl PluginSample {
+    fn describe(&self) -> String {
+        format!(
+            "terraform started the plugin {} time(s) during one sampled plan ({:.0} ms)",
+            self.launches,
+            self.wall.as_secs_f64() * 1000.0
+        )
+    }
+
+    fn memory_row(&self, name: &str) -> Row {
+        Row::new(
+            name,
+            format!("{:.1} MiB", self.peak_kb as f64 / 1024.0),
+            format!(
+                "VmHWM sampled every 10 ms, {} plugin process(es)",
+                self.launches
+            ),
+            "",
+            None,
+        )
+    }
+}
+
+/// Runs one (untimed) plan while a thread samples `/proc` for plugin
+/// processes whose parent is this terraform.
+async fn sample_plugins(dir: &Workdir) -> anyhow::Result<(PluginSample, String)> {
+    let child = dir
+        .command(&["plan", "-input=false", "-no-color"])
+        .spawn()
+        .context("starting terraform")?;
+    let tf_pid = child.id().unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_sampler = stop.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
+        while !stop_sampler.load(Ordering::Relaxed) {
+            for (pid, hwm) in plugin_children(tf_pid) {
+                let e = seen.entry(pid).or_default();
+                *e = (*e).max(hwm);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        seen
+    });
+    let begun = Instant::now();
+    let out = tokio::time::timeout(PLAN_TIMEOUT, child.wait_with_output()).await;
+    let wall = begun.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let seen = sampler
+        .join()
+        .map_err(|_| anyhow!("the /proc sampler thread panicked"))?;
+    let out = out.map_err(|_| anyhow!("sampled plan took over {PLAN_TIMEOUT:?}"))??;
+    if !out.status.success() {
+        bail!(
+            "sampled plan failed: {}",
+            tail(&String::from_utf8_lossy(&out.stderr), 20)
+        );
+    }
+    Ok((
+        PluginSample {
+            launches: seen.len(),
+            peak_kb: seen.values().copied().max().unwrap_or(0),
+            wall,
+        },
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+/// `(pid, VmHWM kB)` of `terraform-provider-berth` processes whose parent
+/// is `parent`.
+fn plugin_children(parent: u32) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        // The kernel truncates the name to 15 bytes.
+        let named = status.lines().any(|l| {
+            l.strip_prefix("Name:")
+                .is_some_and(|n| n.trim() == "terraform-provi")
+        });
+        let child_of = status.lines().any(|l| {
+            l.strip_prefix("PPid:")
+                .is_some_and(|p| p.trim() == parent.to_string())
+        });
+        if named && child_of {
+            out.push((pid, status_kb(&status, "VmHWM:").unwrap_or(0)));
+        }
+    }
+    out
+}
+
+fn status_kb(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+// ------------------------------------------------------ go-plugin client
+
+/// A client identity like terraform's: ECDSA P-521 self-signed CA.
+struct ClientIdentity {
+    pem: String,
+    der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl ClientIdentity {
+    fn generate() -> anyhow::Result<Self> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512)?;
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyCertSign,
+        ];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let cert = params.self_signed(&key)?;
+        Ok(ClientIdentity {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        })
+    }
+}
+
+/// Trusts exactly the certificate from the handshake line, as go-plugin
+/// does.
+#[derive(Debug)]
+struct PinnedServer {
+    der: CertificateDer<'static>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.der.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// One plugin launch's timings and memory.
+struct LaunchRun {
+    handshake: Duration,
+    shutdown: Duration,
+    vm_hwm_kb: u64,
+}
+
+/// Starts the plugin as terraform does, reads the handshake line, asks for
+/// the provider schema over mTLS, reads VmHWM, then sends `Shutdown` and
+/// waits for the exit.
+async fn launch_plugin(plugin: &Path, identity: &ClientIdentity) -> anyhow::Result<LaunchRun> {
+    let mut command = Command::new(plugin);
+    for name in [
+        "TF_LOG",
+        "TF_LOG_PROVIDER",
+        "PLUGIN_MIN_PORT",
+        "PLUGIN_MAX_PORT",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .env("TF_PLUGIN_MAGIC_COOKIE", COOKIE)
+        .env("PLUGIN_PROTOCOL_VERSIONS", "6")
+        .env("PLUGIN_CLIENT_CERT", &identity.pem)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let begun = Instant::now();
+    let mut child = command.spawn().context("starting the plugin")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout pipe"))?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut line))
+        .await
+        .map_err(|_| anyhow!("no handshake line within 10 s"))??;
+    let handshake = begun.elapsed();
+
+    let parts: Vec<&str> = line.trim_end().split('|').collect();
+    if parts.len() != 6 || parts[2] != "tcp" {
+        bail!("unexpected handshake line {line:?}");
+    }
+    let addr: SocketAddr = parts[3].parse().context("address in the handshake line")?;
+    let server_cert = CertificateDer::from(
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(parts[5])
+            .context("certificate in the handshake line")?,
+    );
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = PinnedServer {
+        der: server_cert,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone()));
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(vec![identity.der.clone()], key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let relay = tls_relay(addr, Arc::new(tls)).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    ProviderClient::new(channel.clone())
+        .get_provider_schema(get_provider_schema::Request::default())
+        .await
+        .context("GetProviderSchema")?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("the plugin already exited"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let vm_hwm_kb = status_kb(&status, "VmHWM:").unwrap_or(0);
+
+    let mut controller = GrpcControllerClient::new(channel);
+    let asked = Instant::now();
+    controller.shutdown(Empty {}).await.context("Shutdown")?;
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .map_err(|_| anyhow!("the plugin did not exit within 5 s of Shutdown"))??;
+    let shutdown = asked.elapsed();
+    if !exit.success() {
+        bail!("the plugin exited with {exit} after Shutdown");
+    }
+    Ok(LaunchRun {
+        handshake,
+        shutdown,
+        vm_hwm_kb,
+    })
+}
+
+/// A loopback relay: each plain connection is carried over a new TLS
+/// connection to `target` (tonic's client speaks plain HTTP/2 to it).
+async fn tls_relay(
+    target: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut plain, _)) = listener.accept().await {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            tokio::spawn(async move {
+                let Ok(tcp) = TcpStream::connect(target).await else {
+                    return;
+                };
+                // Without this, Nagle's algorithm adds ~40 ms to timings.
+                let _ = tcp.set_nodelay(true);
+                let _ = plain.set_nodelay(true);
+                let Ok(name) = ServerName::try_from("localhost") else {
+                    return;
+                };
+                let Ok(mut tls) = connector.connect(name, tcp).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+impl Samples {
+    fn spread_fine(&self) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("n={} range {min:.1}–{max:.1} ms", self.0.len())
+    }
+}
+
+// ------------------------------------------------------------- docker CLI
+
+/// Runs the docker CLI; returns trimmed stdout or fails with stderr.
+async fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Removes `pinned` (repo@digest) from the host and checks it is gone.
+async fn remove_image(pinned: &str) -> anyhow::Result<()> {
+    let _ = docker(&["image", "rm", pinned]).await;
+    if docker(&["image", "inspect", "--format", "{{.Id}}", pinned])
+        .await
+        .is_ok()
+    {
+        bail!("{pinned} is still on the host after `docker image rm` (is a container using it?)");
+    }
+    Ok(())
+}
+
+async fn docker_endpoint(id: &str) -> anyhow::Result<String> {
+    let port = docker(&["port", id, "8080/tcp"]).await?;
+    port.lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("container {id} publishes no 127.0.0.1 port: {port:?}"))
+}
+
+/// Polls `GET /` every 10 ms until the answer is 200.
+async fn wait_http_200(addr: &str, within: Duration) -> anyhow::Result<()> {
+    let begun = Instant::now();
+    loop {
+        if http_status_is_200(addr).await {
+            return Ok(());
+        }
+        if begun.elapsed() > within {
+            bail!("{addr} did not answer 200 within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn http_status_is_200(addr: &str) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    tokio::time::timeout(Duration::from_millis(500), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// The local daemon's socket: `DOCKER_HOST` when it names a unix socket.
+fn default_docker_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+/// The second dockerd ("host b") if `tests/devenv.sh status` reports it
+/// answering: its unix socket, checked with `docker -H … version`.
+async fn second_daemon() -> Option<PathBuf> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/devenv.sh");
+    let out = Command::new("bash")
+        .args([script, "status"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in text.lines() {
+        let lower = line.to_ascii_lowercase();
+        let about_b =
+            lower.starts_with("host b") || lower.contains("host-b") || lower.contains("docker b");
+        if !about_b || !lower.contains("answering") || lower.contains("not answering") {
+            continue;
+        }
+        let socket = line.split_whitespace().find_map(|w| {
+            let w = w.trim_matches(|c: char| c == ',' || c == ';' || c == '(' || c == ')');
+            let path = w.strip_prefix("unix://").unwrap_or(w);
+            (path.starts_with('/') && path.ends_with(".sock")).then(|| PathBuf::from(path))
+        })?;
+        let host = format!("unix://{}", socket.display());
+        let ok = Command::new("docker")
+            .args(["-H", &host, "version", "--format", "{{.Server.Version}}"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(socket);
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------- counting proxy
+
+/// A unix-socket proxy in front of a Docker daemon that counts HTTP
+/// requests by their request lines (`METHOD /path HTTP/1.1` at the start
+/// of a line), so keep-alive connections count every request.
+struct CountingProxy {
+    path: PathBuf,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl CountingProxy {
+    async fn start(path: PathBuf, upstream: PathBuf) -> anyhow::Result<CountingProxy> {
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("listening on {}", path.display()))?;
+        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let shared = counts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counts = shared.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = UnixStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = relay_counting(client, server, counts).await;
+                });
+            }
+        });
+        Ok(CountingProxy { path, counts, task })
+    }
+
+    fn reset(&self) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.clear();
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+async fn relay_counting(
+    client: UnixStream,
+    server: UnixStream,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+) -> std::io::Result<()> {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async move {
+        let mut scanner = LineScanner::default();
+        let mut buf = vec![0_u8; 16 * 1024];
+        loop {
+            let n = client_read.read(&mut buf).await?;
+            if n == 0 {
+                server_write.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            for request in scanner.feed(&buf[..n]) {
+                if let Ok(mut counts) = counts.lock() {
+                    *counts.entry(request).or_default() += 1;
+                }
+            }
+            server_write.write_all(&buf[..n]).await?;
+        }
+    };
+    let downstream = async move {
+        tokio::io::copy(&mut server_read, &mut client_write).await?;
+        client_write.shutdown().await
+    };
+    let (up, down) = tokio::join!(upstream, downstream);
+    up.and(down)
+}
+
+/// Splits a byte stream into lines and picks out HTTP request lines.
+#[derive(Default)]
+struct LineScanner {
+    line: Vec<u8>,
+    /// The current line is too long to be a request line (a body).
+    skipping: bool,
+}
+
+impl LineScanner {
+    const MAX_LINE: usize = 8 * 1024;
+
+    /// Returns `METHOD /path` (API version prefix and query dropped) for
+    /// each request line completed by `bytes`.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut found = Vec::new();
+        for &b in bytes {
+            if b == b'\n' {
+                if !self.skipping {
+                    if let Some(request) = request_line(&self.line) {
+                        found.push(request);
+                    }
+                }
+                self.line.clear();
+                self.skipping = false;
+            } else if !self.skipping {
+                self.line.push(b);
+                if self.line.len() > Self::MAX_LINE {
+                    self.line.clear();
+                    self.skipping = true;
+                }
+            }
+        }
+        found
+    }
+}
+
+fn request_line(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    if !METHODS.contains(&method) || !target.starts_with('/') {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    // `/v1.47/containers/json` → `/containers/json`
+    let path = match path.strip_prefix("/v1.") {
+        Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
+        None => path,
+    };
+    Some(format!("{method} {path}"))
+}
