@@ -166,3 +166,48 @@ fn releases_are_journaled_with_phases_and_outcomes() {
         engine.destroy(&name).await.expect("destroy");
     });
 }
+
+#[test]
+fn components_reach_each_other_by_alias_on_the_shared_network() {
+    require_env();
+    let name = unique_app("eng-alias");
+    let _guard = AppGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let engine = engine(dir.path()).await;
+        let mut t = target(&name, &set.demo_v1);
+        t.spec.workers.insert(
+            "queue".into(),
+            serde_json::from_value(serde_json::json!({"command": "/bin/busybox sleep 100000"}))
+                .expect("worker"),
+        );
+        engine.deploy(&t).await.expect("deploy");
+        let worker = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=io.berth.app={name}"),
+                "--filter",
+                "label=io.berth.component=queue",
+            ])
+            .output()
+            .expect("docker ps");
+        let worker = String::from_utf8_lossy(&worker.stdout).trim().to_string();
+        assert!(!worker.is_empty());
+        let url = format!("http://web.{name}:8080/");
+        let got = std::process::Command::new("docker")
+            .args(["exec", &worker, "/bin/busybox", "wget", "-qO-", &url])
+            .output()
+            .expect("docker exec");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "berth demo v1\n",
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        engine.destroy(&name).await.expect("destroy");
+        assert!(app_containers(&name).is_empty());
+    });
+}

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig as EngineHostConfig, PortBinding,
-    RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig as EngineHostConfig, NetworkingConfig,
+    PortBinding, RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::labels;
@@ -50,6 +50,9 @@ pub struct ContainerSpec {
     pub memory_mb: Option<u64>,
     /// User-defined network to attach to.
     pub network: Option<String>,
+    /// DNS names the container answers to on `network` (several containers
+    /// may share one: Docker's DNS then round-robins).
+    pub network_aliases: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
 }
@@ -66,6 +69,7 @@ impl fmt::Debug for ContainerSpec {
             .field("cpus", &self.cpus)
             .field("memory_mb", &self.memory_mb)
             .field("network", &self.network)
+            .field("network_aliases", &self.network_aliases)
             .field("restart", &self.restart)
             .finish()
     }
@@ -145,8 +149,21 @@ impl ContainerSpec {
             }),
             ..Default::default()
         };
+        let networking_config = match (&self.network, self.network_aliases.is_empty()) {
+            (Some(net), false) => Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    net.clone(),
+                    EndpointSettings {
+                        aliases: Some(self.network_aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            _ => None,
+        };
         ContainerCreateBody {
             image: Some(self.image.clone()),
+            networking_config,
             cmd: self.command.clone(),
             env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(self.effective_labels().into_iter().collect()),
@@ -232,6 +249,23 @@ mod tests {
         let binding = &bindings["8080/tcp"].as_ref().unwrap()[0];
         assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(binding.host_port.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn aliases_attach_to_the_network() {
+        let spec = ContainerSpec {
+            name: "web".into(),
+            image: IMAGE.into(),
+            network: Some("berth".into()),
+            network_aliases: vec!["web.shop".into()],
+            ..Default::default()
+        };
+        let body = spec.to_create_body("127.0.0.1");
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(
+            endpoints["berth"].aliases.as_deref(),
+            Some(&["web.shop".to_string()][..])
+        );
     }
 
     #[test]

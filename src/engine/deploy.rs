@@ -369,6 +369,16 @@ impl Engine {
         let app = &target.spec.name;
         let mut steps = plan.reasons.clone();
 
+        let network = NETWORK.to_string();
+        for host in self.hosts.iter() {
+            host.ensure_network(&network, &BTreeMap::new())
+                .await
+                .map_err(|source| DeployError::Docker {
+                    phase: Phase::Roll,
+                    source,
+                })?;
+        }
+
         // PRE_DEPLOY, once per release, first release included.
         if plan.new_release {
             if let Some(cmd) = &target.spec.pre_deploy_command {
@@ -381,17 +391,6 @@ impl Engine {
 
         // ROLL: start every new instance, then probe them all.
         let t = Instant::now();
-        let network = network_name(app);
-        for host in self.hosts.iter() {
-            let mut l = BTreeMap::new();
-            l.insert(labels::APP.to_string(), app.clone());
-            host.ensure_network(&network, &l)
-                .await
-                .map_err(|source| DeployError::Docker {
-                    phase: Phase::Roll,
-                    source,
-                })?;
-        }
         let mut started: Vec<(DockerHost, String, String, &Component)> = Vec::new();
         for slot in &plan.start {
             let comp = components
@@ -506,7 +505,8 @@ impl Engine {
             http_port: None,
             cpus: None,
             memory_mb: None,
-            network: None,
+            network: Some(NETWORK.to_string()),
+            network_aliases: vec![],
             restart: RestartPolicy::No,
         };
         let out = host
@@ -672,10 +672,15 @@ fn short_id() -> String {
     hex::encode(b)
 }
 
-/// The app's own network on each host (components reach each other by
-/// container name).
-pub fn network_name(app: &str) -> String {
-    format!("berth-{app}")
+/// The one network Berth attaches its containers to on each host. Not one
+/// per app: every user-defined network takes an address pool, and Docker's
+/// default pools run out after about 30. Components find each other by the
+/// alias `COMPONENT.APP` (e.g. `web.shop`).
+pub const NETWORK: &str = "berth";
+
+/// The DNS alias of an app's component on [`NETWORK`].
+pub fn component_alias(app: &str, component: &str) -> String {
+    format!("{component}.{app}")
 }
 
 fn base_labels(app: &str, digest: &str, release: u64) -> BTreeMap<String, String> {
@@ -722,6 +727,7 @@ fn container_spec(
         cpus: comp.cpus,
         memory_mb: comp.memory_mb,
         network: Some(network.to_string()),
+        network_aliases: vec![component_alias(app, &comp.name)],
         restart: RestartPolicy::UnlessStopped,
     }
 }
