@@ -175,6 +175,33 @@ struct TlsDaemon {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    bridge: String,
+}
+
+/// A bridge of the throwaway daemon's own. Never `--bridge none`: a dockerd
+/// with bridging disabled deletes an existing `docker0` at start-up, which
+/// pulls the default bridge out from under the main test daemon.
+fn own_bridge() -> String {
+    let name = format!("btls{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !ip(&["link", "show", &name]) {
+        assert!(
+            ip(&["link", "add", &name, "type", "bridge"]),
+            "ip link add {name}"
+        );
+        assert!(
+            ip(&["addr", "add", "10.214.0.1/24", "dev", &name]),
+            "ip addr add"
+        );
+    }
+    assert!(ip(&["link", "set", &name, "up"]), "ip link set up");
+    name
 }
 
 impl TlsDaemon {
@@ -200,6 +227,7 @@ impl TlsDaemon {
             .port();
         let log = std::fs::File::create(path("dockerd.log")).expect("log");
         let arg = |p: PathBuf| p.display().to_string();
+        let bridge = own_bridge();
         let child = Command::new("dockerd")
             .args(["--host", &format!("tcp://127.0.0.1:{port}")])
             .args(["--tlsverify", "--tlscacert", &arg(path("ca.pem"))])
@@ -209,12 +237,22 @@ impl TlsDaemon {
             .args(["--exec-root", &arg(path("x"))])
             .args(["--pidfile", &arg(path("dockerd.pid"))])
             .args(["--config-file", &arg(path("daemon.json"))])
-            .args(["--bridge", "none", "--iptables=false", "--ip-forward=false"])
+            .args([
+                "--bridge",
+                &bridge,
+                "--iptables=false",
+                "--ip-forward=false",
+            ])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start dockerd (package docker.io)");
-        let daemon = TlsDaemon { child, dir, port };
+        let daemon = TlsDaemon {
+            child,
+            dir,
+            port,
+            bridge,
+        };
         daemon.wait_until_listening();
         daemon
     }
@@ -247,14 +285,21 @@ impl Drop for TlsDaemon {
         // SIGTERM by pid (dockerd unmounts and stops its containerd), bounded.
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let mut exited = false;
         for _ in 0..80 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 

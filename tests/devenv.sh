@@ -562,11 +562,30 @@ stop_docker_b() {
 
 # ---------------------------------------------------------------- commands
 
+# A dockerd started with `--bridge none` deletes an existing docker0; the
+# daemon that owns it then cannot start containers on the default bridge
+# until it is restarted. Put the bridge back as the daemon recorded it.
+heal_default_bridge() {
+	local name subnet gateway prefix
+	name=$(docker network inspect bridge --format '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null) || return 0
+	[[ -n "$name" ]] || return 0
+	ip link show "$name" >/dev/null 2>&1 && return 0
+	subnet=$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}')
+	gateway=$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
+	[[ -n "$subnet" && -n "$gateway" ]] || return 0
+	prefix=${subnet#*/}
+	log "default bridge $name is missing; recreating it ($gateway/$prefix)"
+	ip link add "$name" type bridge
+	ip addr add "$gateway/$prefix" dev "$name"
+	ip link set "$name" up
+}
+
 cmd_up() {
 	[[ "$(id -u)" -eq 0 ]] || die "run as root (starts dockerd, installs packages)"
 	install_packages
 	mkdir -p "$STATE_DIR"
 	ensure_docker
+	heal_default_bridge
 	ensure_registry plain "$PLAIN_ADDR"
 	ensure_registry auth "$AUTH_ADDR"
 	ensure_registry token "$TOKEN_ADDR"
