@@ -547,7 +547,8 @@ impl Bench {
         // how much memory they reach.
         let (sampled, _) = sample_plugins(&many).await?;
         notes.push(format!(
-            "data sources: the baseline plans {MANY} new terraform_data (no state); {}{}",
+            "data sources: the baseline plans {MANY} new terraform_data (no state; terraform used ≥ {} ms CPU in a sampled run); {}{}",
+            sample_plugins(&base).await?.0.terraform_cpu_ms,
             sampled.describe(),
             self.startup_share(sampled.launches, ours.median() - baseline.median())
         ));
@@ -893,7 +894,8 @@ impl Bench {
         let (ours, baseline, single) = (&samples[0], &samples[1], &samples[2]);
         let (sampled, _) = sample_plugins(&many).await?;
         notes.push(format!(
-            "apps: {}{}",
+            "apps: baseline terraform used ≥ {} ms CPU in a sampled run; {}{}",
+            sample_plugins(&base).await?.0.terraform_cpu_ms,
             sampled.describe(),
             self.startup_share(sampled.launches, ours.median() - baseline.median())
         ));
@@ -1081,15 +1083,21 @@ fn short(digest: &str) -> &str {
 struct PluginSample {
     launches: usize,
     peak_kb: u64,
+    /// CPU (user + system) the plugin processes used, as last sampled.
+    cpu_ms: u64,
+    /// CPU terraform itself used, as last sampled.
+    terraform_cpu_ms: u64,
     wall: Duration,
 }
 
 impl PluginSample {
     fn describe(&self) -> String {
         format!(
-            "terraform started the plugin {} time(s) during one sampled plan ({:.0} ms)",
+            "terraform started the plugin {} time(s) during one sampled plan ({:.0} ms wall), CPU ≥ {} ms in the plugin and ≥ {} ms in terraform itself (10 ms ticks, last sample)",
             self.launches,
-            self.wall.as_secs_f64() * 1000.0
+            self.wall.as_secs_f64() * 1000.0,
+            self.cpu_ms,
+            self.terraform_cpu_ms
         )
     }
 
@@ -1118,21 +1126,23 @@ async fn sample_plugins(dir: &Workdir) -> anyhow::Result<(PluginSample, String)>
     let stop = Arc::new(AtomicBool::new(false));
     let stop_sampler = stop.clone();
     let sampler = std::thread::spawn(move || {
-        let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut seen: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut terraform_ticks = 0;
         while !stop_sampler.load(Ordering::Relaxed) {
-            for (pid, hwm) in plugin_children(tf_pid) {
+            terraform_ticks = cpu_ticks(tf_pid).unwrap_or(0).max(terraform_ticks);
+            for (pid, hwm, ticks) in plugin_children(tf_pid) {
                 let e = seen.entry(pid).or_default();
-                *e = (*e).max(hwm);
+                *e = (e.0.max(hwm), e.1.max(ticks));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        seen
+        (seen, terraform_ticks)
     });
     let begun = Instant::now();
     let out = tokio::time::timeout(PLAN_TIMEOUT, child.wait_with_output()).await;
     let wall = begun.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let seen = sampler
+    let (seen, terraform_ticks) = sampler
         .join()
         .map_err(|_| anyhow!("the /proc sampler thread panicked"))?;
     let out = out.map_err(|_| anyhow!("sampled plan took over {PLAN_TIMEOUT:?}"))??;
@@ -1145,16 +1155,18 @@ async fn sample_plugins(dir: &Workdir) -> anyhow::Result<(PluginSample, String)>
     Ok((
         PluginSample {
             launches: seen.len(),
-            peak_kb: seen.values().copied().max().unwrap_or(0),
+            peak_kb: seen.values().map(|v| v.0).max().unwrap_or(0),
+            cpu_ms: seen.values().map(|v| v.1).sum::<u64>() * 10,
+            terraform_cpu_ms: terraform_ticks * 10,
             wall,
         },
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))
 }
 
-/// `(pid, VmHWM kB)` of `terraform-provider-berth` processes whose parent
-/// is `parent`.
-fn plugin_children(parent: u32) -> Vec<(u32, u64)> {
+/// `(pid, VmHWM kB, CPU ticks)` of `terraform-provider-berth` processes
+/// whose parent is `parent`.
+fn plugin_children(parent: u32) -> Vec<(u32, u64, u64)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
@@ -1180,10 +1192,26 @@ fn plugin_children(parent: u32) -> Vec<(u32, u64)> {
                 .is_some_and(|p| p.trim() == parent.to_string())
         });
         if named && child_of {
-            out.push((pid, status_kb(&status, "VmHWM:").unwrap_or(0)));
+            out.push((
+                pid,
+                status_kb(&status, "VmHWM:").unwrap_or(0),
+                cpu_ticks(pid).unwrap_or(0),
+            ));
         }
     }
     out
+}
+
+/// utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn status_kb(status: &str, key: &str) -> Option<u64> {
