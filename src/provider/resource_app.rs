@@ -242,14 +242,30 @@ impl Resource for AppResource {
                 Ok(r) => {
                     if !name.is_empty() {
                         if let Ok(store) = ctx.store().await {
-                            let _ = store
-                                .record_planned_digest(
+                            // An unchanged, recent entry needs no write (each
+                            // write is an fsync'd transaction).
+                            let known = store
+                                .planned_digest(
                                     name.clone(),
                                     image.to_string(),
                                     prior_digest.clone(),
-                                    r.digest.clone(),
                                 )
-                                .await;
+                                .await
+                                .ok()
+                                .flatten()
+                                .is_some_and(|(d, at)| {
+                                    d == r.digest && at.elapsed().is_ok_and(|e| e < JOURNAL_REFRESH)
+                                });
+                            if !known {
+                                let _ = store
+                                    .record_planned_digest(
+                                        name.clone(),
+                                        image.to_string(),
+                                        prior_digest.clone(),
+                                        r.digest.clone(),
+                                    )
+                                    .await;
+                            }
                         }
                     }
                     r.digest
@@ -397,6 +413,10 @@ impl Resource for AppResource {
         ))
     }
 }
+
+/// How long an unchanged journal entry stands before a plan rewrites it
+/// (keeps the create window below meaningful without a write per plan).
+const JOURNAL_REFRESH: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// How long a plan's digest for a not-yet-created app is reused, so that
 /// `terraform plan -out` then `apply` deploys what the plan showed.

@@ -99,6 +99,33 @@ struct Inner {
     request_timeout: Duration,
     http: OnceLock<reqwest::Client>,
     auth: AuthCache,
+    /// Config blobs by digest. Content-addressed and verified, so one
+    /// fetch serves every later resolve of an image sharing it (a plan
+    /// with many tags of one image, or re-plans in one process). Only
+    /// reached after the manifest request, which checks access.
+    configs: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+}
+
+/// Cached config blobs kept at most (they are small JSON documents).
+const MAX_CACHED_CONFIGS: usize = 256;
+
+impl RegistryClient {
+    pub(crate) fn cached_config(&self, digest: &str) -> Option<Arc<Vec<u8>>> {
+        self.inner
+            .configs
+            .lock()
+            .ok()
+            .and_then(|c| c.get(digest).cloned())
+    }
+
+    pub(crate) fn cache_config(&self, digest: &str, content: Arc<Vec<u8>>) {
+        if let Ok(mut c) = self.inner.configs.lock() {
+            if c.len() >= MAX_CACHED_CONFIGS {
+                c.clear();
+            }
+            c.insert(digest.to_string(), content);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,6 +166,7 @@ impl RegistryClient {
                 request_timeout,
                 http: OnceLock::new(),
                 auth: AuthCache::default(),
+                configs: Default::default(),
             }),
         }
     }

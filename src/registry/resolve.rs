@@ -352,6 +352,9 @@ impl<'a> Session<'a> {
                 config.size
             )));
         }
+        if let Some(content) = self.registry_client.cached_config(&config.digest) {
+            return Ok(content.as_ref().clone());
+        }
         let url = format!(
             "{}/v2/{}/blobs/{}",
             self.origin,
@@ -377,6 +380,8 @@ impl<'a> Session<'a> {
         if !digest_matches(&content, &config.digest) {
             return Err(context.digest_mismatch(&config.digest, &sha256_digest(&content)));
         }
+        self.registry_client
+            .cache_config(&config.digest, std::sync::Arc::new(content.clone()));
         Ok(content)
     }
 }
