@@ -8,6 +8,10 @@
 //! the relay carries each connection over rustls to the plugin, so every RPC
 //! crosses the plugin's real TLS listener.
 
+#[path = "support/plugin_client.rs"]
+mod plugin_client;
+
+use plugin_client::{client_tls, tls_relay, ClientIdentity};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -18,12 +22,9 @@ use berth::tfplugin::proto::plugin::grpc_controller_client::GrpcControllerClient
 use berth::tfplugin::proto::plugin::Empty;
 use berth::tfplugin::proto::tfplugin6::get_provider_schema;
 use berth::tfplugin::proto::tfplugin6::provider_client::ProviderClient;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
@@ -32,40 +33,6 @@ const PLUGIN: &str = env!("CARGO_BIN_EXE_terraform-provider-berth");
 const COOKIE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
 /// Generous bound for CI; the measured values are printed.
 const PROMPTLY: Duration = Duration::from_secs(2);
-
-/// A client identity like the one terraform makes for each plugin: an
-/// ECDSA P-521 / SHA-512 self-signed certificate flagged as a CA.
-struct ClientIdentity {
-    pem: String,
-    der: CertificateDer<'static>,
-    key_der: Vec<u8>,
-}
-
-impl ClientIdentity {
-    fn generate() -> Self {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyCertSign,
-        ];
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        ClientIdentity {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        }
-    }
-
-    fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
-    }
-}
 
 /// The handshake line, split and checked for go-plugin's format.
 struct Handshake {
@@ -169,109 +136,6 @@ async fn start_plugin(identity: &ClientIdentity, extra_env: &[(&str, &str)]) -> 
     }
 }
 
-/// Accepts exactly one server certificate, like go-plugin's client (which
-/// makes the handshake certificate its only root), and checks handshake
-/// signatures with aws-lc-rs.
-#[derive(Debug)]
-struct PinnedServer {
-    der: CertificateDer<'static>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedServer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        assert_eq!(server_name.to_str(), "localhost");
-        if end_entity.as_ref() == self.der.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// A TLS client config trusting exactly `server_cert`, presenting
-/// `identity` (or no certificate at all).
-fn client_tls(
-    server_cert: &CertificateDer<'static>,
-    identity: Option<&ClientIdentity>,
-) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = PinnedServer {
-        der: server_cert.clone(),
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut config = match identity {
-        Some(identity) => builder
-            .with_client_auth_cert(vec![identity.der.clone()], identity.key())
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
-/// Starts a loopback relay: each plain connection to it is carried over a
-/// new TLS connection to `target`. Returns the relay's address.
-async fn tls_relay(target: SocketAddr, config: Arc<rustls::ClientConfig>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut plain, _)) = listener.accept().await {
-            let connector = TlsConnector::from(config.clone());
-            tokio::spawn(async move {
-                let Ok(tcp) = TcpStream::connect(target).await else {
-                    return;
-                };
-                // Without this, Nagle's algorithm adds ~40 ms to timings.
-                let _ = tcp.set_nodelay(true);
-                let _ = plain.set_nodelay(true);
-                let name = ServerName::try_from("localhost").unwrap();
-                let Ok(mut tls) = connector.connect(name, tcp).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
-            });
-        }
-    });
-    addr
-}
-
 async fn grpc_channel(relay: SocketAddr) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{relay}"))
         .unwrap()
@@ -344,16 +208,16 @@ async fn stderr_text(plugin: &mut Plugin) -> String {
 
 #[tokio::test]
 async fn terraform_like_session_over_mtls_then_shutdown_exits_promptly() {
-    let identity = ClientIdentity::generate();
+    let identity = ClientIdentity::generate().unwrap();
     let mut plugin = start_plugin(&identity, &[]).await;
     eprintln!("handshake line after {:?}", plugin.handshake_after);
 
-    let config = client_tls(&plugin.handshake.server_cert, Some(&identity));
+    let config = client_tls(&plugin.handshake.server_cert, Some(&identity)).unwrap();
     try_http2_over_tls(plugin.handshake.addr, config.clone())
         .await
         .expect("the pinned client certificate is accepted");
 
-    let relay = tls_relay(plugin.handshake.addr, config).await;
+    let relay = tls_relay(plugin.handshake.addr, config).await.unwrap();
     let channel = grpc_channel(relay).await.expect("gRPC channel");
     let mut provider = ProviderClient::new(channel.clone());
     match provider
@@ -389,17 +253,17 @@ async fn terraform_like_session_over_mtls_then_shutdown_exits_promptly() {
 
 #[tokio::test]
 async fn foreign_or_missing_client_certificates_are_refused() {
-    let identity = ClientIdentity::generate();
+    let identity = ClientIdentity::generate().unwrap();
     let mut plugin = start_plugin(&identity, &[]).await;
     let server_cert = plugin.handshake.server_cert.clone();
     let target = plugin.handshake.addr;
 
-    let stranger = ClientIdentity::generate();
-    let foreign = client_tls(&server_cert, Some(&stranger));
+    let stranger = ClientIdentity::generate().unwrap();
+    let foreign = client_tls(&server_cert, Some(&stranger)).unwrap();
     let refused = try_http2_over_tls(target, foreign.clone()).await;
     assert!(refused.is_err(), "a different certificate must be refused");
 
-    let anonymous = client_tls(&server_cert, None);
+    let anonymous = client_tls(&server_cert, None).unwrap();
     let refused = try_http2_over_tls(target, anonymous.clone()).await;
     assert!(
         refused.is_err(),
@@ -408,7 +272,7 @@ async fn foreign_or_missing_client_certificates_are_refused() {
 
     // The same through gRPC: the first RPC fails.
     for config in [foreign, anonymous] {
-        let relay = tls_relay(target, config).await;
+        let relay = tls_relay(target, config).await.unwrap();
         let outcome = match grpc_channel(relay).await {
             Err(_) => None,
             Ok(channel) => Some(
@@ -424,11 +288,11 @@ async fn foreign_or_missing_client_certificates_are_refused() {
     }
 
     // The plugin still serves its own client afterwards.
-    let genuine = client_tls(&server_cert, Some(&identity));
+    let genuine = client_tls(&server_cert, Some(&identity)).unwrap();
     try_http2_over_tls(target, genuine.clone())
         .await
         .expect("the pinned certificate still works");
-    let relay = tls_relay(target, genuine).await;
+    let relay = tls_relay(target, genuine).await.unwrap();
     let channel = grpc_channel(relay).await.unwrap();
     GrpcControllerClient::new(channel)
         .shutdown(Empty {})
@@ -441,7 +305,7 @@ async fn foreign_or_missing_client_certificates_are_refused() {
 
 #[tokio::test]
 async fn sigint_is_ignored_and_the_port_range_is_honoured() {
-    let identity = ClientIdentity::generate();
+    let identity = ClientIdentity::generate().unwrap();
     let mut plugin = start_plugin(
         &identity,
         &[("PLUGIN_MIN_PORT", "23100"), ("PLUGIN_MAX_PORT", "23900")],
@@ -465,8 +329,8 @@ async fn sigint_is_ignored_and_the_port_range_is_honoured() {
         "SIGINT must not stop the plugin"
     );
 
-    let config = client_tls(&plugin.handshake.server_cert, Some(&identity));
-    let relay = tls_relay(plugin.handshake.addr, config).await;
+    let config = client_tls(&plugin.handshake.server_cert, Some(&identity)).unwrap();
+    let relay = tls_relay(plugin.handshake.addr, config).await.unwrap();
     let channel = grpc_channel(relay).await.unwrap();
     GrpcControllerClient::new(channel)
         .shutdown(Empty {})

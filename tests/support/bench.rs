@@ -20,6 +20,10 @@
 //! starting `bench-<pid>-`; they are removed at the end, even after an
 //! error.
 
+#[path = "plugin_client.rs"]
+mod plugin_client;
+use plugin_client::{client_tls, tls_relay, ClientIdentity};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -40,12 +44,9 @@ use berth::tfplugin::proto::plugin::grpc_controller_client::GrpcControllerClient
 use berth::tfplugin::proto::plugin::Empty;
 use berth::tfplugin::proto::tfplugin6::get_provider_schema;
 use berth::tfplugin::proto::tfplugin6::provider_client::ProviderClient;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::process::Command;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -1224,84 +1225,6 @@ fn status_kb(status: &str, key: &str) -> Option<u64> {
 
 // ------------------------------------------------------ go-plugin client
 
-/// A client identity like terraform's: ECDSA P-521 self-signed CA.
-struct ClientIdentity {
-    pem: String,
-    der: CertificateDer<'static>,
-    key_der: Vec<u8>,
-}
-
-impl ClientIdentity {
-    fn generate() -> anyhow::Result<Self> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512)?;
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyCertSign,
-        ];
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        let cert = params.self_signed(&key)?;
-        Ok(ClientIdentity {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        })
-    }
-}
-
-/// Trusts exactly the certificate from the handshake line, as go-plugin
-/// does.
-#[derive(Debug)]
-struct PinnedServer {
-    der: CertificateDer<'static>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedServer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.der.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// One plugin launch's timings and memory.
 struct LaunchRun {
     handshake: Duration,
@@ -1353,19 +1276,8 @@ async fn launch_plugin(plugin: &Path, identity: &ClientIdentity) -> anyhow::Resu
             .decode(parts[5])
             .context("certificate in the handshake line")?,
     );
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = PinnedServer {
-        der: server_cert,
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone()));
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(vec![identity.der.clone()], key)?;
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let relay = tls_relay(addr, Arc::new(tls)).await?;
+    let tls = client_tls(&server_cert, Some(identity))?;
+    let relay = tls_relay(addr, tls).await?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
@@ -1396,37 +1308,6 @@ async fn launch_plugin(plugin: &Path, identity: &ClientIdentity) -> anyhow::Resu
         shutdown,
         vm_hwm_kb,
     })
-}
-
-/// A loopback relay: each plain connection is carried over a new TLS
-/// connection to `target` (tonic's client speaks plain HTTP/2 to it).
-async fn tls_relay(
-    target: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut plain, _)) = listener.accept().await {
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
-            tokio::spawn(async move {
-                let Ok(tcp) = TcpStream::connect(target).await else {
-                    return;
-                };
-                // Without this, Nagle's algorithm adds ~40 ms to timings.
-                let _ = tcp.set_nodelay(true);
-                let _ = plain.set_nodelay(true);
-                let Ok(name) = ServerName::try_from("localhost") else {
-                    return;
-                };
-                let Ok(mut tls) = connector.connect(name, tcp).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 impl Samples {
