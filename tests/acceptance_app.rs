@@ -10,7 +10,9 @@ use support::{
     app_containers, block_on, http_body, require_env, unique_app, unique_tag, AppGuard, Tf,
 };
 
-fn app_config(name: &str, image: &str, extra: &str) -> String {
+/// A one-service app; `extra` goes into the resource, `service_extra` into
+/// the `web` service.
+fn app_config_with(name: &str, image: &str, extra: &str, service_extra: &str) -> String {
     format!(
         r#"
 resource "berth_app" "demo" {{
@@ -20,6 +22,7 @@ resource "berth_app" "demo" {{
   services = {{
     web = {{
       http_port = 8080
+{service_extra}
     }}
   }}
 }}
@@ -29,6 +32,10 @@ output "digest" {{ value = berth_app.demo.image_digest }}
 output "release" {{ value = berth_app.demo.release }}
 "#
     )
+}
+
+fn app_config(name: &str, image: &str, extra: &str) -> String {
+    app_config_with(name, image, extra, "")
 }
 
 fn body(tf: &Tf) -> String {
@@ -151,28 +158,17 @@ fn unhealthy_release_fails_and_v1_keeps_serving() {
     let name = unique_app("acc-unhealthy");
     let _guard = AppGuard(name.clone());
     let tf = Tf::new();
-    let hc = "  \n";
-    tf.config(&app_config(&name, &set.demo_v1.reference, hc));
+    tf.config(&app_config(&name, &set.demo_v1.reference, ""));
     tf.init();
     tf.apply();
     assert_eq!(body(&tf), "berth demo v1\n");
     let endpoint = tf.output("endpoint");
 
-    tf.config(&format!(
-        r#"
-resource "berth_app" "demo" {{
-  name  = "{name}"
-  image = "{}"
-  services = {{
-    web = {{
-      http_port    = 8080
-      health_check = {{ start_period_seconds = 3 }}
-    }}
-  }}
-}}
-output "endpoint" {{ value = try(berth_app.demo.endpoints["web"][0], "") }}
-"#,
-        set.unhealthy.reference
+    tf.config(&app_config_with(
+        &name,
+        &set.unhealthy.reference,
+        "",
+        "      health_check = { start_period_seconds = 3 }",
     ));
     let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
     assert!(out.contains("did not become healthy"), "{out}");
