@@ -788,12 +788,16 @@ async fn wait_healthy(
     let mut successes = 0u32;
     let mut stable_checks = 0u32;
     let mut round = 0u64;
+    // The published port does not change for the container's life: read it
+    // once, from the same list call that checks the container's state.
+    let mut endpoint: Option<String> = None;
     while start.elapsed() < deadline {
         round += 1;
         // Look at the container itself every few rounds (one list call),
-        // so a crash fails fast instead of waiting out the start period.
-        let mut endpoint = None;
-        if comp.kind == Kind::Worker || round % 4 == 1 {
+        // so a crash fails fast instead of waiting out the start period;
+        // every round until the service's port is known.
+        let port_unknown = comp.kind == Kind::Service && endpoint.is_none();
+        if comp.kind == Kind::Worker || round % 4 == 1 || port_unknown {
             let list = host
                 .list_managed()
                 .await
@@ -843,11 +847,8 @@ async fn wait_healthy(
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             Kind::Service => {
-                if endpoint.is_none() {
-                    endpoint = published_endpoint(host, id, comp).await;
-                }
-                if let Some(addr) = endpoint {
-                    last = probe::http_get(&addr, &hc.path, timeout).await;
+                if let Some(addr) = &endpoint {
+                    last = probe::http_get(addr, &hc.path, timeout).await;
                     if last.is_healthy() {
                         successes += 1;
                         if successes >= hc.healthy_threshold {
@@ -862,13 +863,6 @@ async fn wait_healthy(
         }
     }
     Err(unhealthy(host, id, name, start, last.to_string()).await)
-}
-
-async fn published_endpoint(host: &DockerHost, id: &str, comp: &Component) -> Option<String> {
-    let list = host.list_managed().await.ok()?;
-    let o = list.iter().find(|o| o.id == id)?;
-    let port = o.host_port(comp.http_port?)?;
-    Some(format!("{}:{port}", host.publish_address()))
 }
 
 async fn unhealthy(

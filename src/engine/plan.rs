@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::spec::{Component, Kind};
+use super::spec::Component;
 
 /// What the engine knows about one managed container, read from its labels
 /// and the host's list call.
@@ -393,11 +393,6 @@ pub fn plan(
         plan.remove.push(inst.clone());
     }
     plan
-}
-
-/// Kind label for a component kind (re-exported for callers).
-pub fn kind_label(k: Kind) -> &'static str {
-    k.label()
 }
 
 #[cfg(test)]
