@@ -129,6 +129,28 @@ impl Context {
             })
     }
 
+    /// The registry credential `id` from Berth's store; `path` is the
+    /// attribute that names it, for the not-found diagnostic.
+    pub async fn stored_credential(
+        &self,
+        id: &str,
+        path: diag::AttributePath,
+    ) -> Result<crate::store::Credential, Diagnostics> {
+        self.store()
+            .await?
+            .get_credential(id.to_string())
+            .await
+            .map_err(resource_registry_credential::store_diag)?
+            .ok_or_else(|| {
+                Diagnostic::error(
+                    "Registry credential not found",
+                    format!("No registry credential {id:?} exists in Berth's store. Use the `id` of a `berth_registry_credential` resource."),
+                )
+                .at(path)
+                .into()
+            })
+    }
+
     /// The credentials for `registry_credential_id` (anonymous when null),
     /// checked to belong to the image's registry. `path` is the attribute
     /// that holds the id, for diagnostics.
@@ -141,20 +163,7 @@ impl Context {
         let Some(id) = id.as_str() else {
             return Ok(crate::registry::Credentials::Anonymous);
         };
-        let store = self.store().await?;
-        let cred = store
-            .get_credential(id.to_string())
-            .await
-            .map_err(|e| Diagnostics::from(Diagnostic::error("Berth's store failed", e.to_string())))?
-            .ok_or_else(|| {
-                Diagnostics::from(
-                    Diagnostic::error(
-                        "Registry credential not found",
-                        format!("No registry credential {id:?} exists in Berth's store. Use the `id` of a `berth_registry_credential` resource."),
-                    )
-                    .at(path.clone()),
-                )
-            })?;
+        let cred = self.stored_credential(id, path.clone()).await?;
         let image_registry = crate::reference::normalize_registry(image_registry)
             .unwrap_or_else(|_| image_registry.to_string());
         if cred.registry != image_registry {

@@ -474,19 +474,9 @@ impl AppResource {
         let store = ctx.store().await?;
         let login = match &spec.registry_credential_id {
             Some(id) => {
-                let cred = store
-                    .get_credential(id.clone())
-                    .await
-                    .map_err(store_diag)?
-                    .ok_or_else(|| {
-                        Diagnostics::from(
-                            Diagnostic::error(
-                                "Registry credential not found",
-                                format!("No registry credential {id:?} exists in Berth's store."),
-                            )
-                            .at(AttributePath::root("registry_credential_id")),
-                        )
-                    })?;
+                let cred = ctx
+                    .stored_credential(id, AttributePath::root("registry_credential_id"))
+                    .await?;
                 Some(crate::docker::RegistryLogin {
                     username: cred.username.clone(),
                     password: cred.secret.clone(),
