@@ -3,9 +3,12 @@
 //! shows the digest diff → apply → drift → repair → import → destroy) and
 //! the failure cases (unhealthy service, failing pre-deploy, arm64 image).
 
+#[path = "support/counting_relay.rs"]
+mod counting_relay;
 mod support;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use counting_relay::CountingRelay;
 use support::{
     app_containers, block_on, http_body, require_env, unique_app, unique_tag, AppGuard, Tf,
 };
@@ -339,4 +342,45 @@ resource "terraform_data" "image" {{
     tf.apply();
     assert_eq!(tf.output("digest"), set.demo_v1.digest.as_str());
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
+
+/// A plan asks the registry once per image, however many apps and data
+/// sources name it (counted by a relay in front of the real registry).
+#[test]
+fn a_plan_asks_the_registry_once_per_image() {
+    require_env();
+    let tag = unique_tag("once");
+    block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("push");
+    let relay = CountingRelay::start(PLAIN_REGISTRY);
+    let image = format!("{}/berth/demo:{tag}", relay.addr);
+    let (a, b) = (unique_app("acc-once-a"), unique_app("acc-once-b"));
+    let tf = Tf::new();
+    tf.config(&format!(
+        r#"
+data "berth_image" "pinned" {{ image = "{image}" }}
+
+resource "berth_app" "app" {{
+  for_each = toset(["{a}", "{b}"])
+  name     = each.key
+  image    = "{image}"
+  services = {{ web = {{ http_port = 8080 }} }}
+}}
+"#
+    ));
+    tf.init();
+    let plan = tf.ok(&["plan", "-input=false", "-no-color"]);
+    assert!(plan.contains("2 to add"), "{plan}");
+    let asked = relay.requests(&format!("/manifests/{tag}"));
+    assert_eq!(
+        asked.len(),
+        1,
+        "one manifest request for three uses: {asked:?}"
+    );
 }

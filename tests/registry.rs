@@ -3,6 +3,9 @@
 //! linux/amd64 digest, every refusal a user can meet, and authentication.
 //! Each test asserts on the message a user would read.
 
+#[path = "support/counting_relay.rs"]
+mod counting_relay;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +18,7 @@ use berth::reference::Reference;
 use berth::registry::{
     Credentials, RegistryClient, RegistryError, RegistryOptions, ResolvedImage, MAX_COMPRESSED_SIZE,
 };
+use counting_relay::CountingRelay;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -413,4 +417,51 @@ async fn localhost_is_plain_http_like_loopback_addresses() {
         resolved.pinned_reference,
         format!("localhost:5000/berth/demo@{}", set.demo_v1.digest)
     );
+}
+
+/// The provider's shared resolutions: concurrent and later questions about
+/// the same image make one registry request; a failed question is asked
+/// again rather than remembered.
+#[tokio::test]
+async fn a_provider_process_shares_one_resolution_per_image() {
+    use berth::provider::config::ProviderConfig;
+    use berth::provider::value::Value as TfValue;
+    use berth::provider::Context;
+
+    let tag = unique_tag("shared");
+    push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v1", None)
+        .await
+        .expect("push");
+    let relay = CountingRelay::start(PLAIN_REGISTRY);
+    let ctx = Context::new(ProviderConfig::default());
+    let image = format!("{}/berth/demo:{tag}", relay.addr);
+    let wanted = reference(&image);
+
+    let (first, second) = tokio::join!(
+        ctx.resolve_image(&wanted, &TfValue::Null),
+        ctx.resolve_image(&wanted, &TfValue::Null)
+    );
+    let third = ctx.resolve_image(&wanted, &TfValue::Null).await;
+    let digests: Vec<String> = [first, second, third]
+        .into_iter()
+        .map(|r| r.expect("resolves").digest)
+        .collect();
+    assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+    let asked = relay.requests(&format!("/manifests/{tag}"));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+
+    let absent = unique_tag("absent");
+    let missing = reference(&format!("{}/berth/demo:{absent}", relay.addr));
+    for _ in 0..2 {
+        let error = ctx
+            .resolve_image(&missing, &TfValue::Null)
+            .await
+            .expect_err("no such tag");
+        assert!(
+            format!("{error:?}").contains("Image not found"),
+            "{error:?}"
+        );
+    }
+    let asked = relay.requests(&format!("/manifests/{absent}"));
+    assert_eq!(asked.len(), 2, "a failure is asked again: {asked:?}");
 }

@@ -90,22 +90,9 @@ impl DataSource for ImageDataSource {
         if config.get("registry_credential_id").is_unknown() {
             return Ok(with_outputs(config, |_| Value::Unknown));
         }
-        let credentials = ctx
-            .credentials_for(
-                config.get("registry_credential_id"),
-                reference.registry(),
-                AttributePath::root("registry_credential_id"),
-            )
-            .await?;
         let resolved = ctx
-            .registry
-            .resolve(&reference, &credentials)
-            .await
-            .map_err(|e| {
-                Diagnostics::from(
-                    Diagnostic::error(e.summary(), e.to_string()).at(AttributePath::root("image")),
-                )
-            })?;
+            .resolve_image(&reference, config.get("registry_credential_id"))
+            .await?;
         Ok(with_outputs(config, |name| match name {
             "reference" => Value::string(&resolved.reference),
             "digest" => Value::string(&resolved.digest),

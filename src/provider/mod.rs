@@ -15,13 +15,15 @@ pub mod resource_registry_credential;
 pub mod schema;
 pub mod value;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::registry::{RegistryClient, RegistryOptions};
+use crate::reference::Reference;
+use crate::registry::{RegistryClient, RegistryOptions, ResolvedImage};
 use crate::store::{process_env, Store, StoreOptions};
 use config::ProviderConfig;
 use diag::{Diagnostic, Diagnostics};
@@ -48,6 +50,25 @@ pub struct Context {
     /// refreshes before a real plan, never before the re-plan it makes at
     /// apply time: that is how the two are told apart.
     refreshed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Image resolutions by (reference, credential id), shared by every
+    /// data source and app of one terraform command that names the same
+    /// image: one registry round trip each, and one answer per plan.
+    resolutions: Mutex<HashMap<ResolutionKey, Arc<Resolution>>>,
+}
+
+/// A canonical image reference and the id of the credential used for it.
+type ResolutionKey = (String, Option<String>);
+
+/// How long a resolution made by this process answers later questions
+/// about the same reference. A provider process lives for one terraform
+/// command; this bounds the reuse for long-lived ones (`terraform console`).
+const RESOLUTION_REUSE: Duration = Duration::from_secs(60);
+
+/// One image resolution, awaited by everyone who asks while it runs.
+/// Only a success is kept: after a failure the next caller asks again.
+struct Resolution {
+    started: Instant,
+    result: tokio::sync::OnceCell<ResolvedImage>,
 }
 
 impl Context {
@@ -61,7 +82,60 @@ impl Context {
             store: tokio::sync::OnceCell::new(),
             engine: tokio::sync::OnceCell::new(),
             refreshed: Default::default(),
+            resolutions: Default::default(),
         }
+    }
+
+    /// Resolves `reference` to its linux/amd64 image with the credential
+    /// `credential_id` names (anonymous when null). A resolution of the
+    /// same reference and credential that this process started less than
+    /// a minute ago answers instead of a new registry request, so a plan
+    /// asks the registry once per image however many apps and data
+    /// sources name it, and they all see the same digest. Errors point at
+    /// `image` (registry answers) or `registry_credential_id` (the
+    /// credential).
+    pub async fn resolve_image(
+        &self,
+        reference: &Reference,
+        credential_id: &Value,
+    ) -> Result<ResolvedImage, Diagnostics> {
+        let credentials = self
+            .credentials_for(
+                credential_id,
+                reference.registry(),
+                diag::AttributePath::root("registry_credential_id"),
+            )
+            .await?;
+        let key = (
+            reference.to_string(),
+            credential_id.as_str().map(str::to_owned),
+        );
+        let slot = {
+            let mut slots = self
+                .resolutions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match slots.get(&key) {
+                Some(slot) if slot.started.elapsed() < RESOLUTION_REUSE => slot.clone(),
+                _ => {
+                    let slot = Arc::new(Resolution {
+                        started: Instant::now(),
+                        result: tokio::sync::OnceCell::new(),
+                    });
+                    slots.insert(key, slot.clone());
+                    slot
+                }
+            }
+        };
+        slot.result
+            .get_or_try_init(|| self.registry.resolve(reference, &credentials))
+            .await
+            .cloned()
+            .map_err(|e| {
+                Diagnostic::error(e.summary(), e.to_string())
+                    .at(diag::AttributePath::root("image"))
+                    .into()
+            })
     }
 
     /// Notes that `key` was refreshed by this process.

@@ -227,57 +227,17 @@ impl Resource for AppResource {
                 unknown_all(plan);
                 return diags;
             }
-            let creds = match ctx
-                .credentials_for(
-                    plan.config.get("registry_credential_id"),
-                    reference.registry(),
-                    AttributePath::root("registry_credential_id"),
-                )
+            let resolved = match ctx
+                .resolve_image(&reference, plan.config.get("registry_credential_id"))
                 .await
             {
-                Ok(c) => c,
+                Ok(r) => r,
                 Err(d) => return d,
             };
-            match ctx.registry.resolve(&reference, &creds).await {
-                Ok(r) => {
-                    if !name.is_empty() {
-                        if let Ok(store) = ctx.store().await {
-                            // An unchanged, recent entry needs no write (each
-                            // write is an fsync'd transaction).
-                            let known = store
-                                .planned_digest(
-                                    name.clone(),
-                                    image.to_string(),
-                                    prior_digest.clone(),
-                                )
-                                .await
-                                .ok()
-                                .flatten()
-                                .is_some_and(|(d, at)| {
-                                    d == r.digest && at.elapsed().is_ok_and(|e| e < JOURNAL_REFRESH)
-                                });
-                            if !known {
-                                let _ = store
-                                    .record_planned_digest(
-                                        name.clone(),
-                                        image.to_string(),
-                                        prior_digest.clone(),
-                                        r.digest.clone(),
-                                    )
-                                    .await;
-                            }
-                        }
-                    }
-                    r.digest
-                }
-                Err(e) => {
-                    diags.push(
-                        Diagnostic::error(e.summary(), e.to_string())
-                            .at(AttributePath::root("image")),
-                    );
-                    return diags;
-                }
+            if !name.is_empty() {
+                journal_planned_digest(ctx, &name, image, &prior_digest, &resolved.digest).await;
             }
+            resolved.digest
         };
         plan.set("image_digest", Value::string(&digest));
         if plan.is_create() {
@@ -411,6 +371,42 @@ impl Resource for AppResource {
             engine_plan::current_release(&observed),
             &Engine::endpoints(&observed),
         ))
+    }
+}
+
+/// Journals the digest a plan showed for `name`, so the re-plan at apply
+/// time deploys exactly it (see [`AppResource::journaled_digest`]). An
+/// unchanged, recent entry needs no write (each write is an fsync'd
+/// transaction). Best effort: without the journal the apply re-resolves.
+async fn journal_planned_digest(
+    ctx: &Context,
+    name: &str,
+    image: &str,
+    prior_digest: &str,
+    digest: &str,
+) {
+    let Ok(store) = ctx.store().await else {
+        return;
+    };
+    let known = store
+        .planned_digest(
+            name.to_string(),
+            image.to_string(),
+            prior_digest.to_string(),
+        )
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|(d, at)| d == digest && at.elapsed().is_ok_and(|e| e < JOURNAL_REFRESH));
+    if !known {
+        let _ = store
+            .record_planned_digest(
+                name.to_string(),
+                image.to_string(),
+                prior_digest.to_string(),
+                digest.to_string(),
+            )
+            .await;
     }
 }
 
