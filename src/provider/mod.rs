@@ -302,13 +302,25 @@ impl Default for Provider {
 }
 
 impl Provider {
+    /// Berth's provider: its data sources, resources and functions.
     pub fn new() -> Provider {
-        let data_sources: Vec<Box<dyn DataSource>> = vec![Box::new(data_image::ImageDataSource)];
-        let functions: Vec<Box<dyn Function>> = vec![Box::new(functions::NormalizeImage)];
-        let resources: Vec<Box<dyn Resource>> = vec![
-            Box::new(resource_app::AppResource),
-            Box::new(resource_registry_credential::RegistryCredentialResource),
-        ];
+        Provider::from_parts(
+            vec![Box::new(data_image::ImageDataSource)],
+            vec![
+                Box::new(resource_app::AppResource),
+                Box::new(resource_registry_credential::RegistryCredentialResource),
+            ],
+            vec![Box::new(functions::NormalizeImage)],
+        )
+    }
+
+    /// A provider made of the given parts, under Berth's provider
+    /// configuration schema (the benchmark builds a do-nothing one).
+    pub fn from_parts(
+        data_sources: Vec<Box<dyn DataSource>>,
+        resources: Vec<Box<dyn Resource>>,
+        functions: Vec<Box<dyn Function>>,
+    ) -> Provider {
         Provider {
             data_sources: data_sources
                 .into_iter()

@@ -36,6 +36,7 @@ use super::proto::plugin::grpc_controller_server::{GrpcController, GrpcControlle
 use super::proto::plugin::Empty;
 use super::proto::tfplugin6::provider_server::ProviderServer;
 use super::service::ProviderGrpc;
+use crate::provider::Provider;
 
 /// The environment variable terraform sets to prove it launched the plugin.
 pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
@@ -232,9 +233,17 @@ pub fn reattach_config(addr: SocketAddr, pid: u32) -> String {
 /// debug mode, until Ctrl-C). Returns `Ok` when the process should exit 0;
 /// the caller exits right away rather than waiting for anything else.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    serve_provider(opts, Provider::new()).await
+}
+
+/// [`serve`] with another provider than Berth's own: the benchmark serves
+/// a do-nothing provider with Berth's schemas this way, to measure what
+/// terraform itself spends on them.
+pub async fn serve_provider(opts: ServeOptions, provider: Provider) -> Result<(), ServeError> {
+    let provider = ProviderGrpc::with_provider(provider);
     let env = HandshakeEnv::from_env();
     if opts.debug {
-        return serve_debug().await;
+        return serve_debug(provider).await;
     }
     env.check_cookie()?;
     env.check_protocol_version()?;
@@ -280,6 +289,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     run(
         listener,
         acceptor,
+        provider,
         Controller::exiting(shutdown_tx),
         shutdown_rx,
     )
@@ -289,7 +299,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 /// Debug mode: plain gRPC on 127.0.0.1, reattach instructions on stdout,
 /// serve until SIGINT or SIGTERM. `Shutdown` calls are answered but do not
 /// end the process, so several terraform commands can attach in turn.
-async fn serve_debug() -> Result<(), ServeError> {
+async fn serve_debug(provider: ProviderGrpc) -> Result<(), ServeError> {
     let listener = listen(0, 0).await?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen {
         min: 0,
@@ -328,6 +338,7 @@ async fn serve_debug() -> Result<(), ServeError> {
     run(
         listener,
         None,
+        provider,
         Controller::staying(shutdown_tx),
         shutdown_rx,
     )
@@ -355,10 +366,11 @@ async fn listen(min: u16, max: u16) -> Result<TcpListener, ServeError> {
 async fn run(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
+    provider: ProviderGrpc,
     controller: Controller,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let provider = ProviderServer::new(ProviderGrpc::default())
+    let provider = ProviderServer::new(provider)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let controller = GrpcControllerServer::new(controller)

@@ -26,8 +26,12 @@ impl Default for ProviderGrpc {
 
 impl ProviderGrpc {
     pub fn new() -> ProviderGrpc {
+        ProviderGrpc::with_provider(Provider::new())
+    }
+
+    pub fn with_provider(provider: Provider) -> ProviderGrpc {
         ProviderGrpc {
-            provider: Arc::new(Provider::new()),
+            provider: Arc::new(provider),
         }
     }
 

@@ -11,7 +11,9 @@
 //! 4. Deploy of a new digest through the engine over the same done by hand
 //!    with the docker CLI.
 //! 5. `terraform plan` of 100 deployed `berth_app`s over 100 applied
-//!    `terraform_data`, and the marginal cost per app.
+//!    `terraform_data`, and the marginal cost per app. The same plan with
+//!    `bench-floor-provider` (Berth's schema, no work) shows how much of
+//!    that is terraform's own, and what Berth adds per app over it.
 //! 6. Docker API calls made by a refresh of 100 apps on 2 hosts, counted
 //!    by a proxy in front of each daemon.
 //!
@@ -50,6 +52,10 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::process::Command;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The provider addresses of Berth and of the do-nothing floor provider
+/// (`bench-floor-provider`: Berth's schemas, none of its work).
+const BERTH: &str = "berth/berth";
+const FLOOR: &str = "berth/floor";
 const COOKIE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
 /// The repository every bench image goes to.
 const BENCH_REPO: &str = "berth/bench";
@@ -219,6 +225,37 @@ fn marginal_row(
     )
 }
 
+/// Terraform's own cost for `n` apps: the do-nothing provider with
+/// Berth's schema over the same baseline (no target: not Berth's work).
+fn floor_row(n: usize, floor: &Samples, base: &Samples) -> Row {
+    let (f, b) = (floor.median(), base.median());
+    Row::new(
+        &format!(
+            "  of which terraform's own (do-nothing provider, same schema) / {n} terraform_data"
+        ),
+        format!("{:.2}", f / b),
+        format!(
+            "floor {f:.0} ms / baseline {b:.0} ms; floor {}",
+            floor.spread()
+        ),
+        "",
+        None,
+    )
+}
+
+/// What Berth adds per app over the do-nothing provider: its registry,
+/// Docker and store work, and its own CPU.
+fn over_floor_row(n: usize, ours: &Samples, floor: &Samples) -> Row {
+    let (o, f) = (ours.median(), floor.median());
+    Row::new(
+        "  Berth's own work over the floor, per app",
+        format!("{:.2} ms/app", (o - f) / n as f64),
+        format!("plan {n} {o:.0} ms − floor {f:.0} ms"),
+        "",
+        None,
+    )
+}
+
 async fn run() -> anyhow::Result<bool> {
     let started = Instant::now();
     let pid = std::process::id();
@@ -318,11 +355,14 @@ struct Workdir {
 }
 
 impl Workdir {
-    fn write(&self, body: &str, with_berth: bool) -> anyhow::Result<()> {
-        let header = if with_berth {
-            "terraform {\n  required_providers {\n    berth = { source = \"berth/berth\" }\n  }\n}\n\n"
-        } else {
-            ""
+    /// Writes `main.tf`; `berth_source` is the provider address the
+    /// local name `berth` stands for (none: no provider block).
+    fn write(&self, body: &str, berth_source: Option<&str>) -> anyhow::Result<()> {
+        let header = match berth_source {
+            Some(source) => format!(
+                "terraform {{\n  required_providers {{\n    berth = {{ source = \"{source}\" }}\n  }}\n}}\n\n"
+            ),
+            None => String::new(),
         };
         std::fs::write(self.dir.join("main.tf"), format!("{header}{body}\n"))
             .with_context(|| format!("writing {}/main.tf", self.dir.display()))
@@ -444,22 +484,31 @@ impl Bench {
                 plugin.display()
             );
         }
+        let floor = release.join("examples/bench-floor-provider");
+        if !floor.is_file() {
+            bail!(
+                "{} is missing: run `make bench` (it builds it first)",
+                floor.display()
+            );
+        }
         let root = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
-        let mirror = root.path().join(format!(
-            "mirror/registry.terraform.io/berth/berth/{VERSION}/linux_amd64"
-        ));
-        std::fs::create_dir_all(&mirror)?;
-        std::fs::copy(
-            &plugin,
-            mirror.join(format!("terraform-provider-berth_v{VERSION}")),
-        )
-        .context("copying the release plugin into the mirror")?;
+        for (binary, name) in [(&plugin, "berth"), (&floor, "floor")] {
+            let mirror = root.path().join(format!(
+                "mirror/registry.terraform.io/berth/{name}/{VERSION}/linux_amd64"
+            ));
+            std::fs::create_dir_all(&mirror)?;
+            std::fs::copy(
+                binary,
+                mirror.join(format!("terraform-provider-{name}_v{VERSION}")),
+            )
+            .with_context(|| format!("copying {} into the mirror", binary.display()))?;
+        }
         std::fs::create_dir_all(root.path().join("cache"))?;
         let cli_config = root.path().join("terraformrc");
         std::fs::write(
             &cli_config,
             format!(
-                "provider_installation {{\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"berth/berth\"]\n  }}\n  direct {{\n    exclude = [\"berth/berth\"]\n  }}\n}}\nplugin_cache_dir = \"{}\"\n",
+                "provider_installation {{\n  filesystem_mirror {{\n    path    = \"{}\"\n    include = [\"{BERTH}\", \"{FLOOR}\"]\n  }}\n  direct {{\n    exclude = [\"{BERTH}\", \"{FLOOR}\"]\n  }}\n}}\nplugin_cache_dir = \"{}\"\n",
                 root.path().join("mirror").display(),
                 root.path().join("cache").display()
             ),
@@ -528,13 +577,13 @@ impl Bench {
             )
         };
         let many = self.workdir("data-100")?;
-        many.write(&data(MANY), true)?;
+        many.write(&data(MANY), Some(BERTH))?;
         let one = self.workdir("data-1")?;
-        one.write(&data(1), true)?;
+        one.write(&data(1), Some(BERTH))?;
         let base = self.workdir("terraform-data-100")?;
         base.write(
             &format!("resource \"terraform_data\" \"d\" {{\n  count = {MANY}\n  input = \"t${{count.index}}\"\n}}"),
-            false,
+            None,
         )?;
         for dir in [&many, &one, &base] {
             dir.init().await?;
@@ -852,17 +901,21 @@ impl Bench {
         let many_prefix = format!("{}a", self.app_prefix);
         let one_prefix = format!("{}o", self.app_prefix);
         let many = self.workdir("apps-many")?;
-        many.write(&apps(n_apps, &many_prefix, ""), true)?;
+        many.write(&apps(n_apps, &many_prefix, ""), Some(BERTH))?;
         let one = self.workdir("apps-1")?;
-        one.write(&apps(1, &one_prefix, ""), true)?;
+        one.write(&apps(1, &one_prefix, ""), Some(BERTH))?;
         let base = self.workdir("terraform-data-applied")?;
         base.write(
             &format!("resource \"terraform_data\" \"d\" {{\n  count = {n_apps}\n  input = \"t${{count.index}}\"\n}}"),
-            false,
+            None,
         )?;
-        for dir in [&many, &one, &base] {
+        // The same apps on the do-nothing provider: terraform's own cost.
+        let floor = self.workdir("apps-floor")?;
+        floor.write(&apps(n_apps, &many_prefix, ""), Some(FLOOR))?;
+        for dir in [&many, &one, &base, &floor] {
             dir.init().await?;
         }
+        floor.apply().await?;
         if let Ok(mut applied) = self.applied.lock() {
             applied.push(many.clone());
             applied.push(one.clone());
@@ -889,8 +942,8 @@ impl Bench {
             ));
         }
 
-        let samples = alternate_plans(&[&many, &base, &one], APP_PLAN_ROUNDS).await?;
-        let (ours, baseline, single) = (&samples[0], &samples[1], &samples[2]);
+        let samples = alternate_plans(&[&many, &base, &one, &floor], APP_PLAN_ROUNDS).await?;
+        let (ours, baseline, single, floor) = (&samples[0], &samples[1], &samples[2], &samples[3]);
         let (sampled, _) = sample_plugins(&many).await?;
         notes.push(format!(
             "apps: baseline terraform used ≥ {} ms CPU in a sampled run; {}{}",
@@ -907,6 +960,8 @@ impl Bench {
                 "baseline",
             ),
             marginal_row("marginal cost per app", n_apps, ours, single, 5.0, "app"),
+            floor_row(n_apps, floor, baseline),
+            over_floor_row(n_apps, ours, floor),
             sampled.memory_row(&format!("plugin peak memory during plan {n_apps} apps")),
         ];
 
@@ -953,7 +1008,7 @@ impl Bench {
         );
         let mut rows = Vec::new();
         for (dir, n, prefix) in cases {
-            dir.write(&apps(n, prefix, &provider), true)?;
+            dir.write(&apps(n, prefix, &provider), Some(BERTH))?;
             proxy_a.reset();
             proxy_b.reset();
             let result = dir
@@ -964,7 +1019,7 @@ impl Bench {
                 )
                 .await;
             let (a, b) = (proxy_a.snapshot(), proxy_b.snapshot());
-            dir.write(&apps(n, prefix, ""), true)?;
+            dir.write(&apps(n, prefix, ""), Some(BERTH))?;
             if let Err(e) = result {
                 notes.push(format!(
                     "docker API calls: the refresh of {n} app(s) failed: {e:#}"
