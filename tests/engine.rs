@@ -30,7 +30,7 @@ async fn engine(dir: &std::path::Path) -> Engine {
     .await
     .expect("store");
     let hosts = Hosts::local(std::env::var("DOCKER_HOST").ok().as_deref()).expect("hosts");
-    Engine::new(hosts, store)
+    Engine::new(hosts, store).with_test_label(true)
 }
 
 fn target(name: &str, pushed: &fixtures::Pushed) -> Target {
@@ -111,6 +111,19 @@ fn a_lease_left_by_a_dead_process_expires() {
             .await
             .expect("deploy after expiry");
         assert_eq!(out.release, 1);
+        // An engine built `with_test_label(true)` marks what it starts.
+        for id in app_containers(&name) {
+            let label = std::process::Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{index .Config.Labels \"io.berth.test\"}}",
+                    &id,
+                ])
+                .output()
+                .expect("docker inspect");
+            assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "1", "{id}");
+        }
         engine.destroy(&name).await.expect("destroy");
         assert!(app_containers(&name).is_empty());
     });

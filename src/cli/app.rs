@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::output::{self, Columns, OutputArgs, Table};
 use super::CliError;
 use crate::docker::{Hosts, RegistryLogin};
-use crate::engine::deploy::public_spec_json;
+use crate::engine::deploy::{public_spec_json, TEST_LABEL_ENV};
 use crate::engine::plan::{self as engine_plan, Drift, Instance, InstanceHealth};
 use crate::engine::spec::{AppSpec, Component};
 use crate::engine::{DeployError, Engine, Outcome, Target};
@@ -326,7 +326,8 @@ impl Session {
                 .with_hint("set DOCKER_HOST (e.g. unix:///var/run/docker.sock)")
         })?;
         Ok(Session {
-            engine: Engine::new(hosts, store),
+            engine: Engine::new(hosts, store)
+                .with_test_label(process_env(TEST_LABEL_ENV).is_some()),
             registry: RegistryClient::new(RegistryOptions {
                 insecure_registries,
             }),

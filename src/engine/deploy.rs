@@ -128,6 +128,8 @@ pub enum DeployError {
     NoSuchHost(String),
     #[error("no Docker host is configured")]
     NoHosts,
+    #[error("the plan starts an instance of {0:?}, a component the app does not have (a bug in Berth: please report it)")]
+    UnknownComponent(String),
 }
 
 fn log_lines(lines: &[String]) -> String {
@@ -139,11 +141,18 @@ fn log_lines(lines: &[String]) -> String {
 }
 
 /// All clients the engine needs, passed down as one value.
+/// Set (to anything) in the environment of the provider or the CLI, it
+/// makes them mark their containers with `io.berth.test=1`: the test
+/// suites set it to find and remove everything they started.
+pub const TEST_LABEL_ENV: &str = "BERTH_TEST_LABEL";
+
 pub struct Engine {
     pub hosts: Hosts,
     pub store: Store,
     lock_wait: Duration,
     list_cache: Mutex<BTreeMap<String, CachedList>>,
+    /// Marks every container with `io.berth.test=1`, for test clean-up.
+    test_label: bool,
 }
 
 /// One host's list result and when it was taken.
@@ -156,7 +165,15 @@ impl Engine {
             store,
             lock_wait: DEFAULT_LOCK_WAIT,
             list_cache: Mutex::new(BTreeMap::new()),
+            test_label: false,
         }
+    }
+
+    /// Marks the containers this engine creates with `io.berth.test=1`, so
+    /// test suites can find and remove everything they started.
+    pub fn with_test_label(mut self, on: bool) -> Engine {
+        self.test_label = on;
+        self
     }
 
     /// Overrides how long a deploy waits for another one of the same app.
@@ -396,13 +413,13 @@ impl Engine {
             let comp = components
                 .iter()
                 .find(|c| c.name == slot.component)
-                .ok_or_else(|| DeployError::NoSuchHost(slot.host.clone()))?;
+                .ok_or_else(|| DeployError::UnknownComponent(slot.component.clone()))?;
             let host = self
                 .hosts
                 .get(&slot.host)
                 .ok_or_else(|| DeployError::NoSuchHost(slot.host.clone()))?
                 .clone();
-            let spec = container_spec(target, comp, slot, release, &network);
+            let spec = container_spec(target, comp, slot, release, &network, self.test_label);
             match host.create_and_start(&spec).await {
                 Ok(id) => started.push((host, id, spec.name.clone(), comp)),
                 Err(source) => {
@@ -701,6 +718,7 @@ fn container_spec(
     slot: &Slot,
     release: u64,
     network: &str,
+    test_label: bool,
 ) -> ContainerSpec {
     let app = &target.spec.name;
     let mut l = base_labels(app, &target.digest, release);
@@ -709,7 +727,7 @@ fn container_spec(
     l.insert(labels::SLOT.into(), slot.slot.to_string());
     l.insert(labels::SPEC_HASH.into(), comp.spec_hash.clone());
     l.insert(labels::HOST.into(), slot.host.clone());
-    if std::env::var_os("BERTH_TEST_LABEL").is_some() {
+    if test_label {
         l.insert(labels::TEST.into(), "1".into());
     }
     ContainerSpec {

@@ -173,8 +173,13 @@ impl Context {
                     })
                     .collect();
                 let docker_host = std::env::var("DOCKER_HOST").ok();
-                crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref())
-                    .map(|hosts| crate::engine::Engine::new(hosts, store))
+                crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref()).map(
+                    |hosts| {
+                        crate::engine::Engine::new(hosts, store).with_test_label(
+                            process_env(crate::engine::deploy::TEST_LABEL_ENV).is_some(),
+                        )
+                    },
+                )
             })
             .await
             .map_err(|e| {

@@ -230,9 +230,7 @@ fn marginal_row(
 fn floor_row(n: usize, floor: &Samples, base: &Samples) -> Row {
     let (f, b) = (floor.median(), base.median());
     Row::new(
-        &format!(
-            "  of which terraform's own (do-nothing provider, same schema) / {n} terraform_data"
-        ),
+        &format!("  terraform's own: floor provider, {n} berth_app / {n} terraform_data"),
         format!("{:.2}", f / b),
         format!(
             "floor {f:.0} ms / baseline {b:.0} ms; floor {}",
@@ -732,7 +730,8 @@ impl Bench {
         })
         .await?;
         let docker_host = std::env::var("DOCKER_HOST").ok();
-        let engine = Engine::new(Hosts::local(docker_host.as_deref())?, store);
+        let engine =
+            Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true);
 
         let mut ours = Samples::default();
         let mut floor = Samples::default();
