@@ -14,6 +14,10 @@ use support::{block_on, http_body, require_env, unique_app, Tf};
 
 const HOST_A: &str = "unix:///var/run/docker.sock";
 const HOST_B: &str = "unix:///run/berth-dev/docker-b.sock";
+/// Both daemons run on this machine and each picks ephemeral host ports on
+/// its own, blind to the other's: host b publishes on another loopback
+/// address so the two can never pick the same address and port.
+const PUBLISH_B: &str = "127.0.0.2";
 
 /// `docker -H <host> ARGS…`, panicking with its stderr unless it succeeds.
 fn docker(host: &str, args: &[&str]) -> String {
@@ -107,7 +111,10 @@ fn two_instances_land_one_on_each_daemon() {
 provider "berth" {{
   hosts = {{
     a = {{ address = "{HOST_A}" }}
-    b = {{ address = "{HOST_B}" }}
+    b = {{
+      address         = "{HOST_B}"
+      publish_address = "{PUBLISH_B}"
+    }}
   }}
 }}
 

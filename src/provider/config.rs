@@ -59,7 +59,7 @@ pub fn schema() -> Schema {
                         "How to reach the Docker Engine: `unix:///var/run/docker.sock` (a socket on the machine running Terraform); `tcp://HOST:PORT`, in plain HTTP, or with TLS when `ca_pem`, `cert_pem` and `key_pem` are set (the port defaults to 2376 with TLS, 2375 without); or `ssh://USER@HOST`, which runs `ssh USER@HOST docker system dial-stdio` with the keys, agent, `known_hosts` and `~/.ssh/config` of the user running Terraform (it must work without a prompt). Over SSH only port 22 can be given: for another port, or an IPv6 address, add a `Host` alias to `~/.ssh/config` and use `ssh://USER@ALIAS`.",
                     ),
                     Attribute::string("publish_address").optional().describe(
-                        "Address on that host where app instances publish their ports. Defaults to `127.0.0.1`.",
+                        "Address on that host where app instances publish their ports. Defaults to `127.0.0.1`. Hosts that are daemons on the same machine need different addresses (e.g. `127.0.0.1` and `127.0.0.2`): each daemon picks free ports on its own, blind to the other's.",
                     ),
                     Attribute::string("ca_pem").optional().describe(
                         "For a `tcp://` host with TLS (the daemon runs with `--tlsverify`): the PEM certificate of the CA that signed the daemon's certificate, like Docker's `ca.pem`. The daemon's certificate must be issued for the host name or IP address in `address`. Set `ca_pem`, `cert_pem` and `key_pem` together.",
