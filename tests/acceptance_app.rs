@@ -344,8 +344,9 @@ resource "terraform_data" "image" {{
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
 }
 
-/// A plan asks the registry once per image, however many apps and data
-/// sources name it (counted by a relay in front of the real registry).
+/// A plan resolves each image once, however many apps and data sources
+/// name it, and a later plan of the same digest needs only a HEAD request
+/// (counted by a relay in front of the real registry).
 #[test]
 fn a_plan_asks_the_registry_once_per_image() {
     require_env();
@@ -378,9 +379,16 @@ resource "berth_app" "app" {{
     let plan = tf.ok(&["plan", "-input=false", "-no-color"]);
     assert!(plan.contains("2 to add"), "{plan}");
     let asked = relay.requests(&format!("/manifests/{tag}"));
+    let gets = |asked: &[String]| asked.iter().filter(|l| l.starts_with("GET ")).count();
     assert_eq!(
-        asked.len(),
+        gets(&asked),
         1,
-        "one manifest request for three uses: {asked:?}"
+        "one manifest GET for three uses: {asked:?}"
     );
+
+    // The digest is remembered: the next plan sends only a HEAD request.
+    tf.ok(&["plan", "-input=false", "-no-color"]);
+    let again = relay.requests(&format!("/manifests/{tag}"));
+    assert_eq!(gets(&again), 1, "no new GET: {again:?}");
+    assert_eq!(again.len(), asked.len() + 1, "one HEAD: {again:?}");
 }

@@ -420,8 +420,8 @@ async fn localhost_is_plain_http_like_loopback_addresses() {
 }
 
 /// The provider's shared resolutions: concurrent and later questions about
-/// the same image make one registry request; a failed question is asked
-/// again rather than remembered.
+/// the same image make one resolution (one GET of the manifest); a failed
+/// question is asked again rather than remembered.
 #[tokio::test]
 async fn a_provider_process_shares_one_resolution_per_image() {
     use berth::provider::config::ProviderConfig;
@@ -433,9 +433,20 @@ async fn a_provider_process_shares_one_resolution_per_image() {
         .await
         .expect("push");
     let relay = CountingRelay::start(PLAIN_REGISTRY);
-    let ctx = Context::new(ProviderConfig::default());
+    let state = tempfile::tempdir().expect("state dir");
+    let ctx = Context::new(ProviderConfig {
+        state_dir: Some(state.path().to_path_buf()),
+        ..Default::default()
+    });
     let image = format!("{}/berth/demo:{tag}", relay.addr);
     let wanted = reference(&image);
+    let gets = |tag: &str| {
+        relay
+            .requests(&format!("/manifests/{tag}"))
+            .into_iter()
+            .filter(|line| line.starts_with("GET "))
+            .count()
+    };
 
     let (first, second) = tokio::join!(
         ctx.resolve_image(&wanted, &TfValue::Null),
@@ -447,8 +458,12 @@ async fn a_provider_process_shares_one_resolution_per_image() {
         .map(|r| r.expect("resolves").digest)
         .collect();
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
-    let asked = relay.requests(&format!("/manifests/{tag}"));
-    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(gets(&tag), 1, "{:?}", relay.requests(""));
+    assert_eq!(
+        relay.requests(&format!("/manifests/{tag}")).len(),
+        2,
+        "and one HEAD"
+    );
 
     let absent = unique_tag("absent");
     let missing = reference(&format!("{}/berth/demo:{absent}", relay.addr));
@@ -462,6 +477,77 @@ async fn a_provider_process_shares_one_resolution_per_image() {
             "{error:?}"
         );
     }
-    let asked = relay.requests(&format!("/manifests/{absent}"));
-    assert_eq!(asked.len(), 2, "a failure is asked again: {asked:?}");
+    assert_eq!(
+        gets(&absent),
+        2,
+        "a failure is asked again: {:?}",
+        relay.requests("")
+    );
+}
+
+/// Berth's store remembers what each digest resolved to: the next resolve
+/// of an unchanged tag is one HEAD request (not counted by Docker Hub's
+/// pull limits), a moved tag is resolved in full, and an index keeps its
+/// linux/amd64 entry.
+#[tokio::test]
+async fn a_digest_resolved_before_needs_only_a_head_request() {
+    use berth::provider::StoredImages;
+    use berth::store::{Store, StoreOptions};
+
+    let set = fixtures().await;
+    let tag = unique_tag("known");
+    let v1 = push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v1", None)
+        .await
+        .expect("push v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(StoreOptions {
+        state_dir: dir.path().to_path_buf(),
+        secret_key: None,
+    })
+    .await
+    .expect("store");
+    let known = StoredImages(&store);
+    let relay = CountingRelay::start(PLAIN_REGISTRY);
+    let resolve = |input: String| {
+        let known = &known;
+        async move {
+            client()
+                .resolve_known(&reference(&input), &Credentials::Anonymous, known)
+                .await
+        }
+    };
+    let image = format!("{}/berth/demo:{tag}", relay.addr);
+    let manifests = |tag: &str| relay.requests(&format!("/manifests/{tag}"));
+
+    let first = resolve(image.clone()).await.expect("first");
+    assert_eq!(first.digest, v1.digest);
+    let second = resolve(image.clone()).await.expect("second");
+    assert_eq!(second, first);
+    let asked = manifests(&tag);
+    assert_eq!(asked.len(), 3, "HEAD + GET, then HEAD: {asked:?}");
+    assert!(asked[2].starts_with("HEAD "), "{asked:?}");
+
+    let v2 = push_demo(PLAIN_REGISTRY, "berth/demo", &tag, "v2", None)
+        .await
+        .expect("push v2");
+    let moved = resolve(image.clone()).await.expect("moved");
+    assert_eq!(moved.digest, v2.digest, "a moved tag is resolved in full");
+    assert_eq!(
+        moved.pinned_reference,
+        format!("{}/berth/demo@{}", relay.addr, v2.digest)
+    );
+
+    let multi = format!("{}/berth/multi:latest", relay.addr);
+    let full = resolve(multi.clone()).await.expect("index");
+    let remembered = resolve(multi).await.expect("index again");
+    assert_eq!(remembered, full);
+    assert_eq!(remembered.digest, set.multi.digest);
+    assert_eq!(remembered.index_digest, set.multi.index_digest);
+    assert!(
+        manifests("latest")
+            .last()
+            .is_some_and(|l| l.starts_with("HEAD ")),
+        "{:?}",
+        manifests("latest")
+    );
 }

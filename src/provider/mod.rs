@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::reference::Reference;
-use crate::registry::{RegistryClient, RegistryOptions, ResolvedImage};
+use crate::registry::{KnownImage, KnownImages, RegistryClient, RegistryOptions, ResolvedImage};
 use crate::store::{process_env, Store, StoreOptions};
 use config::ProviderConfig;
 use diag::{Diagnostic, Diagnostics};
@@ -58,6 +58,31 @@ pub struct Context {
 
 /// A canonical image reference and the id of the credential used for it.
 type ResolutionKey = (String, Option<String>);
+
+/// Berth's store as the registry layer's memory of resolved digests (see
+/// [`RegistryClient::resolve_known`]).
+pub struct StoredImages<'a>(pub &'a Store);
+
+#[async_trait]
+impl KnownImages for StoredImages<'_> {
+    async fn known(&self, top_digest: &str) -> Option<KnownImage> {
+        self.0
+            .known_image(top_digest.to_owned())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn remember(&self, top_digest: &str, image: &KnownImage) {
+        if let Err(error) = self
+            .0
+            .remember_image(top_digest.to_owned(), image.clone())
+            .await
+        {
+            tracing::debug!(%error, top_digest, "could not remember a resolved image");
+        }
+    }
+}
 
 /// How long a resolution made by this process answers later questions
 /// about the same reference. A provider process lives for one terraform
@@ -128,7 +153,18 @@ impl Context {
             }
         };
         slot.result
-            .get_or_try_init(|| self.registry.resolve(reference, &credentials))
+            .get_or_try_init(|| async {
+                // Without a store (an unusable state directory) every plan
+                // resolves in full; the resources report the store's error.
+                match self.store().await {
+                    Ok(store) => {
+                        self.registry
+                            .resolve_known(reference, &credentials, &StoredImages(store))
+                            .await
+                    }
+                    Err(_) => self.registry.resolve(reference, &credentials).await,
+                }
+            })
             .await
             .cloned()
             .map_err(|e| {

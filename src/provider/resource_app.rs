@@ -97,7 +97,7 @@ impl Resource for AppResource {
                     "Image to deploy: a tag (`ghcr.io/acme/web:1.4`) or a digest (`ghcr.io/acme/web@sha256:…`). Only linux/amd64 images deploy; others are refused at plan time.",
                 ),
                 Attribute::bool("track_tag").optional().computed().default_value(Value::Bool(true)).describe(
-                    "When `true` every plan re-resolves the tag, so a moved tag shows as a new `image_digest`. When `false` the digest found at create is kept until `image` changes.",
+                    "When `true` every plan re-resolves the tag, so a moved tag shows as a new `image_digest`; for a digest resolved before, that is one `HEAD` request, which Docker Hub does not count as a pull. When `false` the digest found at create is kept until `image` changes.",
                 ),
                 Attribute::string("registry_credential_id").optional().describe(
                     "`id` of a `berth_registry_credential` for the image's registry, for private images. Hosts pull with the same credential.",

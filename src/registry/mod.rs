@@ -86,6 +86,30 @@ pub struct ResolvedImage {
     pub pinned_reference: String,
 }
 
+/// A resolution already made, remembered by the digest the reference
+/// pointed at (a multi-platform index or a single manifest). Digests name
+/// content, so what was found for one never goes stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownImage {
+    /// The linux/amd64 image manifest digest.
+    pub digest: String,
+    /// The index digest, when the reference pointed at an index.
+    pub index_digest: Option<String>,
+    /// Compressed size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Where [`RegistryClient::resolve_known`] remembers resolutions across
+/// processes (Berth's store). Best effort: a lookup or a write that fails
+/// only costs a fuller resolve next time.
+#[async_trait::async_trait]
+pub trait KnownImages: Send + Sync {
+    /// What `top_digest` resolved to before, if anything.
+    async fn known(&self, top_digest: &str) -> Option<KnownImage>;
+    /// Remembers what `top_digest` resolved to.
+    async fn remember(&self, top_digest: &str, image: &KnownImage);
+}
+
 /// The process's registry client; cheap to clone, cheap to create (nothing
 /// is set up until the first request).
 #[derive(Clone)]

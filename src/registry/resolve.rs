@@ -17,7 +17,8 @@ use super::manifest::{
     TARGET_ARCHITECTURE, TARGET_OS,
 };
 use super::{
-    api_host, Credentials, RegistryClient, RegistryError, ResolvedImage, MAX_COMPRESSED_SIZE,
+    api_host, Credentials, KnownImage, KnownImages, RegistryClient, RegistryError, ResolvedImage,
+    MAX_COMPRESSED_SIZE,
 };
 use crate::reference::Reference;
 
@@ -68,6 +69,54 @@ impl RegistryClient {
             ),
         }
         result
+    }
+
+    /// [`RegistryClient::resolve`], remembering what each digest resolved
+    /// to in `known`. A reference whose digest (from one `HEAD` request)
+    /// resolved before is answered from `known` with no `GET` at all:
+    /// HEAD requests do not count against Docker Hub's pull limits, so
+    /// plans of unchanged tags cost none. A new digest, or a `HEAD` the
+    /// registry does not answer usefully, takes the full resolve (whose
+    /// errors carry the registry's own explanation).
+    pub async fn resolve_known(
+        &self,
+        reference: &Reference,
+        credentials: &Credentials,
+        known: &dyn KnownImages,
+    ) -> Result<ResolvedImage, RegistryError> {
+        if let Ok(top) = self.manifest_digest(reference, credentials).await {
+            if let Some(image) = known.known(&top).await {
+                tracing::debug!(
+                    reference = %reference,
+                    top_digest = %top,
+                    digest = %image.digest,
+                    "resolved image from a digest resolved before"
+                );
+                return Ok(ResolvedImage {
+                    reference: reference.to_string(),
+                    pinned_reference: reference.with_digest(&image.digest).to_string(),
+                    digest: image.digest,
+                    index_digest: image.index_digest,
+                    platform: format!("{TARGET_OS}/{TARGET_ARCHITECTURE}"),
+                    size_bytes: image.size_bytes,
+                });
+            }
+        }
+        let resolved = self.resolve(reference, credentials).await?;
+        // Keyed by what the full resolve fetched, not by the HEAD answer:
+        // the tag may have moved in between.
+        let top = resolved.index_digest.as_deref().unwrap_or(&resolved.digest);
+        known
+            .remember(
+                top,
+                &KnownImage {
+                    digest: resolved.digest.clone(),
+                    index_digest: resolved.index_digest.clone(),
+                    size_bytes: resolved.size_bytes,
+                },
+            )
+            .await;
+        Ok(resolved)
     }
 
     /// The digest the reference names right now (of an index or a

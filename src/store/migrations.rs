@@ -75,6 +75,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, image, prior)
     ) STRICT;
     "#,
+    // 4: what each image digest resolved to (content-addressed, so never
+    // stale): a plan of an unchanged tag needs only a HEAD request.
+    r#"
+    CREATE TABLE known_images (
+        top_digest   TEXT PRIMARY KEY NOT NULL,
+        digest       TEXT NOT NULL,
+        index_digest TEXT,
+        size_bytes   INTEGER NOT NULL,
+        resolved_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -159,6 +170,7 @@ mod tests {
             tables,
             [
                 "apps",
+                "known_images",
                 "leases",
                 "meta",
                 "planned_digests",
@@ -188,9 +200,13 @@ mod tests {
         assert_eq!(count(&conn, "releases"), 1);
         assert_eq!(count(&conn, "leases"), 1);
         assert_eq!(count(&conn, "planned_digests"), 0);
-        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        migrate_to(&mut conn, Path::new(":memory:"), 3).unwrap();
         assert_eq!(user_version(&conn).unwrap(), 3);
         assert_eq!(count(&conn, "planned_digests"), 1);
+        assert_eq!(count(&conn, "known_images"), 0);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 4);
+        assert_eq!(count(&conn, "known_images"), 1);
     }
 
     #[test]

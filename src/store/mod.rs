@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::registry::Secret;
+pub use crate::registry::{KnownImage, Secret};
 pub use crypto::{KeySource, SecretKey};
 pub use error::{StoreError, SECRET_KEY_VAR};
 pub use migrations::SCHEMA_VERSION;
@@ -377,6 +377,10 @@ pub trait Records: Send + Sync {
         image: &str,
         prior: &str,
     ) -> Result<Option<(String, SystemTime)>, StoreError>;
+    /// Remembers what the image `top_digest` names resolved to.
+    fn remember_image(&self, top_digest: &str, image: &KnownImage) -> Result<(), StoreError>;
+    /// What `top_digest` resolved to before, if it was remembered.
+    fn known_image(&self, top_digest: &str) -> Result<Option<KnownImage>, StoreError>;
 }
 
 /// The async handle to the records: cheap to clone, every call runs on the
@@ -553,6 +557,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.run(move |r| r.record_planned_digest(&app, &image, &prior, &digest))
             .await
+    }
+
+    /// See [`Records::remember_image`].
+    pub async fn remember_image(
+        &self,
+        top_digest: String,
+        image: KnownImage,
+    ) -> Result<(), StoreError> {
+        self.run(move |r| r.remember_image(&top_digest, &image))
+            .await
+    }
+
+    /// See [`Records::known_image`].
+    pub async fn known_image(&self, top_digest: String) -> Result<Option<KnownImage>, StoreError> {
+        self.run(move |r| r.known_image(&top_digest)).await
     }
 
     /// See [`Records::planned_digest`].

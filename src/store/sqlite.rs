@@ -17,8 +17,8 @@ use super::error::StoreError;
 use super::migrations::migrate_to;
 use super::paths::ensure_state_dir;
 use super::{
-    AppRecord, Credential, CredentialUpdate, LeaseOutcome, NewCredential, NewRelease, Records,
-    ReleaseOutcome, ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
+    AppRecord, Credential, CredentialUpdate, KnownImage, LeaseOutcome, NewCredential, NewRelease,
+    Records, ReleaseOutcome, ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
 };
 
 /// The database file name inside the state directory.
@@ -777,6 +777,41 @@ impl Records for SqliteStore {
             .optional()?;
         Ok(row)
     }
+
+    fn remember_image(&self, top_digest: &str, image: &KnownImage) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO known_images (top_digest, digest, index_digest, size_bytes, resolved_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (top_digest) DO UPDATE SET digest = ?2, index_digest = ?3, \
+             size_bytes = ?4, resolved_at = ?5",
+            params![
+                top_digest,
+                image.digest,
+                image.index_digest,
+                i64::try_from(image.size_bytes).unwrap_or(i64::MAX),
+                now_millis()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn known_image(&self, top_digest: &str) -> Result<Option<KnownImage>, StoreError> {
+        let row = self
+            .lock()
+            .query_row(
+                "SELECT digest, index_digest, size_bytes FROM known_images WHERE top_digest = ?1",
+                params![top_digest],
+                |row| {
+                    Ok(KnownImage {
+                        digest: row.get(0)?,
+                        index_digest: row.get(1)?,
+                        size_bytes: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
 }
 
 #[cfg(test)]
@@ -1173,6 +1208,7 @@ mod tests {
                 table_names(&conn),
                 [
                     "apps",
+                    "known_images",
                     "leases",
                     "meta",
                     "planned_digests",
