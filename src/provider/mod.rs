@@ -41,8 +41,8 @@ pub const NAME: &str = "berth";
 pub struct Context {
     pub config: ProviderConfig,
     pub registry: RegistryClient,
-    /// Opened on first use: plan-only runs that need no records never
-    /// touch the state directory.
+    /// Opened on first use (a configuration that resolves no image and
+    /// has no Berth resource never touches the state directory).
     store: tokio::sync::OnceCell<Store>,
     /// Built on first use from the configured hosts (no I/O until then).
     engine: tokio::sync::OnceCell<crate::engine::Engine>,
