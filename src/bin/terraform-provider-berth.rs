@@ -2,7 +2,8 @@
 //! it; everything it does lives in [`berth::tfplugin::server`]. `--debug`
 //! runs it for a debugger (reattach mode), `--version` prints the version.
 
-use berth::tfplugin::{logging, server};
+use berth::provider::Provider;
+use berth::tfplugin::server;
 
 const USAGE: &str = "usage: terraform-provider-berth [--debug | --version]";
 
@@ -25,24 +26,5 @@ fn main() {
             }
         }
     }
-    logging::init(logging::PLUGIN_MODULE);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("terraform-provider-berth: cannot start the async runtime: {error}");
-            std::process::exit(1);
-        }
-    };
-    // Exit as soon as serving ends: terraform expects the process gone right
-    // after Shutdown, and nothing else in flight needs waiting for.
-    match runtime.block_on(server::serve(opts)) {
-        Ok(()) => std::process::exit(0),
-        Err(error) => {
-            eprintln!("terraform-provider-berth: {error}");
-            std::process::exit(1);
-        }
-    }
+    server::run_plugin("terraform-provider-berth", opts, Provider::new())
 }

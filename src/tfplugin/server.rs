@@ -229,17 +229,38 @@ pub fn reattach_config(addr: SocketAddr, pid: u32) -> String {
     )
 }
 
+/// Runs a plugin process to its end: JSON logs on stderr, the async
+/// runtime, [`serve`] with `provider`, then exit (terraform expects the
+/// process gone right after Shutdown, and nothing else in flight needs
+/// waiting for). Errors go to stderr after `program`, with status 1.
+pub fn run_plugin(program: &str, opts: ServeOptions, provider: Provider) -> ! {
+    super::logging::init(super::logging::PLUGIN_MODULE);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{program}: cannot start the async runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(serve(opts, provider)) {
+        Ok(()) => std::process::exit(0),
+        Err(error) => {
+            eprintln!("{program}: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Runs the plugin until terraform calls `GRPCController.Shutdown` (or, in
 /// debug mode, until Ctrl-C). Returns `Ok` when the process should exit 0;
 /// the caller exits right away rather than waiting for anything else.
-pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
-    serve_provider(opts, Provider::new()).await
-}
-
-/// [`serve`] with another provider than Berth's own: the benchmark serves
-/// a do-nothing provider with Berth's schemas this way, to measure what
-/// terraform itself spends on them.
-pub async fn serve_provider(opts: ServeOptions, provider: Provider) -> Result<(), ServeError> {
+///
+/// `provider` is Berth's own ([`Provider::new`]) in the plugin binary;
+/// the benchmark serves a do-nothing provider with Berth's schemas.
+pub async fn serve(opts: ServeOptions, provider: Provider) -> Result<(), ServeError> {
     let provider = ProviderGrpc::with_provider(provider);
     let env = HandshakeEnv::from_env();
     if opts.debug {

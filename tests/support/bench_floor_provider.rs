@@ -15,7 +15,7 @@ use berth::provider::resource_app::AppResource;
 use berth::provider::schema::Schema;
 use berth::provider::value::Value;
 use berth::provider::{Context, Provider};
-use berth::tfplugin::server::{serve_provider, ServeOptions};
+use berth::tfplugin::server::{run_plugin, ServeOptions};
 
 /// `berth_app` with Berth's schema and none of its work.
 struct FloorApp;
@@ -70,22 +70,6 @@ fn not_here(what: &str) -> Diagnostics {
 }
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("bench-floor-provider: cannot start the async runtime: {error}");
-            std::process::exit(1);
-        }
-    };
     let provider = Provider::from_parts(vec![], vec![Box::new(FloorApp)], vec![]);
-    match runtime.block_on(serve_provider(ServeOptions::default(), provider)) {
-        Ok(()) => std::process::exit(0),
-        Err(error) => {
-            eprintln!("bench-floor-provider: {error}");
-            std::process::exit(1);
-        }
-    }
+    run_plugin("bench-floor-provider", ServeOptions::default(), provider)
 }
