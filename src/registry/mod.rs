@@ -41,6 +41,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::reference::Reference;
+
 pub use credentials::{docker_server_address, Credentials, Secret};
 pub use error::RegistryError;
 pub use hints::hint;
@@ -84,6 +86,29 @@ pub struct ResolvedImage {
     pub size_bytes: u64,
     /// `registry/repository@<digest>`.
     pub pinned_reference: String,
+}
+
+impl ResolvedImage {
+    /// What `reference` resolves to when `image` is its linux/amd64 image.
+    fn of(reference: &Reference, image: KnownImage) -> ResolvedImage {
+        ResolvedImage {
+            reference: reference.to_string(),
+            pinned_reference: reference.with_digest(&image.digest).to_string(),
+            digest: image.digest,
+            index_digest: image.index_digest,
+            platform: format!("{}/{}", manifest::TARGET_OS, manifest::TARGET_ARCHITECTURE),
+            size_bytes: image.size_bytes,
+        }
+    }
+
+    /// The part of the resolution that depends only on the image's digest.
+    pub fn known(&self) -> KnownImage {
+        KnownImage {
+            digest: self.digest.clone(),
+            index_digest: self.index_digest.clone(),
+            size_bytes: self.size_bytes,
+        }
+    }
 }
 
 /// A resolution already made, remembered by the digest the reference

@@ -14,7 +14,6 @@ use super::exchange::{read_error_body, read_limited};
 use super::manifest::{
     compressed_size, config_platform, digest_matches, is_target_platform, parse_document,
     select_linux_amd64, sha256_digest, Descriptor, Document, ACCEPTED_MANIFEST_MEDIA_TYPES,
-    TARGET_ARCHITECTURE, TARGET_OS,
 };
 use super::{
     api_host, Credentials, KnownImage, KnownImages, RegistryClient, RegistryError, ResolvedImage,
@@ -92,30 +91,14 @@ impl RegistryClient {
                     digest = %image.digest,
                     "resolved image from a digest resolved before"
                 );
-                return Ok(ResolvedImage {
-                    reference: reference.to_string(),
-                    pinned_reference: reference.with_digest(&image.digest).to_string(),
-                    digest: image.digest,
-                    index_digest: image.index_digest,
-                    platform: format!("{TARGET_OS}/{TARGET_ARCHITECTURE}"),
-                    size_bytes: image.size_bytes,
-                });
+                return Ok(ResolvedImage::of(reference, image));
             }
         }
         let resolved = self.resolve(reference, credentials).await?;
         // Keyed by what the full resolve fetched, not by the HEAD answer:
         // the tag may have moved in between.
         let top = resolved.index_digest.as_deref().unwrap_or(&resolved.digest);
-        known
-            .remember(
-                top,
-                &KnownImage {
-                    digest: resolved.digest.clone(),
-                    index_digest: resolved.index_digest.clone(),
-                    size_bytes: resolved.size_bytes,
-                },
-            )
-            .await;
+        known.remember(top, &resolved.known()).await;
         Ok(resolved)
     }
 
@@ -291,14 +274,14 @@ impl<'a> Session<'a> {
             });
         }
 
-        Ok(ResolvedImage {
-            reference: self.canonical.to_owned(),
-            pinned_reference: self.reference.with_digest(&digest).to_string(),
-            digest,
-            index_digest,
-            platform: format!("{TARGET_OS}/{TARGET_ARCHITECTURE}"),
-            size_bytes,
-        })
+        Ok(ResolvedImage::of(
+            self.reference,
+            KnownImage {
+                digest,
+                index_digest,
+                size_bytes,
+            },
+        ))
     }
 
     fn context<'s>(&'s self, object: &'s str, fetching_blob: bool) -> FailureContext<'s> {
