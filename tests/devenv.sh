@@ -17,7 +17,9 @@
 #     the registry verifies its tokens with tests/fixtures/token-auth/cert.pem
 #     (a test-only key pair);
 #   - the fixture images, built and pushed by Berth's own code
-#     (`cargo run -q --example push-fixtures`).
+#     (`cargo run -q --example push-fixtures`), among them the ingress
+#     image `berth/ingress:local` made from Debian's haproxy and caddy
+#     (installed here, their own services never started).
 #
 # Usage (as root, Debian 12):  bash tests/devenv.sh up|down|status
 #
@@ -30,14 +32,15 @@
 #                             start it (word-split); not for host b
 #
 # `down` stops exactly the processes this script started (by recorded pid,
-# never by name), removes containers labelled io.berth.test=1 (on both
-# daemons), nothing else, and deletes host b's bridge. Every wait is bounded.
+# never by name), removes containers and volumes labelled io.berth.test=1
+# (on both daemons), nothing else, and deletes host b's bridge. Every wait
+# is bounded.
 set -euo pipefail
 
 readonly STATE_DIR="${BERTH_DEV_DIR:-/var/lib/berth-dev}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
-readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl)
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl haproxy caddy)
 readonly TEST_LABEL="io.berth.test=1"
 
 readonly PLAIN_ADDR="127.0.0.1:5000"
@@ -274,6 +277,19 @@ remove_test_containers() {
 		# shellcheck disable=SC2086 # one id per word
 		docker rm -f $ids >/dev/null
 	fi
+	remove_test_volumes docker
+}
+
+# remove_test_volumes DOCKER_CMD…: the volumes the tests' ingress left
+# (labelled like their containers); only once no container uses them.
+remove_test_volumes() {
+	local vols
+	vols="$("$@" volume ls -q --filter "label=$TEST_LABEL")"
+	if [[ -n "$vols" ]]; then
+		log "removing volumes labelled $TEST_LABEL: $(echo "$vols" | tr '\n' ' ')"
+		# shellcheck disable=SC2086 # one name per word
+		"$@" volume rm $vols >/dev/null || true
+	fi
 }
 
 # -------------------------------------------------------------- registries
@@ -405,7 +421,7 @@ ensure_registry() {
 fixtures_present() {
 	local accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
 	local tag code
-	for tag in demo:v1 demo:v2 multi:latest arm64-only:latest unhealthy:latest crash:latest huge:latest; do
+	for tag in demo:v1 demo:v2 multi:latest arm64-only:latest unhealthy:latest crash:latest huge:latest ingress:local; do
 		code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -I -H "Accept: $accept" \
 			"http://$PLAIN_ADDR/v2/berth/${tag%%:*}/manifests/${tag#*:}" || true)"
 		[[ "$code" == "200" ]] || return 1
@@ -549,6 +565,7 @@ remove_test_containers_b() {
 		# shellcheck disable=SC2086 # one id per word
 		docker_b rm -f $ids >/dev/null
 	fi
+	remove_test_volumes docker_b
 }
 
 stop_docker_b() {

@@ -48,6 +48,13 @@ const OCI_LAYER_FOREIGN_GZIP: &str = "application/vnd.oci.image.layer.nondistrib
 const FIXED_EPOCH: u64 = 1_704_067_200;
 const FIXED_CREATED: &str = "2024-01-01T00:00:00Z";
 
+/// Where the ingress image's programs come from: Debian's `haproxy` and
+/// `caddy` packages and `bash` (installed by `tests/devenv.sh`).
+pub const INGRESS_PROGRAMS: &[&str] = &["/usr/sbin/haproxy", "/usr/bin/caddy", "/bin/bash"];
+/// Repository and tag of the ingress image in the plain registry.
+pub const INGRESS_REPOSITORY: &str = "berth/ingress";
+pub const INGRESS_TAG: &str = "local";
+
 /// Applets reachable by name under `/bin` (symlinks to `busybox`).
 const APPLETS: &[&str] = &[
     "cat", "echo", "env", "false", "httpd", "kill", "ls", "nc", "ps", "sh", "sleep", "true", "wget",
@@ -95,6 +102,11 @@ pub enum FixtureError {
     },
     #[error("the fixture build task failed: {0}")]
     Task(String),
+    #[error(
+        "cannot read {path} for the ingress image: {detail}; \
+         run `bash tests/devenv.sh up` (it installs Debian's haproxy and caddy)"
+    )]
+    IngressProgram { path: String, detail: String },
 }
 
 /// One image (or index) pushed to a registry.
@@ -129,6 +141,10 @@ pub struct FixtureSet {
     pub crash: Pushed,
     /// `berth/huge:latest`: claims more than 10 GB of compressed layers.
     pub huge: Pushed,
+    /// `berth/ingress:local`: HAProxy and Caddy from this machine's Debian
+    /// packages, laid out like the official images, for offline tests and
+    /// the quickstart (see [`push_ingress`]).
+    pub ingress: Pushed,
 }
 
 /// Push the demo image whose page names `version` (body exactly
@@ -193,7 +209,20 @@ pub async fn push_all(registry: &str) -> Result<FixtureSet, FixtureError> {
         huge: target
             .push_image("berth/huge", Some("latest"), &built.huge)
             .await?,
+        ingress: push_ingress(registry).await?,
     })
+}
+
+/// Push the ingress image, `berth/ingress:local`: Debian's `haproxy`,
+/// `caddy` and `bash` with the shared libraries `ldd` names, busybox for
+/// `sh`, `kill` and `timeout`, and the environment of the official images
+/// (`XDG_CONFIG_HOME=/config`, `XDG_DATA_HOME=/data`). It has no command of
+/// its own: Berth always gives one. Idempotent.
+pub async fn push_ingress(registry: &str) -> Result<Pushed, FixtureError> {
+    let image = build_blocking(ingress_image).await?;
+    Target::new(registry, None)
+        .push_image(INGRESS_REPOSITORY, Some(INGRESS_TAG), &image)
+        .await
 }
 
 // ------------------------------------------------------------------ content
@@ -345,7 +374,7 @@ fn demo_image(version: &str, arch: Arch) -> Result<Built, FixtureError> {
 /// `/www/index.html` naming the version and `/www/healthz`.
 fn demo_files_layer(version: &str) -> Result<Layer, FixtureError> {
     tar_gz_layer(vec![
-        Entry::Dir("www"),
+        Entry::Dir("www".into()),
         Entry::File {
             path: "www/healthz".into(),
             mode: 0o644,
@@ -357,6 +386,122 @@ fn demo_files_layer(version: &str) -> Result<Layer, FixtureError> {
             data: format!("berth demo {version}\n").into_bytes(),
         },
     ])
+}
+
+/// The ingress image: a layer with the programs and their libraries on
+/// top of the busybox base (with `timeout` and `mkdir` added).
+fn ingress_image() -> Result<Built, FixtureError> {
+    let mut files: Vec<String> = Vec::new();
+    for program in INGRESS_PROGRAMS {
+        files.push((*program).to_owned());
+        files.extend(shared_libraries(program)?);
+    }
+    files.sort();
+    files.dedup();
+    let mut entries = Vec::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in &files {
+        let data = std::fs::read(file).map_err(|e| FixtureError::IngressProgram {
+            path: file.clone(),
+            detail: e.to_string(),
+        })?;
+        let path = file.trim_start_matches('/').to_owned();
+        let mut parent = std::path::Path::new(&path).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(dir.display().to_string());
+            parent = dir.parent();
+        }
+        entries.push(Entry::File {
+            path,
+            mode: 0o755,
+            data,
+        });
+    }
+    entries.extend(dirs.into_iter().filter(|d| d != "bin").map(Entry::Dir));
+    for dir in ["config", "data", "etc"] {
+        entries.push(Entry::Dir(dir.into()));
+    }
+    entries.push(Entry::File {
+        path: "etc/passwd".into(),
+        mode: 0o644,
+        data:
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .to_vec(),
+    });
+    entries.push(Entry::File {
+        path: "etc/group".into(),
+        mode: 0o644,
+        data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+    });
+    for applet in ["timeout", "mkdir", "mv", "rm", "head", "grep", "date"] {
+        entries.push(Entry::Symlink {
+            path: format!("bin/{applet}"),
+            target: "busybox".into(),
+        });
+    }
+    let programs = Arc::new(tar_gz_layer_at(entries, Compression::fast())?);
+    let base = base_layer()?;
+    let layers = vec![base, programs];
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let config = json!({
+        "created": FIXED_CREATED,
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "XDG_CONFIG_HOME=/config",
+                "XDG_DATA_HOME=/data",
+            ],
+            "WorkingDir": "/",
+            "Labels": {"org.opencontainers.image.title": "berth ingress (Debian haproxy and caddy)"},
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": FIXED_CREATED, "created_by": "berth devtools::fixtures"}],
+    });
+    let config = Blob::new(OCI_CONFIG, to_json(&config)?);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": layers.iter().map(|l| l.blob.descriptor()).collect::<Vec<_>>(),
+    });
+    Ok(Built {
+        blobs: layers,
+        config: Some(config),
+        manifest: Blob::new(OCI_MANIFEST, to_json(&manifest)?),
+    })
+}
+
+/// The shared libraries (and the loader) `ldd` lists for `program`.
+fn shared_libraries(program: &str) -> Result<Vec<String>, FixtureError> {
+    let out = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .map_err(|e| FixtureError::IngressProgram {
+            path: program.to_owned(),
+            detail: format!("ldd: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(FixtureError::IngressProgram {
+            path: program.to_owned(),
+            detail: format!("ldd: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or
+            // `/lib64/ld-linux-x86-64.so.2 (0x…)`; vdso has no file.
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => line,
+            };
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect())
 }
 
 /// `/bin/busybox` and its applet symlinks, built once per process (reading
@@ -371,17 +516,17 @@ fn base_layer() -> Result<Arc<Layer>, FixtureError> {
         source,
     })?;
     let mut entries = vec![
-        Entry::Dir("bin"),
+        Entry::Dir("bin".into()),
         Entry::File {
             path: "bin/busybox".into(),
             mode: 0o755,
             data: busybox,
         },
-        Entry::Dir("tmp"),
+        Entry::Dir("tmp".into()),
     ];
     entries.extend(APPLETS.iter().map(|applet| Entry::Symlink {
         path: format!("bin/{applet}"),
-        target: "busybox",
+        target: "busybox".into(),
     }));
     let layer = Arc::new(tar_gz_layer(entries)?);
     Ok(BASE.get_or_init(|| layer).clone())
@@ -459,7 +604,7 @@ fn image_index(images: &[(&Built, Arch)]) -> Result<Built, FixtureError> {
 }
 
 enum Entry {
-    Dir(&'static str),
+    Dir(String),
     File {
         path: String,
         mode: u32,
@@ -467,7 +612,7 @@ enum Entry {
     },
     Symlink {
         path: String,
-        target: &'static str,
+        target: String,
     },
 }
 
@@ -482,7 +627,13 @@ impl Entry {
 
 /// A deterministic tar (sorted entries, fixed mtime, root-owned) and its
 /// deterministic gzip (no name, no timestamp).
-fn tar_gz_layer(mut entries: Vec<Entry>) -> Result<Layer, FixtureError> {
+fn tar_gz_layer(entries: Vec<Entry>) -> Result<Layer, FixtureError> {
+    tar_gz_layer_at(entries, Compression::default())
+}
+
+/// [`tar_gz_layer`] at another compression level (the ingress image's
+/// programs are tens of MB: fast compression builds it in seconds).
+fn tar_gz_layer_at(mut entries: Vec<Entry>, level: Compression) -> Result<Layer, FixtureError> {
     entries.sort_by(|a, b| a.path().cmp(b.path()));
     let mut tar = tar::Builder::new(Vec::new());
     for entry in &entries {
@@ -515,9 +666,7 @@ fn tar_gz_layer(mut entries: Vec<Entry>) -> Result<Layer, FixtureError> {
     let tar = tar.into_inner().map_err(FixtureError::Layer)?;
     let diff_id = sha256_digest(&tar);
 
-    let mut gz = GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), Compression::default());
+    let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), level);
     std::io::Write::write_all(&mut gz, &tar).map_err(FixtureError::Layer)?;
     let compressed = gz.finish().map_err(FixtureError::Layer)?;
     Ok(Layer {

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         &set.unhealthy,
         &set.crash,
         &set.huge,
+        &set.ingress,
     ] {
         print(pushed);
     }
