@@ -13,7 +13,8 @@ pub const MANAGED: &str = "io.berth.managed";
 pub const APP: &str = "io.berth.app";
 /// The service or worker name within the app (`web`, `queue`).
 pub const COMPONENT: &str = "io.berth.component";
-/// `service`, `worker` or `job` (a pre-deploy run).
+/// `service`, `worker`, `job` (a pre-deploy run), `ingress` (the host's
+/// proxy) or `ingress-tls` (its HTTPS front for domains).
 pub const KIND: &str = "io.berth.kind";
 /// Instance slot within the component, `0`-based.
 pub const SLOT: &str = "io.berth.slot";
@@ -25,6 +26,12 @@ pub const DIGEST: &str = "io.berth.digest";
 pub const SPEC_HASH: &str = "io.berth.spec-hash";
 /// Name of the configured Docker host it was placed on.
 pub const HOST: &str = "io.berth.host";
+/// On Berth's network: the subnet it was created with (instances get
+/// fixed addresses from its upper half).
+pub const SUBNET: &str = "io.berth.subnet";
+/// On the ingress containers: the image reference they were configured
+/// with (the digest they run is in [`DIGEST`]).
+pub const IMAGE_REF: &str = "io.berth.image-ref";
 /// Set on containers and networks created by Berth's own tests.
 pub const TEST: &str = "io.berth.test";
 
@@ -36,4 +43,6 @@ pub mod kind {
     pub const SERVICE: &str = "service";
     pub const WORKER: &str = "worker";
     pub const JOB: &str = "job";
+    pub const INGRESS: &str = "ingress";
+    pub const INGRESS_TLS: &str = "ingress-tls";
 }

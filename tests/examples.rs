@@ -7,7 +7,10 @@ mod support;
 use std::path::Path;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
-use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
+use support::{
+    app_containers, block_on, free_port, http_body, ingress_setting, require_env, unique_app,
+    AppGuard, Tf,
+};
 
 fn example(rel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,8 +25,21 @@ fn quickstart_deploys_the_demo_and_converges() {
     block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let name = unique_app("quickstart");
     let _guard = AppGuard(name.clone());
-    let text = example("quickstart/main.tf").replace("\"quickstart\"", &format!("\"{name}\""));
+    let port = free_port();
+    let example_ingress =
+        "  ingress = {\n    image = \"127.0.0.1:5000/berth/ingress:local\"\n  }\n";
+    let text = example("quickstart/main.tf")
+        .replace("\"quickstart\"", &format!("\"{name}\""))
+        .replace("public_port = 8088", &format!("public_port = {port}"))
+        // The tests' hosts share one ingress: every test gives it the same
+        // settings (the example's image, the tests' ports).
+        .replace(example_ingress, &ingress_setting());
     assert!(text.contains(&name), "the example names its app quickstart");
+    assert!(
+        text.contains(&format!("public_port = {port}"))
+            && text.contains("tls        = \"internal\""),
+        "the example's port and ingress are where the test expects them:\n{text}"
+    );
     let tf = Tf::new();
     tf.raw_config(&text);
     tf.init();
@@ -38,6 +54,12 @@ fn quickstart_deploys_the_demo_and_converges() {
             Some("berth demo v1\n")
         );
     }
+    let url = tf.output("url");
+    assert_eq!(url, format!("http://127.0.0.1:{port}").as_str());
+    assert_eq!(
+        http_body(&format!("127.0.0.1:{port}"), "/").as_deref(),
+        Some("berth demo v1\n")
+    );
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(app_containers(&name).is_empty());

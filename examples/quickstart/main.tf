@@ -12,7 +12,13 @@ terraform {
   }
 }
 
-provider "berth" {}
+provider "berth" {
+  # The ingress (stable ports and domains) from the local registry: the
+  # quickstart runs offline. Elsewhere the official HAProxy image is used.
+  ingress = {
+    image = "127.0.0.1:5000/berth/ingress:local"
+  }
+}
 
 # What the tag points at right now: the exact linux/amd64 digest.
 data "berth_image" "demo" {
@@ -25,8 +31,9 @@ resource "berth_app" "demo" {
 
   services = {
     web = {
-      http_port = 8080
-      instances = 2
+      http_port   = 8080
+      instances   = 2
+      public_port = 8088
       health_check = {
         path = "/healthz"
       }
@@ -43,7 +50,12 @@ output "digest" {
   value       = berth_app.demo.image_digest
 }
 
+output "url" {
+  description = "The app's stable address: try `curl URL/`. It keeps answering across releases."
+  value       = berth_app.demo.urls["web"][0]
+}
+
 output "endpoints" {
-  description = "Where the instances answer: try `curl http://ADDRESS/`."
+  description = "Each instance's own address (new with every release; for debugging)."
   value       = berth_app.demo.endpoints["web"]
 }

@@ -317,7 +317,10 @@ struct Session {
 }
 
 impl Session {
-    async fn open(insecure_registries: Vec<String>) -> Result<Session, CliError> {
+    async fn open(
+        insecure_registries: Vec<String>,
+        ingress: Option<crate::ingress::IngressSettings>,
+    ) -> Result<Session, CliError> {
         let options = StoreOptions::from_env(None, &process_env).map_err(store_open_error)?;
         let store = Store::open(options).await.map_err(store_open_error)?;
         let docker_host = std::env::var("DOCKER_HOST").ok();
@@ -325,17 +328,35 @@ impl Session {
             CliError::failed("Cannot set up the Docker host", e.to_string())
                 .with_hint("set DOCKER_HOST (e.g. unix:///var/run/docker.sock)")
         })?;
+        let registry = RegistryClient::new(RegistryOptions {
+            insecure_registries,
+        });
         Ok(Session {
             engine: Engine::new(hosts, store)
-                .with_test_label(process_env(TEST_LABEL_ENV).is_some()),
-            registry: RegistryClient::new(RegistryOptions {
-                insecure_registries,
-            }),
+                .with_test_label(process_env(TEST_LABEL_ENV).is_some())
+                .with_ingress(
+                    ingress.unwrap_or_default(),
+                    std::sync::Arc::new(registry.clone()),
+                ),
+            registry,
         })
     }
 
     fn store(&self) -> &Store {
         &self.engine.store
+    }
+
+    /// Uses the ingress settings the app was last deployed with (its spec
+    /// file's `ingress` section), for commands that take no spec file.
+    async fn use_recorded_ingress(&mut self, app: &str) -> Result<(), CliError> {
+        if let Some(record) = self.record(app).await? {
+            if let Ok(spec) = serde_json::from_str::<AppSpec>(&record.spec_json) {
+                if let Some(settings) = spec.ingress {
+                    self.engine.set_ingress_settings(settings);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, CliError> {
@@ -345,6 +366,24 @@ impl Session {
                 e.to_string(),
             )
         })
+    }
+
+    /// The differences between the app's routes and the hosts' ingress.
+    async fn ingress_drift(
+        &self,
+        app: &str,
+        components: &[Component],
+        observed: &[Instance],
+    ) -> Result<Vec<Drift>, CliError> {
+        self.engine
+            .ingress_drift(app, components, observed, true)
+            .await
+            .map_err(|e| {
+                CliError::failed(
+                    format!("Cannot read the ingress of app {app:?}"),
+                    e.to_string(),
+                )
+            })
     }
 
     async fn record(&self, app: &str) -> Result<Option<AppRecord>, CliError> {
@@ -529,12 +568,14 @@ struct PlanReport {
     changes: bool,
     new_release: bool,
     steps: Vec<String>,
+    /// Service name → its stable URLs (known before anything runs).
+    urls: BTreeMap<String, Vec<String>>,
     drift: Vec<String>,
 }
 
 async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
     let spec = load_spec(&args.file)?;
-    let session = Session::open(args.insecure_registries).await?;
+    let session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
     let prepared = prepare(&session, spec).await?;
     let hosts = session.engine.host_names();
     let plan = engine_plan::plan(
@@ -547,24 +588,33 @@ async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
     let drift: Vec<String> = if prepared.observed.is_empty() {
         Vec::new()
     } else {
-        engine_plan::drift(
+        let mut drift = engine_plan::drift(
             &prepared.components,
             &prepared.digest,
             &hosts,
             &prepared.observed,
-        )
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+        );
+        drift.extend(
+            session
+                .ingress_drift(
+                    &prepared.spec.name,
+                    &prepared.components,
+                    &prepared.observed,
+                )
+                .await?,
+        );
+        drift.iter().map(ToString::to_string).collect()
     };
+    let changes = !plan.is_noop() || !drift.is_empty();
     let report = PlanReport {
         app: prepared.spec.name.clone(),
         image: prepared.spec.image.clone(),
         digest: prepared.digest.clone(),
         current_release: plan.current_release,
-        changes: !plan.is_noop(),
+        changes,
         new_release: plan.new_release,
         steps: plan.reasons.clone(),
+        urls: session.engine.urls(&prepared.components),
         drift,
     };
     if args.output.json {
@@ -591,6 +641,9 @@ async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
         for step in &report.steps {
             text.push_str(&format!("  {step}\n"));
         }
+        if report.steps.is_empty() {
+            text.push_str("  repair what the drift below names\n");
+        }
     } else {
         text.push_str("\nno changes: the app runs this digest and spec\n");
     }
@@ -612,6 +665,8 @@ struct DeployReport {
     digest: String,
     image: String,
     trigger: String,
+    /// Service name → its stable URLs through the ingress.
+    urls: BTreeMap<String, Vec<String>>,
     endpoints: BTreeMap<String, Vec<String>>,
     steps: Vec<String>,
     phases: Vec<PhaseReport>,
@@ -635,6 +690,7 @@ impl DeployReport {
             digest: outcome.digest,
             image: target.pinned.clone(),
             trigger: target.trigger.clone(),
+            urls: outcome.urls,
             endpoints: outcome.endpoints,
             steps: outcome.steps,
             phases: outcome
@@ -660,6 +716,13 @@ impl DeployReport {
             .row("release", release)
             .row("digest", &self.digest)
             .row("image", &self.image);
+        let mut label = "urls";
+        for (service, urls) in &self.urls {
+            for url in urls {
+                table = table.row(label, format!("{service}  {url}"));
+                label = "";
+            }
+        }
         let mut label = "endpoints";
         for (service, endpoints) in &self.endpoints {
             for endpoint in endpoints {
@@ -687,7 +750,7 @@ impl DeployReport {
 
 async fn apply(args: SpecFileArgs) -> Result<(), CliError> {
     let spec = load_spec(&args.file)?;
-    let session = Session::open(args.insecure_registries).await?;
+    let session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
     let prepared = prepare(&session, spec).await?;
     let first = prepared.record.is_none() && prepared.observed.is_empty();
     let spec = prepared.spec;
@@ -748,6 +811,8 @@ struct AppStatus {
     running: usize,
     desired: Option<u64>,
     recorded: bool,
+    /// Service name → its stable URLs through the ingress.
+    urls: BTreeMap<String, Vec<String>>,
     instances: Vec<InstanceReport>,
     drift: Vec<String>,
     /// Why drift could not be fully judged, if so.
@@ -827,9 +892,12 @@ fn view(hosts: &[String], record: Option<&AppRecord>, observed: &[Instance]) -> 
 }
 
 async fn status(args: StatusArgs) -> Result<(), CliError> {
-    let session = Session::open(Vec::new()).await?;
+    let mut session = Session::open(Vec::new(), None).await?;
     match args.app {
-        Some(app) => status_of(&session, &app, args.output.json).await,
+        Some(app) => {
+            session.use_recorded_ingress(&app).await?;
+            status_of(&session, &app, args.output.json).await
+        }
         None => status_all(&session, args.output.json).await,
     }
 }
@@ -896,7 +964,18 @@ async fn status_of(session: &Session, app: &str, json: bool) -> Result<(), CliEr
     if observed.is_empty() && record.is_none() {
         return Err(not_found(app));
     }
-    let view = view(&session.engine.host_names(), record.as_ref(), &observed);
+    let mut view = view(&session.engine.host_names(), record.as_ref(), &observed);
+    let components = record
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<AppSpec>(&r.spec_json).ok())
+        .and_then(|s| s.components().ok());
+    let urls = components
+        .as_ref()
+        .map(|c| session.engine.urls(c))
+        .unwrap_or_default();
+    if let (Some(drift), Some(components)) = (view.drift.as_mut(), &components) {
+        drift.extend(session.ingress_drift(app, components, &observed).await?);
+    }
     let mut instances: Vec<&Instance> = observed.iter().collect();
     instances.sort_by(|a, b| {
         (&a.component, a.slot, a.release, &a.name).cmp(&(&b.component, b.slot, b.release, &b.name))
@@ -908,6 +987,7 @@ async fn status_of(session: &Session, app: &str, json: bool) -> Result<(), CliEr
         running: view.running,
         desired: view.desired,
         recorded: record.is_some(),
+        urls,
         instances: instances
             .into_iter()
             .map(|i| InstanceReport {
@@ -944,8 +1024,15 @@ async fn status_of(session: &Session, app: &str, json: bool) -> Result<(), CliEr
                 report.running,
                 opt(report.desired)
             ),
-        )
-        .render();
+        );
+    let mut label = "urls";
+    for (service, urls) in &report.urls {
+        for url in urls {
+            text = text.row(label, format!("{service}  {url}"));
+            label = "";
+        }
+    }
+    let mut text = text.render();
     text.push('\n');
     if report.instances.is_empty() {
         text.push_str("no instances\n");
@@ -1017,7 +1104,7 @@ struct ReleaseReport {
 }
 
 async fn releases(args: ReleasesArgs) -> Result<(), CliError> {
-    let session = Session::open(Vec::new()).await?;
+    let session = Session::open(Vec::new(), None).await?;
     let records = session
         .store()
         .list_releases(args.app.clone(), args.limit)
@@ -1093,8 +1180,9 @@ fn release_report(record: &ReleaseRecord) -> ReleaseReport {
 // ------------------------------------------------------------ rollback
 
 async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
-    let session = Session::open(Vec::new()).await?;
+    let mut session = Session::open(Vec::new(), None).await?;
     let app = args.app.as_str();
+    session.use_recorded_ingress(app).await?;
     let observed = session.observe(app, true).await?;
     let current = engine_plan::current_release(&observed);
     let chosen = match args.release {
@@ -1263,8 +1351,9 @@ struct DestroyReport {
 }
 
 async fn destroy(args: DestroyArgs) -> Result<(), CliError> {
-    let session = Session::open(Vec::new()).await?;
+    let mut session = Session::open(Vec::new(), None).await?;
     let app = args.app;
+    session.use_recorded_ingress(&app).await?;
     let removed = session.engine.destroy(&app).await.map_err(|e| {
         CliError::failed(format!("Destroying app {app:?} failed"), e.to_string())
             .with_hint("run `berth destroy` again: it removes whatever is left")

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
-use bollard::models::NetworkCreateRequest;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
     WaitContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
@@ -24,10 +26,11 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::address::{HostAddress, SSH_PORT};
 use super::error::{classify, DockerError, Failure};
+use super::network::{NetworkInfo, Subnet};
 use super::observed::{observed_from_summary, Observed};
 use super::spec::{check_pinned, is_managed, with_managed, ContainerSpec, RestartPolicy};
 use super::tls::{check_tls_material, PrivateTlsDir};
-use super::{HostConfig, JobOutcome, RegistryLogin, TlsFiles, DEFAULT_PUBLISH_ADDRESS};
+use super::{ExecOutput, HostConfig, JobOutcome, RegistryLogin, TlsFiles, DEFAULT_PUBLISH_ADDRESS};
 use crate::labels;
 
 /// Bound on opening the connection and negotiating the API version.
@@ -49,6 +52,10 @@ const KILL_WAIT: Duration = Duration::from_secs(15);
 const CLIENT_TIMEOUT_SECS: u64 = 60 * 60;
 /// Platform Berth runs (design: pin for the host's platform, linux/amd64).
 const PLATFORM: &str = "linux/amd64";
+/// Most output an exec keeps (the ingress's probes and reads are small).
+const EXEC_OUTPUT_LIMIT: usize = 4 * 1024 * 1024;
+/// Most bytes a download of a container path may bring back.
+const DOWNLOAD_LIMIT: usize = 16 * 1024 * 1024;
 
 /// One Docker host: a shared, lazily opened connection. Cheap to clone.
 #[derive(Clone)]
@@ -332,6 +339,14 @@ impl DockerHost {
     /// `io.berth.managed=true` to its labels. If the start fails, the
     /// created container is removed again.
     pub async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        let id = self.create(spec).await?;
+        self.start(&id, &spec.name).await?;
+        Ok(id)
+    }
+
+    /// Creates a container without starting it (so files can be copied in
+    /// first); returns its id. Adds `io.berth.managed=true` to its labels.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
         spec.validate()
             .map_err(|detail| self.invalid_spec(format!("container `{}`: {detail}", spec.name)))?;
         let docker = self.client().await?;
@@ -342,6 +357,7 @@ impl DockerHost {
             image = %spec.image,
             env_keys = ?spec.env_keys(),
             http_port = ?spec.http_port,
+            ipv4_address = ?spec.ipv4_address,
             "creating container"
         );
         let options = CreateContainerOptionsBuilder::new()
@@ -380,23 +396,51 @@ impl DockerHost {
         for warning in created.warnings.iter().filter(|w| !w.is_empty()) {
             tracing::warn!(host = %self.name(), container = %spec.name, warning = %warning, "docker warning");
         }
-        let id = created.id;
+        Ok(created.id)
+    }
+
+    /// Starts a container Berth created; if the start fails, the container
+    /// is removed again.
+    pub async fn start(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("container `{name}`");
         if let Err(e) = self
             .bounded(
                 "starting",
                 &what,
                 API_TIMEOUT,
-                docker.start_container(&id, None::<StartContainerOptions>),
+                docker.start_container(id, None::<StartContainerOptions>),
             )
             .await
         {
-            if let Err(cleanup) = self.force_remove(&id).await {
-                tracing::warn!(host = %self.name(), container = %spec.name, error = %cleanup, "could not remove the container that failed to start");
+            if let Err(cleanup) = self.force_remove(id).await {
+                tracing::warn!(host = %self.name(), container = %name, error = %cleanup, "could not remove the container that failed to start");
             }
             return Err(e);
         }
-        tracing::info!(host = %self.name(), container = %spec.name, id = %id, "started container");
-        Ok(id)
+        tracing::info!(host = %self.name(), container = %name, id = %id, "started container");
+        Ok(())
+    }
+
+    /// Starts a stopped managed container again (the ingress after a stop
+    /// by hand). One without Berth's label is refused.
+    pub async fn restart_stopped(&self, id: &str) -> Result<(), DockerError> {
+        let Some((full_id, what)) = self.inspect_managed("start", id).await? else {
+            return Err(DockerError::NotFound {
+                host: self.name().to_owned(),
+                what: format!("container `{id}`"),
+                detail: "it was removed".into(),
+            });
+        };
+        let docker = self.client().await?;
+        tracing::info!(host = %self.name(), container = %what, "starting container again");
+        self.bounded(
+            "starting",
+            &what,
+            API_TIMEOUT,
+            docker.start_container(&full_id, None::<StartContainerOptions>),
+        )
+        .await
     }
 
     /// Stops a managed container: SIGTERM, `grace`, then SIGKILL. A container
@@ -506,27 +550,71 @@ impl DockerHost {
         last_lines(&bytes, lines)
     }
 
+    /// A container's output (stdout and stderr) since `since` (unix
+    /// seconds), at most a few thousand lines. Best effort, like
+    /// [`DockerHost::log_tail`].
+    pub async fn log_since(&self, id: &str, since: i64) -> Vec<String> {
+        let docker = match self.client().await {
+            Ok(docker) => docker,
+            Err(_) => return Vec::new(),
+        };
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(false)
+            .since(i32::try_from(since).unwrap_or(i32::MAX))
+            .tail("5000")
+            .build();
+        let mut bytes = Vec::new();
+        let read = async {
+            let mut stream = Box::pin(docker.logs(id, Some(options)));
+            while let Some(Ok(output)) = stream.next().await {
+                bytes.extend_from_slice(&output.into_bytes());
+            }
+        };
+        let _ = tokio::time::timeout(LOG_TIMEOUT, read).await;
+        last_lines(&bytes, 5000)
+    }
+
     /// Creates the bridge network `name` with `labels` (plus
-    /// `io.berth.managed=true`) unless it exists. An existing network
-    /// without Berth's label is refused with [`DockerError::NotManaged`].
+    /// `io.berth.managed=true`) unless it exists, and returns what Berth
+    /// needs to know about it. A new network gets a subnet of its own
+    /// (the one the daemon would pick, then fixed), dynamic addresses from
+    /// its lower half and fixed addresses for Berth's instances from the
+    /// upper half (see [`NetworkInfo`]). An existing network without
+    /// Berth's label is refused with [`DockerError::NotManaged`].
     pub async fn ensure_network(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(), DockerError> {
+    ) -> Result<NetworkInfo, DockerError> {
         let _serialized = self.inner.network_lock.lock().await;
         let what = format!("network `{name}`");
         if let Some(existing) = self.find_network(name).await? {
-            return self.check_network_managed(&what, &existing);
+            self.check_network_managed(&what, &existing)?;
+            return self.network_info(name).await;
         }
+        let subnet = self.free_subnet().await?;
         let docker = self.client().await?;
+        let mut labels = with_managed(labels);
+        if let Some(subnet) = &subnet {
+            labels.insert(labels::SUBNET.to_owned(), subnet.to_string());
+        }
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
-            labels: Some(with_managed(labels).into_iter().collect()),
+            labels: Some(labels.into_iter().collect()),
+            ipam: subnet.as_ref().map(|subnet| Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    ip_range: Some(subnet.lower_half().to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        tracing::info!(host = %self.name(), network = name, "creating network");
+        tracing::info!(host = %self.name(), network = name, subnet = ?subnet.map(|s| s.to_string()), "creating network");
         match self
             .bounded(
                 "creating",
@@ -536,18 +624,296 @@ impl DockerHost {
             )
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(DockerError::Conflict { .. }) => match self.find_network(name).await? {
-                Some(existing) => self.check_network_managed(&what, &existing),
-                None => Err(DockerError::Conflict {
-                    host: self.name().to_owned(),
-                    what,
-                    detail: "the daemon reported a conflict but has no such network; try again"
-                        .into(),
-                }),
+                Some(existing) => self.check_network_managed(&what, &existing)?,
+                None => {
+                    return Err(DockerError::Conflict {
+                        host: self.name().to_owned(),
+                        what,
+                        detail: "the daemon reported a conflict but has no such network; try again"
+                            .into(),
+                    })
+                }
             },
+            Err(e) => return Err(e),
+        }
+        self.network_info(name).await
+    }
+
+    /// The subnet the daemon would give a new network, found by creating a
+    /// short-lived network and removing it again; `None` when the daemon
+    /// reports none (Berth then lets it pick addresses).
+    async fn free_subnet(&self) -> Result<Option<Subnet>, DockerError> {
+        let docker = self.client().await?;
+        let name = format!("berth-subnet-probe-{}", std::process::id());
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(with_managed(&BTreeMap::new()).into_iter().collect()),
+            ..Default::default()
+        };
+        let what = format!("network `{name}`");
+        let created = self
+            .bounded(
+                "creating",
+                &what,
+                API_TIMEOUT,
+                docker.create_network(request),
+            )
+            .await?;
+        let id = created.id;
+        let inspected = self
+            .bounded(
+                "inspecting",
+                &what,
+                API_TIMEOUT,
+                docker.inspect_network(&id, None),
+            )
+            .await;
+        if let Err(e) = self
+            .bounded("removing", &what, API_TIMEOUT, docker.remove_network(&id))
+            .await
+        {
+            tracing::warn!(host = %self.name(), network = %name, error = %e, "could not remove the subnet probe network");
+        }
+        Ok(inspected?
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.subnet)
+            .find_map(|s| s.parse::<Subnet>().ok()))
+    }
+
+    /// The network's fixed-address range (when Berth created it with one)
+    /// and the addresses its containers hold now.
+    pub async fn network_info(&self, name: &str) -> Result<NetworkInfo, DockerError> {
+        let docker = self.client().await?;
+        let what = format!("network `{name}`");
+        let inspected = self
+            .bounded(
+                "inspecting",
+                &what,
+                API_TIMEOUT,
+                docker.inspect_network(name, None),
+            )
+            .await?;
+        let labels = inspected.labels.unwrap_or_default();
+        let subnet = labels
+            .get(labels::SUBNET)
+            .and_then(|s| s.parse::<Subnet>().ok());
+        let used = inspected
+            .containers
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|endpoint| endpoint.ipv4_address)
+            .filter_map(|a| a.split('/').next().and_then(|ip| ip.parse().ok()))
+            .collect();
+        Ok(NetworkInfo {
+            name: name.to_owned(),
+            subnet,
+            used,
+        })
+    }
+
+    /// Creates the named volume `name` with `labels` (plus
+    /// `io.berth.managed=true`) unless it exists. An existing volume is
+    /// used as it is (Docker keeps a volume's data across containers).
+    pub async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("volume `{name}`");
+        match self
+            .bounded(
+                "inspecting",
+                &what,
+                API_TIMEOUT,
+                docker.inspect_volume(name),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(with_managed(labels).into_iter().collect()),
+            ..Default::default()
+        };
+        tracing::info!(host = %self.name(), volume = name, "creating volume");
+        self.bounded(
+            "creating",
+            &what,
+            API_TIMEOUT,
+            docker.create_volume(request),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes the named volume if it is Berth's; a missing one is fine.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("volume `{name}`");
+        let volume = match self
+            .bounded(
+                "inspecting",
+                &what,
+                API_TIMEOUT,
+                docker.inspect_volume(name),
+            )
+            .await
+        {
+            Ok(volume) => volume,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !is_managed(&volume.labels) {
+            return Err(DockerError::NotManaged {
+                host: self.name().to_owned(),
+                action: "remove".to_owned(),
+                what,
+            });
+        }
+        tracing::info!(host = %self.name(), volume = name, "removing volume");
+        let options = RemoveVolumeOptionsBuilder::new().build();
+        match self
+            .bounded(
+                "removing",
+                &what,
+                API_TIMEOUT,
+                docker.remove_volume(name, Some(options)),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Runs `argv` inside the running container `id` and returns its exit
+    /// status and output, within `limit` (output beyond a few MiB is cut).
+    /// The command is logged; its output is not (the caller decides).
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<ExecOutput, DockerError> {
+        let docker = self.client().await?;
+        let what = format!("a command in container `{id}`");
+        tracing::debug!(host = %self.name(), container = id, command = ?argv.first(), "exec");
+        let run = async {
+            let created = docker
+                .create_exec(
+                    id,
+                    CreateExecOptions {
+                        cmd: Some(argv.to_vec()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let mut stdout = Vec::new();
+            let mut stderr = Vec::new();
+            if let StartExecResults::Attached { mut output, .. } = docker
+                .start_exec(&created.id, None::<StartExecOptions>)
+                .await?
+            {
+                while let Some(item) = output.next().await {
+                    match item? {
+                        bollard::container::LogOutput::StdErr { message } => {
+                            if stderr.len() < EXEC_OUTPUT_LIMIT {
+                                stderr.extend_from_slice(&message);
+                            }
+                        }
+                        other => {
+                            if stdout.len() < EXEC_OUTPUT_LIMIT {
+                                stdout.extend_from_slice(&other.into_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+            let inspected = docker.inspect_exec(&created.id).await?;
+            Ok::<_, bollard::errors::Error>(ExecOutput {
+                exit_code: inspected.exit_code.unwrap_or(-1),
+                stdout,
+                stderr,
+            })
+        };
+        self.bounded("running", &what, limit, run).await
+    }
+
+    /// Extracts the tar archive `tar` into `dir` of container `id` (running
+    /// or only created: Docker mounts its volumes for the copy).
+    pub async fn upload(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("files into {dir} of container `{id}`");
+        let options = UploadToContainerOptionsBuilder::new().path(dir).build();
+        self.bounded(
+            "copying",
+            &what,
+            API_TIMEOUT,
+            docker.upload_to_container(id, Some(options), bollard::body_full(tar.into())),
+        )
+        .await
+    }
+
+    /// The tar archive of `path` in container `id`; `None` when the path
+    /// (or the container) does not exist.
+    pub async fn download(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, DockerError> {
+        let docker = self.client().await?;
+        let what = format!("{path} of container `{id}`");
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let read = async {
+            let mut bytes = Vec::new();
+            let mut stream = Box::pin(docker.download_from_container(id, Some(options)));
+            while let Some(chunk) = stream.next().await {
+                bytes.extend_from_slice(&chunk?);
+                if bytes.len() > DOWNLOAD_LIMIT {
+                    break;
+                }
+            }
+            Ok::<_, bollard::errors::Error>(bytes)
+        };
+        match self.bounded("reading", &what, API_TIMEOUT, read).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of the containers (Berth's or not) that publish host port
+    /// `port`, to say what holds a port Berth needs.
+    pub async fn port_holders(&self, port: u16) -> Result<Vec<String>, DockerError> {
+        let docker = self.client().await?;
+        let filters = HashMap::from([("publish", vec![port.to_string()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let list = self
+            .bounded(
+                "listing",
+                &format!("containers publishing port {port}"),
+                API_TIMEOUT,
+                docker.list_containers(Some(options)),
+            )
+            .await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .collect())
     }
 
     /// Removes every network carrying `io.berth.app=<app>` and

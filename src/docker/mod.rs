@@ -5,7 +5,9 @@
 //! the first call); observing every managed container of a host with one
 //! labelled list call ([`DockerHost::list_managed`]); pulling by digest;
 //! creating, starting, stopping and removing containers; one-off jobs with
-//! their exit code and log tail; and the app networks. Every call is bounded
+//! their exit code and log tail; the shared network with its fixed
+//! addresses (`network`); named volumes; and, for the ingress, commands run
+//! inside a container (`exec`) and files copied in and out of one. Every call is bounded
 //! by a timeout, and every failure is a [`DockerError`] that names the host
 //! and says what to try.
 //!
@@ -34,6 +36,7 @@
 mod address;
 mod error;
 mod host;
+mod network;
 mod observed;
 mod spec;
 mod tls;
@@ -46,6 +49,7 @@ pub use error::DockerError;
 pub use host::{
     DockerHost, API_TIMEOUT, CONNECT_TIMEOUT, JOB_LOG_TAIL_LINES, LOG_TIMEOUT, PULL_TIMEOUT,
 };
+pub use network::{NetworkInfo, Subnet};
 pub use observed::{ContainerState, Observed, Published};
 pub use spec::{ContainerSpec, RestartPolicy};
 pub use tls::{check_tls_material, TlsMaterialError, TlsPart};
@@ -142,6 +146,27 @@ impl JobOutcome {
     /// Exit 0 and not timed out.
     pub fn succeeded(&self) -> bool {
         self.exit_code == 0 && !self.timed_out
+    }
+}
+
+/// What a command run inside a container (`exec`) left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Its exit status (-1 when the daemon did not report one).
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// Standard output as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Standard error as text (lossy), trimmed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_owned()
     }
 }
 

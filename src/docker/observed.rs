@@ -69,12 +69,20 @@ pub struct Observed {
     pub image: String,
     /// Published ports, sorted, one per (container port, host ip).
     pub published: Vec<Published>,
+    /// IPv4 address on each network the container is attached to, by
+    /// network name (empty while it is not running).
+    pub networks: BTreeMap<String, String>,
 }
 
 impl Observed {
     /// The value of a label, if present.
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
+    }
+
+    /// The container's IPv4 address on `network`, if attached and running.
+    pub fn ip_on(&self, network: &str) -> Option<&str> {
+        self.networks.get(network).map(String::as_str)
     }
 
     /// The host port a container port is published on (the first one).
@@ -121,6 +129,16 @@ pub(crate) fn observed_from_summary(summary: ContainerSummary) -> Option<Observe
         .collect();
     published.sort();
     published.dedup();
+    let networks = summary
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            let ip = endpoint.ip_address.filter(|ip| !ip.is_empty())?;
+            Some((name, ip))
+        })
+        .collect();
     Some(Observed {
         id,
         name,
@@ -129,6 +147,7 @@ pub(crate) fn observed_from_summary(summary: ContainerSummary) -> Option<Observe
         status: summary.status.unwrap_or_default(),
         image: summary.image.unwrap_or_default(),
         published,
+        networks,
     })
 }
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig as EngineHostConfig, NetworkingConfig,
-    PortBinding, RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig as EngineHostConfig,
+    NetworkingConfig, PortBinding, RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::labels;
@@ -53,6 +53,19 @@ pub struct ContainerSpec {
     /// DNS names the container answers to on `network` (several containers
     /// may share one: Docker's DNS then round-robins).
     pub network_aliases: Vec<String>,
+    /// A fixed IPv4 address on `network` (the network must have a
+    /// configured subnet): it survives restarts of the container and of the
+    /// daemon, so the ingress never routes to a stale address.
+    pub ipv4_address: Option<String>,
+    /// Runs in the host's network namespace (the ingress): `network`,
+    /// `network_aliases`, `ipv4_address` and `http_port` do not apply.
+    pub host_network: bool,
+    /// Named volumes: (volume name, path in the container).
+    pub volumes: Vec<(String, String)>,
+    /// Overrides the image's entrypoint when set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Overrides the image's user when set (`0` for root).
+    pub user: Option<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
 }
@@ -70,6 +83,11 @@ impl fmt::Debug for ContainerSpec {
             .field("memory_mb", &self.memory_mb)
             .field("network", &self.network)
             .field("network_aliases", &self.network_aliases)
+            .field("ipv4_address", &self.ipv4_address)
+            .field("host_network", &self.host_network)
+            .field("volumes", &self.volumes)
+            .field("entrypoint", &self.entrypoint)
+            .field("user", &self.user)
             .field("restart", &self.restart)
             .finish()
     }
@@ -102,6 +120,19 @@ impl ContainerSpec {
         if self.http_port == Some(0) {
             return Err("http_port must be 1-65535".to_owned());
         }
+        if self.host_network && (self.http_port.is_some() || self.network.is_some()) {
+            return Err(
+                "a container on the host's network publishes no port and joins no network"
+                    .to_owned(),
+            );
+        }
+        if let Some(ip) = &self.ipv4_address {
+            if ip.parse::<std::net::Ipv4Addr>().is_err() || self.network.is_none() {
+                return Err(format!(
+                    "ipv4_address `{ip}` must be an IPv4 address on a network"
+                ));
+            }
+        }
         if let Some(key) = self
             .env
             .keys()
@@ -123,6 +154,9 @@ impl ContainerSpec {
     /// The Docker Engine create body for this spec, publishing `http_port`
     /// on `publish_address` with an ephemeral host port.
     pub fn to_create_body(&self, publish_address: &str) -> ContainerCreateBody {
+        if self.host_network {
+            return self.host_network_body();
+        }
         let port_key = self.http_port.map(|port| format!("{port}/tcp"));
         let port_bindings = port_key.as_ref().map(|key| {
             HashMap::from([(
@@ -136,9 +170,68 @@ impl ContainerSpec {
         });
         let host_config = EngineHostConfig {
             port_bindings,
+            network_mode: self.network.clone(),
+            ..self.common_host_config()
+        };
+        let wants_endpoint = !self.network_aliases.is_empty() || self.ipv4_address.is_some();
+        let networking_config = match (&self.network, wants_endpoint) {
+            (Some(net), true) => Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    net.clone(),
+                    EndpointSettings {
+                        aliases: (!self.network_aliases.is_empty())
+                            .then(|| self.network_aliases.clone()),
+                        ipam_config: self.ipv4_address.as_ref().map(|ip| EndpointIpamConfig {
+                            ipv4_address: Some(ip.clone()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            _ => None,
+        };
+        ContainerCreateBody {
+            networking_config,
+            exposed_ports: port_key.map(|key| vec![key]),
+            host_config: Some(host_config),
+            ..self.common_body()
+        }
+    }
+
+    /// The body of a container in the host's network namespace.
+    fn host_network_body(&self) -> ContainerCreateBody {
+        ContainerCreateBody {
+            host_config: Some(EngineHostConfig {
+                network_mode: Some("host".to_owned()),
+                ..self.common_host_config()
+            }),
+            ..self.common_body()
+        }
+    }
+
+    fn common_body(&self) -> ContainerCreateBody {
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            user: self.user.clone(),
+            env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(self.effective_labels().into_iter().collect()),
+            ..Default::default()
+        }
+    }
+
+    fn common_host_config(&self) -> EngineHostConfig {
+        EngineHostConfig {
             memory: self.memory_mb.map(|mb| (mb * MIB) as i64),
             nano_cpus: self.cpus.map(|cpus| (cpus * 1e9).round() as i64),
-            network_mode: self.network.clone(),
+            binds: (!self.volumes.is_empty()).then(|| {
+                self.volumes
+                    .iter()
+                    .map(|(volume, path)| format!("{volume}:{path}"))
+                    .collect()
+            }),
             restart_policy: Some(EngineRestartPolicy {
                 name: Some(match self.restart {
                     RestartPolicy::No => RestartPolicyNameEnum::NO,
@@ -147,28 +240,6 @@ impl ContainerSpec {
                 }),
                 maximum_retry_count: None,
             }),
-            ..Default::default()
-        };
-        let networking_config = match (&self.network, self.network_aliases.is_empty()) {
-            (Some(net), false) => Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    net.clone(),
-                    EndpointSettings {
-                        aliases: Some(self.network_aliases.clone()),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            _ => None,
-        };
-        ContainerCreateBody {
-            image: Some(self.image.clone()),
-            networking_config,
-            cmd: self.command.clone(),
-            env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(self.effective_labels().into_iter().collect()),
-            exposed_ports: port_key.map(|key| vec![key]),
-            host_config: Some(host_config),
             ..Default::default()
         }
     }
@@ -266,6 +337,53 @@ mod tests {
             endpoints["berth"].aliases.as_deref(),
             Some(&["web.shop".to_string()][..])
         );
+    }
+
+    #[test]
+    fn a_fixed_address_goes_with_the_network() {
+        let spec = ContainerSpec {
+            name: "web".into(),
+            image: IMAGE.into(),
+            network: Some("berth".into()),
+            ipv4_address: Some("172.20.128.5".into()),
+            ..Default::default()
+        };
+        assert!(spec.validate().is_ok());
+        let body = spec.to_create_body("127.0.0.1");
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        let ipam = endpoints["berth"].ipam_config.as_ref().unwrap();
+        assert_eq!(ipam.ipv4_address.as_deref(), Some("172.20.128.5"));
+        assert_eq!(endpoints["berth"].aliases, None);
+        let mut bad = spec.clone();
+        bad.ipv4_address = Some("not-an-ip".into());
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn host_network_publishes_nothing_and_mounts_volumes() {
+        let spec = ContainerSpec {
+            name: "berth-ingress".into(),
+            image: IMAGE.into(),
+            host_network: true,
+            volumes: vec![("berth-ingress".into(), "/berth".into())],
+            entrypoint: Some(vec!["haproxy".into()]),
+            command: Some(vec!["-W".into()]),
+            user: Some("0".into()),
+            restart: RestartPolicy::UnlessStopped,
+            ..Default::default()
+        };
+        assert!(spec.validate().is_ok());
+        let body = spec.to_create_body("127.0.0.1");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.port_bindings, None);
+        assert_eq!(host.binds, Some(vec!["berth-ingress:/berth".to_string()]));
+        assert_eq!(body.entrypoint, Some(vec!["haproxy".to_string()]));
+        assert_eq!(body.user.as_deref(), Some("0"));
+        assert_eq!(body.networking_config, None);
+        let mut bad = spec.clone();
+        bad.http_port = Some(8080);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

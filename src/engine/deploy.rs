@@ -1,11 +1,12 @@
 //! The deploy state machine for one app and one release: PULL on every host
 //! (before any lock) → LOCK (a lease with owner and expiry) → observe and
 //! plan → PRE_DEPLOY (from the new image, with the new env) → ROLL (start
-//! new instances, probe them from outside until healthy) → SWITCH → STOP old
-//! → journal. Failure before the switch removes the new containers and
-//! leaves the running release untouched. Every step is idempotent: a
-//! deploy that died half-way is finished by the next one, because the plan
-//! is made from what runs, not from what was intended.
+//! new instances, probe them until healthy) → SWITCH (the ingress) →
+//! MONITOR and DRAIN → STOP old → journal (the steps from ROLL on are in
+//! `rollout`). Failure before the switch removes the new containers and
+//! leaves the running release and the ingress untouched. Every step is
+//! idempotent: a deploy that died half-way is finished by the next one,
+//! because the plan is made from what runs, not from what was intended.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,13 +17,13 @@ use futures::future::join_all;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::plan::{self, Instance, InstanceHealth, Plan, Slot};
-use super::probe::{self, Probe};
-use super::spec::{AppSpec, Component, Kind, SpecError};
+use super::plan::{self, Drift, Instance, InstanceHealth, Slot};
+use super::spec::{AppSpec, Component, SpecError};
 use crate::docker::{
-    ContainerSpec, ContainerState, DockerError, DockerHost, Hosts, Observed, RegistryLogin,
-    RestartPolicy,
+    ContainerSpec, ContainerState, DockerError, DockerHost, HostAddress, Hosts, Observed,
+    RegistryLogin, RestartPolicy,
 };
+use crate::ingress::{IngressError, IngressHost, IngressSettings, IngressView, PinImage};
 use crate::labels;
 use crate::store::{LeaseOutcome, NewRelease, ReleaseOutcome, Store, StoreError};
 
@@ -64,6 +65,8 @@ pub struct Outcome {
     pub digest: String,
     /// Service name → `address:port` of each instance, in slot order.
     pub endpoints: BTreeMap<String, Vec<String>>,
+    /// Service name → its stable URLs through the ingress.
+    pub urls: BTreeMap<String, Vec<String>>,
     /// What was done, in words.
     pub steps: Vec<String>,
     /// Phase name and milliseconds.
@@ -77,6 +80,8 @@ pub enum Phase {
     Lock,
     PreDeploy,
     Roll,
+    Switch,
+    Drain,
     Stop,
 }
 
@@ -87,6 +92,8 @@ impl fmt::Display for Phase {
             Phase::Lock => "LOCK",
             Phase::PreDeploy => "PRE_DEPLOY",
             Phase::Roll => "ROLL",
+            Phase::Switch => "SWITCH",
+            Phase::Drain => "DRAIN",
             Phase::Stop => "STOP",
         })
     }
@@ -130,6 +137,18 @@ pub enum DeployError {
     NoHosts,
     #[error("the plan starts an instance of {0:?}, a component the app does not have (a bug in Berth: please report it)")]
     UnknownComponent(String),
+    #[error("{phase} failed: {source}")]
+    Ingress {
+        phase: Phase,
+        #[source]
+        source: IngressError,
+    },
+    #[error("SWITCH refused: {}. Nothing was changed on the hosts' ingress; the running release keeps serving", .0.join("; "))]
+    IngressConflict(Vec<String>),
+    #[error("MONITOR failed after the switch: {reason}. {}", if *.switched_back { "Traffic went back to the previous instances, which kept running; the new containers were removed." } else { "Switching traffic back failed too; the app is left as it is (a rollback is never rolled back): fix the cause and apply again." })]
+    FailedAfterSwitch { reason: String, switched_back: bool },
+    #[error("the ingress needs its image pinned, but this front end gave the engine no way to resolve images (a bug in Berth: please report it)")]
+    NoImagePinner,
 }
 
 fn log_lines(lines: &[String]) -> String {
@@ -151,12 +170,19 @@ pub struct Engine {
     pub store: Store,
     lock_wait: Duration,
     list_cache: Mutex<BTreeMap<String, CachedList>>,
+    view_cache: Mutex<BTreeMap<String, CachedView>>,
     /// Marks every container with `io.berth.test=1`, for test clean-up.
-    test_label: bool,
+    pub(super) test_label: bool,
+    /// The ingress settings of every host.
+    pub(super) ingress: IngressSettings,
+    /// How the ingress images are pinned (given by the front end).
+    pub(super) pinner: Option<Arc<dyn PinImage>>,
 }
 
 /// One host's list result and when it was taken.
 type CachedList = (Instant, Arc<Vec<Observed>>);
+/// One host's ingress view and when it was read.
+type CachedView = (Instant, Arc<IngressView>);
 
 impl Engine {
     pub fn new(hosts: Hosts, store: Store) -> Engine {
@@ -165,8 +191,30 @@ impl Engine {
             store,
             lock_wait: DEFAULT_LOCK_WAIT,
             list_cache: Mutex::new(BTreeMap::new()),
+            view_cache: Mutex::new(BTreeMap::new()),
             test_label: false,
+            ingress: IngressSettings::default(),
+            pinner: None,
         }
+    }
+
+    /// The ingress settings for every host, and how to pin its images (the
+    /// front end's registry client).
+    pub fn with_ingress(mut self, settings: IngressSettings, pinner: Arc<dyn PinImage>) -> Engine {
+        self.ingress = settings;
+        self.pinner = Some(pinner);
+        self
+    }
+
+    /// The ingress settings in use.
+    pub fn ingress_settings(&self) -> &IngressSettings {
+        &self.ingress
+    }
+
+    /// Replaces the ingress settings (the `berth` command reads them from
+    /// an app's record once it knows the app).
+    pub fn set_ingress_settings(&mut self, settings: IngressSettings) {
+        self.ingress = settings;
     }
 
     /// Marks the containers this engine creates with `io.berth.test=1`, so
@@ -190,22 +238,8 @@ impl Engine {
     /// cache that lets a refresh of many apps make one list call per host.
     pub async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, DockerError> {
         let mut out = Vec::new();
-        // Holding the cache lock while listing makes concurrent refreshes
-        // share one list call per host.
-        let mut cache = self.list_cache.lock().await;
         for host in self.hosts.iter() {
-            let hit = cache
-                .get(host.name())
-                .filter(|(at, _)| !fresh && at.elapsed() < LIST_TTL)
-                .map(|(_, list)| list.clone());
-            let list = match hit {
-                Some(list) => list,
-                None => {
-                    let list = Arc::new(host.list_managed().await?);
-                    cache.insert(host.name().to_string(), (Instant::now(), list.clone()));
-                    list
-                }
-            };
+            let list = self.host_list(host, fresh).await?;
             out.extend(
                 list.iter()
                     .filter(|o| o.label(labels::APP) == Some(app))
@@ -216,8 +250,125 @@ impl Engine {
         Ok(out)
     }
 
-    async fn forget_observations(&self) {
+    /// One host's managed containers, from the short cache unless `fresh`.
+    pub(super) async fn host_list(
+        &self,
+        host: &DockerHost,
+        fresh: bool,
+    ) -> Result<Arc<Vec<Observed>>, DockerError> {
+        // Holding the cache lock while listing makes concurrent refreshes
+        // share one list call per host.
+        let mut cache = self.list_cache.lock().await;
+        let hit = cache
+            .get(host.name())
+            .filter(|(at, _)| !fresh && at.elapsed() < LIST_TTL)
+            .map(|(_, list)| list.clone());
+        match hit {
+            Some(list) => Ok(list),
+            None => {
+                let list = Arc::new(host.list_managed().await?);
+                cache.insert(host.name().to_string(), (Instant::now(), list.clone()));
+                Ok(list)
+            }
+        }
+    }
+
+    /// The ingress of every host (containers and volume files), from the
+    /// short cache unless `fresh`: one archive read per host with a proxy.
+    pub async fn observe_ingress(
+        &self,
+        fresh: bool,
+    ) -> Result<BTreeMap<String, Arc<IngressView>>, DockerError> {
+        let mut out = BTreeMap::new();
+        for host in self.hosts.iter() {
+            let list = self.host_list(host, fresh).await?;
+            let mut cache = self.view_cache.lock().await;
+            let hit = cache
+                .get(host.name())
+                .filter(|(at, _)| !fresh && at.elapsed() < LIST_TTL)
+                .map(|(_, v)| v.clone());
+            let view = match hit {
+                Some(view) => view,
+                None => {
+                    let view = Arc::new(
+                        IngressHost::new(host, &self.ingress, self.test_label)
+                            .view(&list)
+                            .await?,
+                    );
+                    cache.insert(host.name().to_string(), (Instant::now(), view.clone()));
+                    view
+                }
+            };
+            out.insert(host.name().to_string(), view);
+        }
+        Ok(out)
+    }
+
+    /// Differences between the app's routes and each host's ingress.
+    pub async fn ingress_drift(
+        &self,
+        app: &str,
+        components: &[Component],
+        observed: &[Instance],
+        fresh: bool,
+    ) -> Result<Vec<Drift>, DockerError> {
+        if components.iter().all(|c| c.exposure.is_none()) {
+            // Routes left behind by an earlier spec still count.
+            let views = self.observe_ingress(fresh).await?;
+            if !views.values().any(|v| v.routes.contains_key(app)) {
+                return Ok(Vec::new());
+            }
+        }
+        let views = self.observe_ingress(fresh).await?;
+        let states: Vec<plan::IngressState> = self
+            .hosts
+            .iter()
+            .filter_map(|host| {
+                let view = views.get(host.name())?;
+                let ingress = IngressHost::new(host, &self.ingress, self.test_label);
+                Some(plan::IngressState {
+                    host: host.name(),
+                    view,
+                    rendered: ingress.haproxy_cfg(&view.routes),
+                    needs_tls: ingress.caddy_json(&view.routes).is_some(),
+                    image: &self.ingress.image,
+                })
+            })
+            .collect();
+        Ok(plan::ingress_drift(app, components, observed, &states))
+    }
+
+    /// Service name → the stable URLs of its `public_port` (on each host
+    /// that runs one of its instances) and `domains`. Pure: known from the
+    /// spec and the hosts, before anything is deployed.
+    pub fn urls(&self, components: &[Component]) -> BTreeMap<String, Vec<String>> {
+        let slots = plan::placement(components, &self.host_names());
+        let mut out = BTreeMap::new();
+        for c in components {
+            let Some(exposure) = &c.exposure else {
+                continue;
+            };
+            let hosts: Vec<String> = self
+                .hosts
+                .iter()
+                .filter(|h| {
+                    slots
+                        .iter()
+                        .any(|s| s.component == c.name && s.host == h.name())
+                })
+                .map(url_host)
+                .collect();
+            let urls = crate::ingress::routes::urls(exposure, &hosts, &self.ingress);
+            if !urls.is_empty() {
+                out.insert(c.name.clone(), urls);
+            }
+        }
+        out
+    }
+
+    pub(super) async fn forget_observations(&self) {
         self.list_cache.lock().await.clear();
+        self.view_cache.lock().await.clear();
     }
 
     /// The endpoints of an app's running services, in slot order.
@@ -325,15 +476,28 @@ impl Engine {
             }
         }
         if plan.is_noop() {
-            return Ok(Outcome {
-                app,
-                release: plan.current_release.unwrap_or(0),
-                new_release: false,
-                digest: target.digest.clone(),
-                endpoints: Engine::endpoints(&observed),
-                steps: vec!["nothing to do: the app already runs this digest and spec".into()],
-                phases: phases.clone(),
-            });
+            // The instances are right; the ingress may not be.
+            let ingress = self
+                .ingress_drift(&app, components, &observed, true)
+                .await
+                .map_err(|source| DeployError::Docker {
+                    phase: Phase::Lock,
+                    source,
+                })?;
+            if ingress.is_empty() {
+                return Ok(Outcome {
+                    app,
+                    release: plan.current_release.unwrap_or(0),
+                    new_release: false,
+                    digest: target.digest.clone(),
+                    endpoints: Engine::endpoints(&observed),
+                    urls: self.urls(components),
+                    steps: vec!["nothing to do: the app already runs this digest and spec".into()],
+                    phases: phases.clone(),
+                });
+            }
+            plan.reasons = ingress.iter().map(|d| format!("repair: {d}")).collect();
+            plan.keep = plan::serving(&observed).into_iter().cloned().collect();
         }
         for r in &plan.reasons {
             info!(app = %app, step = %r, "deploy step");
@@ -375,130 +539,7 @@ impl Engine {
         result
     }
 
-    async fn execute(
-        &self,
-        target: &Target,
-        components: &[Component],
-        plan: &Plan,
-        release: u64,
-        phases: &mut Vec<(String, u64)>,
-    ) -> Result<Outcome, DeployError> {
-        let app = &target.spec.name;
-        let mut steps = plan.reasons.clone();
-
-        let network = NETWORK.to_string();
-        for host in self.hosts.iter() {
-            host.ensure_network(&network, &BTreeMap::new())
-                .await
-                .map_err(|source| DeployError::Docker {
-                    phase: Phase::Roll,
-                    source,
-                })?;
-        }
-
-        // PRE_DEPLOY, once per release, first release included.
-        if plan.new_release {
-            if let Some(cmd) = &target.spec.pre_deploy_command {
-                let t = Instant::now();
-                self.pre_deploy(target, cmd, release).await?;
-                phases.push(("pre_deploy".to_string(), ms(t)));
-                steps.push(format!("pre-deploy command ran: {cmd}"));
-            }
-        }
-
-        // ROLL: start every new instance, then probe them all.
-        let t = Instant::now();
-        let mut started: Vec<(DockerHost, String, String, &Component)> = Vec::new();
-        for slot in &plan.start {
-            let comp = components
-                .iter()
-                .find(|c| c.name == slot.component)
-                .ok_or_else(|| DeployError::UnknownComponent(slot.component.clone()))?;
-            let host = self
-                .hosts
-                .get(&slot.host)
-                .ok_or_else(|| DeployError::NoSuchHost(slot.host.clone()))?
-                .clone();
-            let spec = container_spec(target, comp, slot, release, &network, self.test_label);
-            match host.create_and_start(&spec).await {
-                Ok(id) => started.push((host, id, spec.name.clone(), comp)),
-                Err(source) => {
-                    self.remove_all(&started).await;
-                    return Err(DeployError::Docker {
-                        phase: Phase::Roll,
-                        source,
-                    });
-                }
-            }
-        }
-        let checks = join_all(
-            started
-                .iter()
-                .map(|(host, id, name, comp)| wait_healthy(host, id, name, comp)),
-        )
-        .await;
-        for check in checks {
-            if let Err(e) = check {
-                self.remove_all(&started).await;
-                return Err(e);
-            }
-        }
-        phases.push(("roll".to_string(), ms(t)));
-
-        // SWITCH: the new instances are the app's endpoints from here on
-        // (a stable front port comes with ingress). STOP the old ones.
-        let t = Instant::now();
-        let mut stop_errors = Vec::new();
-        let stops = join_all(plan.remove.iter().map(|old| async move {
-            let host = self.hosts.get(&old.host);
-            match host {
-                Some(h) => {
-                    let r = h.stop(&old.id, STOP_GRACE).await;
-                    let r2 = h.remove(&old.id).await;
-                    r.and(r2).map_err(|e| format!("{}: {e}", old.name))
-                }
-                None => Err(format!(
-                    "{}: host {} is no longer configured",
-                    old.name, old.host
-                )),
-            }
-        }))
-        .await;
-        for r in stops {
-            if let Err(e) = r {
-                warn!(app = %app, error = %e, "could not remove an old instance");
-                stop_errors.push(e);
-            }
-        }
-        phases.push(("stop".to_string(), ms(t)));
-        for old in &plan.remove {
-            steps.push(format!("stopped {} on host {}", old.name, old.host));
-        }
-        for e in stop_errors {
-            steps.push(format!(
-                "warning: could not remove {e}; the next plan shows it as drift"
-            ));
-        }
-
-        let observed = self
-            .observe(app, true)
-            .await
-            .map_err(|source| DeployError::Docker {
-                phase: Phase::Stop,
-                source,
-            })?;
-        Ok(Outcome {
-            app: app.clone(),
-            release,
-            new_release: plan.new_release,
-            digest: target.digest.clone(),
-            endpoints: Engine::endpoints(&observed),
-            steps,
-            phases: phases.clone(),
-        })
-    }
-
-    async fn pre_deploy(
+    pub(super) async fn pre_deploy(
         &self,
         target: &Target,
         cmd: &str,
@@ -523,8 +564,8 @@ impl Engine {
             cpus: None,
             memory_mb: None,
             network: Some(NETWORK.to_string()),
-            network_aliases: vec![],
             restart: RestartPolicy::No,
+            ..Default::default()
         };
         let out = host
             .run_job(&job, PRE_DEPLOY_TIMEOUT)
@@ -551,15 +592,6 @@ impl Engine {
         Ok(())
     }
 
-    async fn remove_all(&self, started: &[(DockerHost, String, String, &Component)]) {
-        join_all(started.iter().map(|(host, id, name, _)| async move {
-            if let Err(e) = host.remove(id).await {
-                warn!(container = %name, error = %e, "could not remove a new instance after a failed deploy");
-            }
-        }))
-        .await;
-    }
-
     /// Removes every container and network of the app, on every host, and
     /// nothing else. Succeeds when nothing is left (a gone app included).
     pub async fn destroy(&self, app: &str) -> Result<Vec<String>, DeployError> {
@@ -572,6 +604,16 @@ impl Engine {
 
     async fn destroy_locked(&self, app: &str) -> Result<Vec<String>, DeployError> {
         let mut removed = Vec::new();
+        // The routes first, so nothing is sent to instances being removed.
+        for host in self.hosts.iter() {
+            let empty = crate::ingress::AppRoutes {
+                app: app.to_owned(),
+                services: BTreeMap::new(),
+            };
+            if let Some(done) = self.switch_app(host, app, empty).await? {
+                removed.extend(done.steps);
+            }
+        }
         for host in self.hosts.iter() {
             let list = host
                 .list_managed()
@@ -607,7 +649,7 @@ impl Engine {
 
     /// Takes the app's lease, waiting up to the lock wait for another
     /// deploy to finish, and keeps it renewed until released.
-    async fn lock(&self, app: &str) -> Result<Lease, DeployError> {
+    pub(super) async fn lock(&self, app: &str) -> Result<Lease, DeployError> {
         let owner = crate::store::lease_owner();
         let start = Instant::now();
         loop {
@@ -661,14 +703,14 @@ impl Engine {
     }
 }
 
-struct Lease {
+pub(super) struct Lease {
     app: String,
     owner: String,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
-    async fn release(self, store: &Store) {
+    pub(super) async fn release(self, store: &Store) {
         self.renew.abort();
         if let Err(e) = store
             .release_lease(self.app.clone(), self.owner.clone())
@@ -679,11 +721,11 @@ impl Lease {
     }
 }
 
-fn ms(t: Instant) -> u64 {
+pub(super) fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-fn short_id() -> String {
+pub(super) fn short_id() -> String {
     let mut b = [0u8; 3];
     let _ = aws_lc_rs::rand::fill(&mut b);
     hex::encode(b)
@@ -712,7 +754,7 @@ fn base_labels(app: &str, digest: &str, release: u64) -> BTreeMap<String, String
     ])
 }
 
-fn container_spec(
+pub(super) fn container_spec(
     target: &Target,
     comp: &Component,
     slot: &Slot,
@@ -747,6 +789,7 @@ fn container_spec(
         network: Some(network.to_string()),
         network_aliases: vec![component_alias(app, &comp.name)],
         restart: RestartPolicy::UnlessStopped,
+        ..Default::default()
     }
 }
 
@@ -760,7 +803,7 @@ pub fn public_spec_json(spec: &AppSpec) -> String {
 }
 
 /// Converts a listed container into the engine's view of it.
-fn instance(host: &DockerHost, o: &Observed) -> Instance {
+pub(super) fn instance(host: &DockerHost, o: &Observed) -> Instance {
     let endpoint = o.published.first().map(|p| {
         let ip = if p.host_ip.is_empty() || p.host_ip == "0.0.0.0" {
             host.publish_address().to_string()
@@ -786,115 +829,19 @@ fn instance(host: &DockerHost, o: &Observed) -> Instance {
             _ => InstanceHealth::Stopped(o.status.clone()),
         },
         endpoint,
+        address: o.ip_on(NETWORK).map(str::to_owned),
     }
 }
 
-/// Waits until a new instance is healthy: services answer HTTP on their
-/// published port; workers keep running without restarting.
-async fn wait_healthy(
-    host: &DockerHost,
-    id: &str,
-    name: &str,
-    comp: &Component,
-) -> Result<(), DeployError> {
-    let hc = comp.health_check.clone().unwrap_or_default();
-    let interval = Duration::from_secs_f64(hc.interval_seconds);
-    let deadline = Duration::from_secs_f64(hc.start_period_seconds);
-    let timeout = Duration::from_secs_f64(hc.timeout_seconds);
-    let start = Instant::now();
-    let mut last = Probe::NoAnswer("not probed yet".into());
-    let mut successes = 0u32;
-    let mut stable_checks = 0u32;
-    let mut round = 0u64;
-    // The published port does not change for the container's life: read it
-    // once, from the same list call that checks the container's state.
-    let mut endpoint: Option<String> = None;
-    while start.elapsed() < deadline {
-        round += 1;
-        // Look at the container itself every few rounds (one list call),
-        // so a crash fails fast instead of waiting out the start period;
-        // every round until the service's port is known.
-        let port_unknown = comp.kind == Kind::Service && endpoint.is_none();
-        if comp.kind == Kind::Worker || round % 4 == 1 || port_unknown {
-            let list = host
-                .list_managed()
-                .await
-                .map_err(|source| DeployError::Docker {
-                    phase: Phase::Roll,
-                    source,
-                })?;
-            let Some(o) = list.iter().find(|o| o.id == id) else {
-                return Err(
-                    unhealthy(host, id, name, start, "the container disappeared".into()).await,
-                );
-            };
-            match o.state {
-                ContainerState::Running => {}
-                ContainerState::Restarting => {
-                    return Err(unhealthy(
-                        host,
-                        id,
-                        name,
-                        start,
-                        format!("the container is restarting ({})", o.status),
-                    )
-                    .await)
-                }
-                _ => {
-                    return Err(unhealthy(
-                        host,
-                        id,
-                        name,
-                        start,
-                        format!("the container stopped ({})", o.status),
-                    )
-                    .await)
-                }
-            }
-            if let Some(port) = comp.http_port.and_then(|p| o.host_port(p)) {
-                endpoint = Some(format!("{}:{port}", host.publish_address()));
-            }
-        }
-        match comp.kind {
-            Kind::Worker => {
-                stable_checks += 1;
-                // Running through four checks about a second apart.
-                if stable_checks >= 4 {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Kind::Service => {
-                if let Some(addr) = &endpoint {
-                    last = probe::http_get(addr, &hc.path, timeout).await;
-                    if last.is_healthy() {
-                        successes += 1;
-                        if successes >= hc.healthy_threshold {
-                            return Ok(());
-                        }
-                    } else {
-                        successes = 0;
-                    }
-                }
-                tokio::time::sleep(interval).await;
-            }
-        }
-    }
-    Err(unhealthy(host, id, name, start, last.to_string()).await)
-}
-
-async fn unhealthy(
-    host: &DockerHost,
-    id: &str,
-    name: &str,
-    start: Instant,
-    last_probe: String,
-) -> DeployError {
-    DeployError::Unhealthy {
-        instance: name.to_string(),
-        host: host.name().to_string(),
-        waited: start.elapsed().as_secs_f64(),
-        last_probe,
-        log_tail: host.log_tail(id, 20).await,
+/// The address a host's stable URLs use: its publish address, or when that
+/// is every address (`0.0.0.0`), the host's own name from its Docker
+/// address (`localhost` for a local socket).
+pub fn url_host(host: &DockerHost) -> String {
+    match host.publish_address() {
+        "0.0.0.0" | "::" => match host.address() {
+            HostAddress::Tcp { host, .. } | HostAddress::Ssh { host, .. } => host.clone(),
+            HostAddress::Unix { .. } => "localhost".to_owned(),
+        },
+        other => other.to_owned(),
     }
 }

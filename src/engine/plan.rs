@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::spec::Component;
+use crate::ingress::{haproxy, AppRoutes, IngressView, Server, ServiceRoutes};
+use crate::labels;
 
 /// What the engine knows about one managed container, read from its labels
 /// and the host's list call.
@@ -26,6 +28,9 @@ pub struct Instance {
     pub health: InstanceHealth,
     /// Host address:port of the published HTTP port, for services.
     pub endpoint: Option<String>,
+    /// The container's address on Berth's network, while it runs (where
+    /// the ingress sends its requests).
+    pub address: Option<String>,
 }
 
 /// The container's condition as far as drift is concerned.
@@ -104,6 +109,35 @@ pub enum Drift {
         host: String,
         why: String,
     },
+    /// The host runs exposed instances but has no ingress container.
+    IngressMissing {
+        host: String,
+    },
+    IngressNotRunning {
+        host: String,
+        status: String,
+    },
+    /// The ingress was created from another image than configured.
+    IngressImage {
+        host: String,
+        image: String,
+        expected: String,
+    },
+    /// The ingress configuration is not what Berth wrote (edited by hand).
+    IngressEdited {
+        host: String,
+    },
+    /// The app's routes on the host are not what they should be.
+    RoutesStale {
+        host: String,
+        detail: String,
+    },
+    /// The host serves domains over HTTPS but its HTTPS front is missing
+    /// or not running.
+    TlsFront {
+        host: String,
+        status: String,
+    },
 }
 
 impl fmt::Display for Drift {
@@ -155,6 +189,32 @@ impl fmt::Display for Drift {
                     "extra container {name} on host {host} carries Berth's labels ({why})"
                 )
             }
+            Drift::IngressMissing { host } => write!(
+                f,
+                "the ingress is missing on host {host} (removed outside Berth?): the app's public ports and domains do not answer there"
+            ),
+            Drift::IngressNotRunning { host, status } => {
+                write!(f, "the ingress on host {host} is not running ({status})")
+            }
+            Drift::IngressImage {
+                host,
+                image,
+                expected,
+            } => write!(
+                f,
+                "the ingress on host {host} runs image {image} instead of the configured {expected}"
+            ),
+            Drift::IngressEdited { host } => write!(
+                f,
+                "the ingress configuration on host {host} differs from what Berth wrote (edited by hand?)"
+            ),
+            Drift::RoutesStale { host, detail } => {
+                write!(f, "the ingress on host {host} {detail}")
+            }
+            Drift::TlsFront { host, status } => write!(
+                f,
+                "the HTTPS front of the ingress on host {host} is {status}: the app's domains do not answer over HTTPS there"
+            ),
         }
     }
 }
@@ -290,6 +350,202 @@ fn instance_drift(inst: &Instance, digest: &str, spec_hash: Option<&str>) -> Vec
     out
 }
 
+/// The routes `app` should have on `host`, sending each exposed
+/// component's requests to the `serving` instances there (the running
+/// instances of the release that takes traffic). Services with no such
+/// instance on the host are left out; an app with none at all has empty
+/// routes (nothing on that host).
+pub fn desired_routes(
+    app: &str,
+    components: &[Component],
+    serving: &[&Instance],
+    host: &str,
+) -> AppRoutes {
+    let mut routes = AppRoutes {
+        app: app.to_owned(),
+        services: BTreeMap::new(),
+    };
+    for c in components {
+        let Some(exposure) = &c.exposure else {
+            continue;
+        };
+        let mut servers: Vec<Server> = serving
+            .iter()
+            .filter(|i| i.host == host && i.component == c.name)
+            .filter_map(|i| {
+                Some(Server {
+                    name: i.name.clone(),
+                    address: format!("{}:{}", i.address.as_deref()?, exposure.http_port),
+                })
+            })
+            .collect();
+        if servers.is_empty() {
+            continue;
+        }
+        servers.sort();
+        routes.services.insert(
+            c.name.clone(),
+            ServiceRoutes {
+                exposure: exposure.clone(),
+                servers,
+            },
+        );
+    }
+    routes
+}
+
+/// The instances that take traffic now: the running ones of the current
+/// release.
+pub fn serving(observed: &[Instance]) -> Vec<&Instance> {
+    let current = current_release(observed);
+    observed
+        .iter()
+        .filter(|i| {
+            i.kind == labels::kind::SERVICE
+                && i.release == current
+                && i.health == InstanceHealth::Running
+        })
+        .collect()
+}
+
+/// One host's ingress as the drift check needs it: what runs there, what
+/// its configuration should be for the routes it holds, and the images it
+/// should run.
+pub struct IngressState<'a> {
+    pub host: &'a str,
+    pub view: &'a IngressView,
+    /// The proxy configuration the held routes render to.
+    pub rendered: String,
+    /// Whether the held routes need an HTTPS front.
+    pub needs_tls: bool,
+    /// The configured proxy image.
+    pub image: &'a str,
+}
+
+/// Differences between the app's routes and the ingress of each host, in
+/// words: a missing or stopped ingress where exposed instances run, one
+/// made from another image, a configuration edited by hand, and routes
+/// that do not send the app's requests to the instances that serve.
+pub fn ingress_drift(
+    app: &str,
+    components: &[Component],
+    observed: &[Instance],
+    hosts: &[IngressState],
+) -> Vec<Drift> {
+    let serving = serving(observed);
+    let mut out = Vec::new();
+    for state in hosts {
+        let host = state.host.to_owned();
+        let desired = desired_routes(app, components, &serving, state.host);
+        let held = state.view.routes.get(app);
+        let wanted_here = !desired.services.is_empty();
+        if !wanted_here && held.is_none() {
+            continue;
+        }
+        match &state.view.proxy {
+            None => {
+                if wanted_here {
+                    out.push(Drift::IngressMissing { host });
+                }
+                continue;
+            }
+            Some(proxy) => {
+                if !proxy.state.is_running() {
+                    out.push(Drift::IngressNotRunning {
+                        host: host.clone(),
+                        status: proxy.status.clone(),
+                    });
+                }
+                if proxy.label(labels::IMAGE_REF) != Some(state.image) {
+                    out.push(Drift::IngressImage {
+                        host: host.clone(),
+                        image: proxy
+                            .label(labels::IMAGE_REF)
+                            .unwrap_or(&proxy.image)
+                            .to_owned(),
+                        expected: state.image.to_owned(),
+                    });
+                }
+            }
+        }
+        let own = held.unwrap_or(&desired);
+        let written = state.view.haproxy_cfg.as_deref().unwrap_or("");
+        if haproxy::app_sections(written, app, own)
+            != haproxy::app_sections(&state.rendered, app, own)
+            || state.view.unreadable
+        {
+            out.push(Drift::IngressEdited { host: host.clone() });
+        }
+        if state.needs_tls {
+            match &state.view.tls {
+                None => out.push(Drift::TlsFront {
+                    host: host.clone(),
+                    status: "missing".into(),
+                }),
+                Some(tls) if !tls.state.is_running() => out.push(Drift::TlsFront {
+                    host: host.clone(),
+                    status: format!("not running ({})", tls.status),
+                }),
+                Some(_) => {}
+            }
+        }
+        if let Some(detail) = routes_difference(held, &desired) {
+            out.push(Drift::RoutesStale { host, detail });
+        }
+    }
+    out
+}
+
+/// What differs between the routes held and the routes wanted, in words.
+fn routes_difference(held: Option<&AppRoutes>, desired: &AppRoutes) -> Option<String> {
+    let empty = AppRoutes {
+        app: desired.app.clone(),
+        services: BTreeMap::new(),
+    };
+    let held = held.unwrap_or(&empty);
+    if held == desired {
+        return None;
+    }
+    let mut words = Vec::new();
+    for (name, want) in &desired.services {
+        match held.services.get(name) {
+            None => words.push(format!("does not route service {name:?}")),
+            Some(have) if have.exposure != want.exposure => {
+                words.push(format!("routes service {name:?} with other settings"))
+            }
+            Some(have) if have.servers != want.servers => words.push(format!(
+                "sends service {name:?} to {} instead of {}",
+                servers_words(&have.servers),
+                servers_words(&want.servers)
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in held.services.keys() {
+        if !desired.services.contains_key(name) {
+            words.push(format!(
+                "still routes service {name:?}, which has no instance there"
+            ));
+        }
+    }
+    if words.is_empty() {
+        words.push("holds other routes for the app".into());
+    }
+    Some(words.join("; "))
+}
+
+fn servers_words(servers: &[Server]) -> String {
+    if servers.is_empty() {
+        "no instance".into()
+    } else {
+        servers
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.address))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The steps that converge observed onto desired.
 pub fn plan(
     components: &[Component],
@@ -423,6 +679,7 @@ mod tests {
             image: format!("r/x@{digest}"),
             health: InstanceHealth::Running,
             endpoint: Some(format!("127.0.0.1:{}", 30000 + slot)),
+            address: Some(format!("10.9.0.{}", 130 + slot)),
         }
     }
 
@@ -537,6 +794,92 @@ mod tests {
         );
         let p = plan(&c, "sha256:1", &hosts(), &obs);
         assert_eq!(p.start.len(), 1);
+    }
+
+    fn exposed(instances: u32) -> Vec<Component> {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "shop", "image": "r/x:1",
+            "services": {"web": {"instances": instances, "public_port": 18080}}
+        }))
+        .unwrap();
+        spec.components().unwrap()
+    }
+
+    #[test]
+    fn desired_routes_send_each_host_to_its_own_instances() {
+        let c = exposed(2);
+        let h = c[0].spec_hash.clone();
+        let obs = vec![
+            inst("1", 0, "a", 3, "sha256:1", &h),
+            inst("2", 1, "b", 3, "sha256:1", &h),
+        ];
+        let serving = serving(&obs);
+        let a = desired_routes("shop", &c, &serving, "a");
+        let servers = &a.services["web"].servers;
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].address, "10.9.0.130:8080");
+        assert!(desired_routes("shop", &c, &serving, "nowhere")
+            .services
+            .is_empty());
+        // Private services are never routed.
+        assert!(desired_routes("shop", &comps(2), &serving, "a")
+            .services
+            .is_empty());
+    }
+
+    #[test]
+    fn ingress_drift_in_words() {
+        let c = exposed(1);
+        let h = c[0].spec_hash.clone();
+        let obs = vec![inst("1", 0, "a", 3, "sha256:1", &h)];
+        let serving = serving(&obs);
+        let mut view = IngressView::default();
+        let rendered = "frontend port_18080\n  bind x\nbackend be_shop_web\n  server a\n";
+        fn state<'a>(view: &'a IngressView, rendered: &str) -> Vec<IngressState<'a>> {
+            vec![IngressState {
+                host: "a",
+                view,
+                rendered: rendered.into(),
+                needs_tls: false,
+                image: "haproxy:3.0",
+            }]
+        }
+        let d = ingress_drift("shop", &c, &obs, &state(&view, rendered));
+        assert_eq!(d, vec![Drift::IngressMissing { host: "a".into() }]);
+
+        let proxy = crate::docker::Observed {
+            id: "p".into(),
+            name: "berth-ingress".into(),
+            labels: [(labels::IMAGE_REF.to_string(), "haproxy:3.0".to_string())].into(),
+            state: crate::docker::ContainerState::Running,
+            status: "Up".into(),
+            image: "haproxy@sha256:1".into(),
+            published: vec![],
+            networks: BTreeMap::new(),
+        };
+        view.proxy = Some(proxy);
+        // Another app's sections may differ: not this app's drift.
+        view.haproxy_cfg = Some(format!("{rendered}backend be_blog_web\n  server b\n"));
+        view.routes
+            .insert("shop".into(), desired_routes("shop", &c, &serving, "a"));
+        assert!(ingress_drift("shop", &c, &obs, &state(&view, rendered)).is_empty());
+
+        view.haproxy_cfg = Some(rendered.replace("server a", "server edited"));
+        view.routes
+            .get_mut("shop")
+            .unwrap()
+            .services
+            .get_mut("web")
+            .unwrap()
+            .servers[0]
+            .address = "10.9.0.9:8080".into();
+        let words: Vec<String> = ingress_drift("shop", &c, &obs, &state(&view, rendered))
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(words.len(), 2, "{words:?}");
+        assert!(words[0].contains("edited by hand"), "{words:?}");
+        assert!(words[1].contains("sends service \"web\" to shop-web-0-1 (10.9.0.9:8080) instead of shop-web-0-1 (10.9.0.130:8080)"), "{words:?}");
     }
 
     #[test]

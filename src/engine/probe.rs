@@ -67,7 +67,7 @@ async fn get(addr: &str, path: &str) -> Probe {
 }
 
 /// The status code of an HTTP/1.x status line.
-fn parse_status(head: &[u8]) -> Probe {
+pub fn parse_status(head: &[u8]) -> Probe {
     let text = String::from_utf8_lossy(head);
     let mut parts = text.split_whitespace();
     match (

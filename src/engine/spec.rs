@@ -21,6 +21,18 @@ fn default_port() -> u16 {
 fn default_instances() -> u32 {
     1
 }
+/// How long in-flight requests to an old instance may run by default
+/// after traffic has moved (the ingress' drain).
+pub const DEFAULT_DRAIN_SECONDS: u32 = 30;
+fn default_drain_seconds() -> u32 {
+    DEFAULT_DRAIN_SECONDS
+}
+fn is_default_drain(v: &u32) -> bool {
+    *v == DEFAULT_DRAIN_SECONDS
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
 
 /// One app: an image, its services and workers.
 #[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -63,6 +75,10 @@ pub struct AppSpec {
     /// Background workers by name.
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerSpec>,
+    /// The `berth` command only: the ingress settings of the host (the
+    /// provider sets them in its `ingress` block). Not part of the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<crate::ingress::IngressSettings>,
 }
 
 impl fmt::Debug for AppSpec {
@@ -81,6 +97,7 @@ impl fmt::Debug for AppSpec {
             .field("pre_deploy_command", &self.pre_deploy_command)
             .field("services", &self.services)
             .field("workers", &self.workers)
+            .field("ingress", &self.ingress)
             .finish()
     }
 }
@@ -109,6 +126,48 @@ pub struct ServiceSpec {
     /// Environment for this service; overrides the app's.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The service answers on this port of each host's publish address,
+    /// through the ingress, whatever the release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_port: Option<u16>,
+    /// Host names the service answers for on the ingress' HTTP(S) ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// Path prefixes routed to this service on its `public_port` and
+    /// `domains` (default `/`); the longest prefix wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Remove the matched route prefix before the request reaches the
+    /// service (`/api/x` arrives as `/x`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub strip_route_prefix: bool,
+    /// Seconds in-flight requests to an old instance may run after traffic
+    /// has moved to the new ones.
+    #[serde(
+        default = "default_drain_seconds",
+        skip_serializing_if = "is_default_drain"
+    )]
+    pub drain_seconds: u32,
+}
+
+impl ServiceSpec {
+    /// How the service is reached through the ingress, when it is.
+    pub fn exposure(&self) -> Option<crate::ingress::Exposure> {
+        let exposure = crate::ingress::Exposure {
+            public_port: self.public_port,
+            domains: self.domains.clone(),
+            routes: if self.routes.is_empty() {
+                vec!["/".to_owned()]
+            } else {
+                self.routes.clone()
+            },
+            strip_prefix: self.strip_route_prefix,
+            drain_seconds: self.drain_seconds,
+            health_path: self.health_check.path.clone(),
+            http_port: self.http_port,
+        };
+        exposure.is_exposed().then_some(exposure)
+    }
 }
 
 /// A background process: healthy while running and not restarting.
@@ -191,6 +250,9 @@ pub struct Component {
     /// Hash of everything that makes a release differ, except the image
     /// and the instance count.
     pub spec_hash: String,
+    /// How a service is reached through the ingress (not part of
+    /// `spec_hash`: changing it reconfigures the ingress, no new release).
+    pub exposure: Option<crate::ingress::Exposure>,
 }
 
 /// A validation failure: the field path and what to do.
@@ -338,6 +400,13 @@ impl AppSpec {
                 s.memory_mb,
                 &s.env,
             ));
+            errs.extend(check_exposure(&field, s));
+        }
+        errs.extend(check_shared_listeners(&self.services));
+        if let Some(ingress) = &self.ingress {
+            for (f, m) in ingress.validate() {
+                errs.push(spec_err(format!("ingress.{f}"), m));
+            }
         }
         for (name, w) in &self.workers {
             let field = format!("workers[{name:?}]");
@@ -361,22 +430,22 @@ impl AppSpec {
         let mut out = Vec::new();
         for (name, s) in &self.services {
             let field = format!("services[{name:?}].command");
-            out.push(
-                self.component(
-                    name,
-                    Kind::Service,
-                    s.command
-                        .as_deref()
-                        .map(|c| split_command(&field, c))
-                        .transpose()?,
-                    Some(s.http_port),
-                    s.instances,
-                    Some(s.health_check.clone()),
-                    s.cpus,
-                    s.memory_mb,
-                    &s.env,
-                ),
+            let mut component = self.component(
+                name,
+                Kind::Service,
+                s.command
+                    .as_deref()
+                    .map(|c| split_command(&field, c))
+                    .transpose()?,
+                Some(s.http_port),
+                s.instances,
+                Some(s.health_check.clone()),
+                s.cpus,
+                s.memory_mb,
+                &s.env,
             );
+            component.exposure = s.exposure();
+            out.push(component);
         }
         for (name, w) in &self.workers {
             let field = format!("workers[{name:?}].command");
@@ -445,8 +514,99 @@ impl AppSpec {
             memory_mb,
             env,
             spec_hash,
+            exposure: None,
         }
     }
+}
+
+/// `public_port`, `domains`, `routes` and `drain_seconds` of one service.
+fn check_exposure(field: &str, s: &ServiceSpec) -> Vec<SpecError> {
+    let mut errs = Vec::new();
+    if s.public_port == Some(0) {
+        errs.push(spec_err(
+            format!("{field}.public_port"),
+            "0 is not a port: use 1 to 65535",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, d) in s.domains.iter().enumerate() {
+        if let Err(m) = crate::ingress::check_domain(d) {
+            errs.push(spec_err(format!("{field}.domains[{i}]"), m));
+        } else if !seen.insert(d) {
+            errs.push(spec_err(
+                format!("{field}.domains[{i}]"),
+                format!("{d:?} is listed twice"),
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, r) in s.routes.iter().enumerate() {
+        if let Err(m) = crate::ingress::check_route(r) {
+            errs.push(spec_err(format!("{field}.routes[{i}]"), m));
+        } else if !seen.insert(r) {
+            errs.push(spec_err(
+                format!("{field}.routes[{i}]"),
+                format!("{r:?} is listed twice"),
+            ));
+        }
+    }
+    if !s.routes.is_empty() && s.public_port.is_none() && s.domains.is_empty() {
+        errs.push(spec_err(
+            format!("{field}.routes"),
+            "routes apply to the service's public_port and domains, and it has neither: set one, or remove routes",
+        ));
+    }
+    if s.strip_route_prefix && s.routes.iter().all(|r| r == "/") {
+        errs.push(spec_err(
+            format!("{field}.strip_route_prefix"),
+            "there is no route prefix to strip: set routes (e.g. [\"/api\"]), or remove strip_route_prefix",
+        ));
+    }
+    if s.drain_seconds > 3600 {
+        errs.push(spec_err(
+            format!("{field}.drain_seconds"),
+            format!("{} is out of range: use 0 to 3600 seconds", s.drain_seconds),
+        ));
+    }
+    errs
+}
+
+/// Two services of one app may share a public port or a domain only with
+/// different route prefixes.
+fn check_shared_listeners(services: &BTreeMap<String, ServiceSpec>) -> Vec<SpecError> {
+    let mut errs = Vec::new();
+    let mut claimed: BTreeMap<(String, String), &str> = BTreeMap::new();
+    for (name, s) in services {
+        let Some(exposure) = s.exposure() else {
+            continue;
+        };
+        let listeners = s
+            .public_port
+            .map(|p| (format!("port {p}"), "public_port".to_owned()))
+            .into_iter()
+            .chain(
+                s.domains
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("{d:?}"), format!("domains[{i}]"))),
+            );
+        for (listener, attr) in listeners {
+            for route in &exposure.routes {
+                match claimed.get(&(listener.clone(), route.clone())) {
+                    Some(other) => errs.push(spec_err(
+                        format!("services[{name:?}].{attr}"),
+                        format!(
+                            "{listener} with route {route:?} is also service {other:?}'s: services sharing a port or domain need different routes"
+                        ),
+                    )),
+                    None => {
+                        claimed.insert((listener.clone(), route.clone()), name);
+                    }
+                }
+            }
+        }
+    }
+    errs
 }
 
 fn check_common(
@@ -595,6 +755,64 @@ mod tests {
         let d = format!("{:?}", sample());
         assert!(!d.contains("s3cret"), "{d}");
         assert!(d.contains("TOKEN"));
+    }
+
+    #[test]
+    fn exposure_is_checked_and_kept_out_of_the_hash() {
+        let mut s = sample();
+        let web_hash = |s: &AppSpec| {
+            s.components()
+                .unwrap()
+                .into_iter()
+                .find(|c| c.name == "web")
+                .unwrap()
+                .spec_hash
+        };
+        let before = web_hash(&s);
+        {
+            let web = s.services.get_mut("web").unwrap();
+            web.public_port = Some(18080);
+            web.domains = vec!["shop.example".into()];
+        }
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+        let web = s
+            .components()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == "web")
+            .unwrap();
+        assert_eq!(web.spec_hash, before, "exposure is not release identity");
+        let exposure = web.exposure.unwrap();
+        assert_eq!(exposure.routes, vec!["/".to_string()]);
+        assert_eq!(exposure.drain_seconds, DEFAULT_DRAIN_SECONDS);
+
+        let mut api = s.services["web"].clone();
+        api.routes = vec!["/".into()];
+        s.services.insert("api".into(), api);
+        let fields: Vec<String> = s.validate().into_iter().map(|e| e.field).collect();
+        assert!(
+            fields.contains(&"services[\"web\"].public_port".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"services[\"web\"].domains[0]".to_string()),
+            "{fields:?}"
+        );
+        s.services.get_mut("api").unwrap().routes = vec!["/api".into()];
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+
+        let web = s.services.get_mut("web").unwrap();
+        web.public_port = Some(0);
+        web.domains = vec!["Bad_Name".into()];
+        web.routes = vec!["api".into()];
+        web.drain_seconds = 4000;
+        let fields: Vec<String> = s.validate().into_iter().map(|e| e.field).collect();
+        for f in ["public_port", "domains[0]", "routes[0]", "drain_seconds"] {
+            assert!(
+                fields.contains(&format!("services[\"web\"].{f}")),
+                "{f}: {fields:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::diag::{AttributePath, Diagnostic, Diagnostics};
 use super::schema::{Attribute, Nesting, Schema, Type};
 use super::value::Value;
 use crate::docker::{TlsFiles, TlsPart};
+use crate::ingress::{IngressSettings, TlsMode};
 use crate::registry::Secret;
 
 /// One Docker host as configured (`hosts["NAME"]`).
@@ -34,6 +35,8 @@ pub struct ProviderConfig {
     pub insecure_registries: Vec<String>,
     pub hooks_url: Option<String>,
     pub hosts: BTreeMap<String, HostConfig>,
+    /// The `ingress` block, defaults filled in.
+    pub ingress: IngressSettings,
 }
 
 pub fn schema() -> Schema {
@@ -75,6 +78,36 @@ pub fn schema() -> Schema {
             .optional()
             .describe(
                 "Docker hosts that apps deploy to, by name; a `berth_app` spreads its instances over them (instance `i` on the `i`-th host in name order). Defaults to one host called `local` at `$DOCKER_HOST` or the local socket.",
+            ),
+            Attribute::nested(
+                "ingress",
+                Nesting::Single,
+                vec![
+                    Attribute::string("image").optional().describe(format!(
+                        "The proxy's image: HAProxy 2.6 or later (it binds the public ports and switches traffic between releases). A tag is resolved to its linux/amd64 digest once, when the proxy is created, and the proxy keeps that digest until this setting changes (changing it restarts the ingress on every host: a brief interruption). Defaults to `{}`; on hosts without internet access, give an image from a registry they reach.",
+                        crate::ingress::DEFAULT_IMAGE
+                    )),
+                    Attribute::string("tls_image").optional().describe(format!(
+                        "The HTTPS front's image: Caddy 2.6 or later, which obtains the certificates of `domains` and terminates TLS. It runs only on hosts that serve `domains` with `tls` other than `\"off\"`. Defaults to `{}`.",
+                        crate::ingress::DEFAULT_TLS_IMAGE
+                    )),
+                    Attribute::number("http_port").optional().describe(
+                        "Port for plain HTTP to `domains` on each host's publish address: redirects to HTTPS (and answers ACME challenges), or serves the domains when `tls` is `\"off\"`. `0` for none. Defaults to `80`.",
+                    ),
+                    Attribute::number("https_port").optional().describe(
+                        "Port for HTTPS to `domains` on each host's publish address. Defaults to `443`.",
+                    ),
+                    Attribute::string("tls").optional().describe(
+                        "How `domains` get certificates: `\"acme\"` (default) from Let's Encrypt, automatically, which needs the names to point at the hosts and the HTTP and HTTPS ports reachable from the internet; `\"internal\"` from a local CA of the ingress (for tests and private networks: clients must trust its root, `/data/caddy/pki/authorities/local/root.crt` in the `berth-ingress-tls` container); `\"off\"` for plain HTTP on `http_port`.",
+                    ),
+                    Attribute::string("acme_email").optional().describe(
+                        "Contact address given to the ACME CA (expiry notices).",
+                    ),
+                ],
+            )
+            .optional()
+            .describe(
+                "The ingress: on every host that runs a service with `public_port` or `domains`, Berth runs a proxy (container `berth-ingress`, in the host's network namespace) that gives each service a stable address whatever the release, and switches traffic to new releases with no failed request.",
             ),
         ],
     )
@@ -152,11 +185,84 @@ impl ProviderConfig {
                 );
             }
         }
+        match ingress_settings(v.get("ingress")) {
+            Ok(ingress) => cfg.ingress = ingress,
+            Err(mut errs) => diags.0.append(&mut errs.0),
+        }
         if diags.has_errors() {
             Err(diags)
         } else {
             Ok(cfg)
         }
+    }
+}
+
+/// The `ingress` block, checked; defaults for what it leaves unset (or
+/// does not know yet).
+fn ingress_settings(block: &Value) -> Result<IngressSettings, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut settings = IngressSettings::default();
+    let path = |attr: &str| AttributePath::root("ingress").attr(attr);
+    if block.is_null() || block.is_unknown() {
+        return Ok(settings);
+    }
+    if let Some(image) = block.get("image").as_str() {
+        settings.image = image.to_owned();
+    }
+    if let Some(image) = block.get("tls_image").as_str() {
+        settings.tls_image = image.to_owned();
+    }
+    for (attr, slot) in [
+        ("http_port", &mut settings.http_port),
+        ("https_port", &mut settings.https_port),
+    ] {
+        if let Value::Number(n) = block.get(attr) {
+            match n.as_i64().and_then(|i| u16::try_from(i).ok()) {
+                Some(port) => *slot = port,
+                None => diags.push(
+                    Diagnostic::error(
+                        "Invalid ingress port",
+                        format!(
+                            "{} = {n} is not a port: use 1 to 65535 (0 for no HTTP port).",
+                            path(attr)
+                        ),
+                    )
+                    .at(path(attr)),
+                ),
+            }
+        }
+    }
+    if let Some(tls) = block.get("tls").as_str() {
+        match TlsMode::parse(tls) {
+            Some(mode) => settings.tls = mode,
+            None => diags.push(
+                Diagnostic::error(
+                    "Invalid ingress TLS mode",
+                    format!(
+                        "{} = {tls:?}: use \"acme\", \"internal\" or \"off\".",
+                        path("tls")
+                    ),
+                )
+                .at(path("tls")),
+            ),
+        }
+    }
+    settings.acme_email = block.get("acme_email").as_str().map(String::from);
+    if !diags.has_errors() {
+        for (attr, message) in settings.validate() {
+            diags.push(
+                Diagnostic::error(
+                    "Invalid ingress setting",
+                    format!("{}: {message}", path(attr)),
+                )
+                .at(path(attr)),
+            );
+        }
+    }
+    if diags.has_errors() {
+        Err(diags)
+    } else {
+        Ok(settings)
     }
 }
 
@@ -443,6 +549,45 @@ mod tests {
             ],
         );
         assert_eq!(ProviderConfig::from_value(&v).unwrap().hosts["b"].tls, None);
+    }
+
+    #[test]
+    fn ingress_block_defaults_and_errors_point_at_the_attribute() {
+        assert_eq!(
+            ProviderConfig::from_value(&object([("ingress", Value::Null)]))
+                .unwrap()
+                .ingress,
+            IngressSettings::default()
+        );
+        let v = object([(
+            "ingress",
+            object([
+                ("image", Value::string("127.0.0.1:5000/berth/ingress:local")),
+                ("tls", Value::string("internal")),
+                ("https_port", Value::int(18443)),
+            ]),
+        )]);
+        let cfg = ProviderConfig::from_value(&v).unwrap();
+        assert_eq!(cfg.ingress.tls, TlsMode::Internal);
+        assert_eq!(cfg.ingress.https_port, 18443);
+        assert_eq!(cfg.ingress.http_port, 80);
+        let bad = object([(
+            "ingress",
+            object([
+                ("tls", Value::string("on")),
+                ("http_port", Value::int(70000)),
+            ]),
+        )]);
+        let d = ProviderConfig::from_value(&bad).unwrap_err();
+        let paths: Vec<_> = d.0.iter().map(|d| d.path.clone().unwrap()).collect();
+        assert!(
+            paths.contains(&AttributePath::root("ingress").attr("tls")),
+            "{d:?}"
+        );
+        assert!(
+            paths.contains(&AttributePath::root("ingress").attr("http_port")),
+            "{d:?}"
+        );
     }
 
     #[test]

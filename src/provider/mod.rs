@@ -54,6 +54,10 @@ pub struct Context {
     /// data source and app of one terraform command that names the same
     /// image: one registry round trip each, and one answer per plan.
     resolutions: Mutex<HashMap<ResolutionKey, Arc<Resolution>>>,
+    /// Public ports and domains claimed by the apps planned by this
+    /// process, by (host, port or domain): two apps of one configuration
+    /// claiming the same are refused at plan time, before either exists.
+    claims: Mutex<HashMap<(String, String), String>>,
 }
 
 /// A canonical image reference and the id of the credential used for it.
@@ -108,6 +112,21 @@ impl Context {
             engine: tokio::sync::OnceCell::new(),
             refreshed: Default::default(),
             resolutions: Default::default(),
+            claims: Default::default(),
+        }
+    }
+
+    /// Records that `app` claims `listener` (a port or a domain) on
+    /// `host`; the app that claimed it first in this process if another.
+    pub fn claim(&self, host: &str, listener: &str, app: &str) -> Option<String> {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (host.to_owned(), listener.to_owned());
+        match claims.get(&key) {
+            Some(owner) if owner != app => Some(owner.clone()),
+            _ => {
+                claims.insert(key, app.to_owned());
+                None
+            }
         }
     }
 
@@ -211,9 +230,14 @@ impl Context {
                 let docker_host = std::env::var("DOCKER_HOST").ok();
                 crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref()).map(
                     |hosts| {
-                        crate::engine::Engine::new(hosts, store).with_test_label(
-                            process_env(crate::engine::deploy::TEST_LABEL_ENV).is_some(),
-                        )
+                        crate::engine::Engine::new(hosts, store)
+                            .with_test_label(
+                                process_env(crate::engine::deploy::TEST_LABEL_ENV).is_some(),
+                            )
+                            .with_ingress(
+                                self.config.ingress.clone(),
+                                Arc::new(self.registry.clone()),
+                            )
                     },
                 )
             })

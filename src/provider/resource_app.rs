@@ -23,6 +23,30 @@ pub const TYPE_NAME: &str = "berth_app";
 
 pub struct AppResource;
 
+const PORT_RULE: Validator = Validator {
+    description: "A port, 1 to 65535.",
+    check: |v| match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(1..=65535) => Ok(()),
+            _ => Err(format!("{n} is not a port: use 1 to 65535")),
+        },
+        _ => Ok(()),
+    },
+};
+
+const DRAIN_RULE: Validator = Validator {
+    description: "0 to 3600 seconds.",
+    check: |v| match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(0..=3600) => Ok(()),
+            _ => Err(format!(
+                "{n} is out of range: use a whole number of seconds from 0 to 3600"
+            )),
+        },
+        _ => Ok(()),
+    },
+};
+
 const NAME_RULE: Validator = Validator {
     description: "Lowercase letters, digits and dashes, at most 40 characters.",
     check: |v| match v.as_str() {
@@ -61,6 +85,21 @@ impl Resource for AppResource {
             ),
             Attribute::number("instances").optional().computed().default_value(Value::int(1)).describe(
                 "Number of instances, spread over the provider's hosts. Changing only this scales without a new release.",
+            ),
+            Attribute::number("public_port").optional().validate(PORT_RULE).describe(
+                "Stable port: the service answers on it on the publish address of every host that runs one of its instances, through Berth's ingress, for as long as the app exists, whatever the release (see `urls`). Deploys switch it to the new instances with no failed request. Must differ from other apps' public ports on the same host and from the ingress' own `http_port`/`https_port`.",
+            ),
+            Attribute::typed("domains", Type::list(Type::String)).optional().describe(
+                "Host names the service answers for on the ingress' HTTP and HTTPS ports (`80` and `443` unless the provider's `ingress` block says otherwise), with certificates obtained automatically (see the provider's `ingress.tls`); plain HTTP redirects to HTTPS. A name belongs to one app; a request for a name no app claims gets 404.",
+            ),
+            Attribute::typed("routes", Type::list(Type::String)).optional().describe(
+                "Path prefixes (e.g. `[\"/api\"]`) sent to this service on its `public_port` and `domains`, so that two services of one app can share a port or a domain; the longest matching prefix wins, and `/` matches everything. Defaults to `[\"/\"]`.",
+            ),
+            Attribute::bool("strip_route_prefix").optional().describe(
+                "Remove the matched route prefix before the request reaches the service (`/api/orders` arrives as `/orders`). Defaults to `false`.",
+            ),
+            Attribute::number("drain_seconds").optional().validate(DRAIN_RULE).describe(
+                "How long in-flight requests to an old instance may run after traffic has moved to the new ones; the old instances stop once their requests are done, at the latest after this long. Defaults to `30`.",
             ),
             Attribute::nested(
                 "health_check",
@@ -130,7 +169,10 @@ impl Resource for AppResource {
                     "Release number: increases with each new digest or spec; not with scaling or repairs.",
                 ),
                 Attribute::typed("endpoints", Type::map(Type::list(Type::String))).computed().describe(
-                    "Service name → `address:port` of each running instance, in instance order.",
+                    "Service name → `address:port` of each running instance, in instance order. These change with every release: use `urls` for a stable address.",
+                ),
+                Attribute::typed("urls", Type::map(Type::list(Type::String))).computed().describe(
+                    "Service name → its stable URLs through the ingress: `http://HOST:PORT` for `public_port` on each host that runs one of its instances, and `https://DOMAIN` for each of `domains`. Known at plan time; they do not change with releases.",
                 ),
                 Attribute::typed("drift", Type::list(Type::String)).computed().describe(
                     "Differences between the hosts and this app found at the last refresh, in words (an instance missing, stopped, crash-looping, running a foreign image, an extra container with Berth's labels, a changed spec). Empty when in sync; apply repairs them.",
@@ -172,6 +214,10 @@ impl Resource for AppResource {
         let image = planned.get("image");
         plan.set("id", planned.get("name").clone());
         plan.set("drift", Value::List(vec![]));
+        match self.plan_urls(ctx, plan).await {
+            Ok(urls) => plan.set("urls", urls),
+            Err(d) => return d,
+        }
         let unknown_all = |plan: &mut Plan| {
             for a in ["image_digest", "release", "endpoints"] {
                 plan.set(a, Value::Unknown);
@@ -308,8 +354,20 @@ impl Resource for AppResource {
             Diagnostics::from(Diagnostic::error("Invalid app in state", e.to_string()))
         })?;
         let digest = state.get("image_digest").as_str().unwrap_or_default();
-        let drift = engine_plan::drift(&components, digest, &engine.host_names(), &observed);
+        let mut drift = engine_plan::drift(&components, digest, &engine.host_names(), &observed);
+        drift.extend(
+            engine
+                .ingress_drift(name, &components, &observed, false)
+                .await
+                .map_err(|e| {
+                    Diagnostics::from(Diagnostic::error(
+                        format!("Cannot read the ingress of app {name:?}"),
+                        e.to_string(),
+                    ))
+                })?,
+        );
         let mut fields = state.as_entries().cloned().unwrap_or_default();
+        fields.insert("urls".into(), urls_value(&engine.urls(&components)));
         fields.insert(
             "drift".into(),
             Value::List(drift.iter().map(|d| Value::string(d.to_string())).collect()),
@@ -365,11 +423,16 @@ impl Resource for AppResource {
             .iter()
             .find(|i| Some(i.release) == Some(engine_plan::current_release(&observed)))
             .map(|i| i.digest.clone());
+        let urls = spec
+            .components()
+            .map(|c| engine.urls(&c))
+            .unwrap_or_default();
         Ok(spec_to_state(
             &spec,
             digest,
             engine_plan::current_release(&observed),
             &Engine::endpoints(&observed),
+            &urls,
         ))
     }
 }
@@ -419,6 +482,86 @@ const JOURNAL_REFRESH: std::time::Duration = std::time::Duration::from_secs(5 * 
 const CREATE_PLAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl AppResource {
+    /// The `urls` a plan shows (known from the configuration and the
+    /// hosts), after checking that no other app on those hosts, and no
+    /// other app of this plan, has the public ports and domains asked
+    /// for. Unknown while the services are not known yet.
+    async fn plan_urls(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
+        let planned = &plan.planned;
+        if !planned.get("services").is_wholly_known() || !planned.get("name").is_wholly_known() {
+            return Ok(Value::Unknown);
+        }
+        let spec = spec_from(planned, &plan.config)?;
+        let Ok(components) = spec.components() else {
+            return Ok(Value::Unknown);
+        };
+        let engine = ctx.engine().await?;
+        let exposures: BTreeMap<String, crate::ingress::Exposure> = components
+            .iter()
+            .filter_map(|c| c.exposure.clone().map(|e| (c.name.clone(), e)))
+            .collect();
+        let mut diags = Diagnostics::default();
+        let at =
+            |service: &str, field: &str| AttributePath::root("services").key(service).attr(field);
+        for c in crate::ingress::routes::setting_conflicts(&exposures, engine.ingress_settings()) {
+            diags.push(
+                Diagnostic::error("Public port or domain not available", c.to_string())
+                    .at(at(&c.service, c.field)),
+            );
+        }
+        if !exposures.is_empty() {
+            let slots = engine_plan::placement(&components, &engine.host_names());
+            // The hosts as they are; a host that cannot be read now is
+            // checked again, authoritatively, by the apply.
+            let views = engine.observe_ingress(false).await.unwrap_or_default();
+            for (service, exposure) in &exposures {
+                let hosts: std::collections::BTreeSet<&str> = slots
+                    .iter()
+                    .filter(|s| &s.component == service)
+                    .map(|s| s.host.as_str())
+                    .collect();
+                for host in hosts {
+                    if let Some(view) = views.get(host) {
+                        let one = BTreeMap::from([(service.clone(), exposure.clone())]);
+                        for c in
+                            crate::ingress::routes::conflicts(host, &view.routes, &one, &spec.name)
+                        {
+                            diags.push(
+                                Diagnostic::error("Public port or domain taken", c.to_string())
+                                    .at(at(service, c.field)),
+                            );
+                        }
+                    }
+                    let listeners = exposure
+                        .public_port
+                        .map(|p| (format!("port {p}"), "public_port"))
+                        .into_iter()
+                        .chain(
+                            exposure
+                                .domains
+                                .iter()
+                                .map(|d| (format!("domain {d}"), "domains")),
+                        );
+                    for (listener, field) in listeners {
+                        if let Some(other) = ctx.claim(host, &listener, &spec.name) {
+                            diags.push(
+                                Diagnostic::error(
+                                    "Public port or domain claimed twice",
+                                    format!("services[{service:?}].{field}: app {other:?} in this configuration also claims {listener} on host {host}: a port or domain belongs to one app. Change one of them."),
+                                )
+                                .at(at(service, field)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        Ok(urls_value(&engine.urls(&components)))
+    }
+
     /// The digest a plan already resolved, when this is the re-plan
     /// terraform makes at apply time: terraform requires it to return
     /// exactly what the plan showed, even if the tag has moved since.
@@ -506,6 +649,7 @@ impl AppResource {
                 fields.insert("image_digest".into(), Value::string(&digest));
                 fields.insert("release".into(), Value::int(outcome.release as i64));
                 fields.insert("endpoints".into(), endpoints_value(&outcome.endpoints));
+                fields.insert("urls".into(), urls_value(&outcome.urls));
                 fields.insert("drift".into(), Value::List(vec![]));
                 Ok(Value::Object(fields))
             }
@@ -522,6 +666,10 @@ impl AppResource {
             }
         }
     }
+}
+
+fn urls_value(urls: &BTreeMap<String, Vec<String>>) -> Value {
+    endpoints_value(urls)
 }
 
 fn endpoints_value(e: &BTreeMap<String, Vec<String>>) -> Value {
@@ -585,6 +733,14 @@ fn spec_path(field: &str) -> AttributePath {
             let end = r.find("\"]").unwrap_or(r.len());
             path = path.key(&r[..end]);
             rest = r.get(end + 2..).unwrap_or("");
+            continue;
+        }
+        if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            if let Ok(i) = r[..end].parse::<i64>() {
+                path = path.index(i);
+            }
+            rest = r.get(end + 1..).unwrap_or("");
             continue;
         }
         let end = rest.find(['.', '[']).unwrap_or(rest.len());
@@ -698,6 +854,32 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
                     &p.clone().attr("memory_mb"),
                 )?,
                 env: string_map(s.get("env")),
+                public_port: match num_u(
+                    s.get("public_port"),
+                    "public_port",
+                    &p.clone().attr("public_port"),
+                )? {
+                    Some(port) => Some(u16::try_from(port).map_err(|_| {
+                        Diagnostics::from(
+                            Diagnostic::error(
+                                "Invalid public_port",
+                                format!("{port} is not a port: use 1 to 65535."),
+                            )
+                            .at(p.clone().attr("public_port")),
+                        )
+                    })?),
+                    None => None,
+                },
+                domains: string_list(s.get("domains")),
+                routes: string_list(s.get("routes")),
+                strip_route_prefix: s.get("strip_route_prefix").as_bool().unwrap_or(false),
+                drain_seconds: num_u(
+                    s.get("drain_seconds"),
+                    "drain_seconds",
+                    &p.clone().attr("drain_seconds"),
+                )?
+                .map(|d| d.min(u64::from(u32::MAX)) as u32)
+                .unwrap_or(crate::engine::spec::DEFAULT_DRAIN_SECONDS),
             },
         );
     }
@@ -737,7 +919,19 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
         pre_deploy_command: obj.get("pre_deploy_command").as_str().map(String::from),
         services,
         workers,
+        ingress: None,
     })
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_elements()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A state object for an imported app (secrets are not recoverable: null).
@@ -746,6 +940,7 @@ fn spec_to_state(
     digest: Option<String>,
     release: Option<u64>,
     endpoints: &BTreeMap<String, Vec<String>>,
+    urls: &BTreeMap<String, Vec<String>>,
 ) -> Value {
     let map = |m: &BTreeMap<String, String>| {
         if m.is_empty() {
@@ -763,6 +958,13 @@ fn spec_to_state(
             .unwrap_or(Value::Null)
     };
     let opt_u = |n: Option<u64>| n.map(|i| Value::int(i as i64)).unwrap_or(Value::Null);
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            Value::Null
+        } else {
+            Value::List(items.iter().map(Value::string).collect())
+        }
+    };
     let defaults = HealthCheck::default();
     let services: BTreeMap<String, Value> = spec
         .services
@@ -803,6 +1005,25 @@ fn spec_to_state(
                     ("cpus", opt_num(s.cpus)),
                     ("memory_mb", opt_u(s.memory_mb)),
                     ("env", map(&s.env)),
+                    ("public_port", opt_u(s.public_port.map(u64::from))),
+                    ("domains", list(&s.domains)),
+                    ("routes", list(&s.routes)),
+                    (
+                        "strip_route_prefix",
+                        if s.strip_route_prefix {
+                            Value::Bool(true)
+                        } else {
+                            Value::Null
+                        },
+                    ),
+                    (
+                        "drain_seconds",
+                        if s.drain_seconds == crate::engine::spec::DEFAULT_DRAIN_SECONDS {
+                            Value::Null
+                        } else {
+                            Value::int(i64::from(s.drain_seconds))
+                        },
+                    ),
                 ]),
             )
         })
@@ -867,6 +1088,7 @@ fn spec_to_state(
             release.map(|r| Value::int(r as i64)).unwrap_or(Value::Null),
         ),
         ("endpoints", endpoints_value(endpoints)),
+        ("urls", urls_value(urls)),
         ("drift", Value::List(vec![])),
     ])
 }
@@ -885,5 +1107,12 @@ mod tests {
                 .attr("path")
         );
         assert_eq!(spec_path("name"), AttributePath::root("name"));
+        assert_eq!(
+            spec_path("services[\"web\"].domains[1]"),
+            AttributePath::root("services")
+                .key("web")
+                .attr("domains")
+                .index(1)
+        );
     }
 }

@@ -155,6 +155,23 @@ struct Inner {
     configs: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
 }
 
+/// The ingress asks for its images pinned only when it creates a
+/// container: a digest is used as given, a tag is resolved (anonymously)
+/// to its linux/amd64 digest, with the platform and size checks of apps.
+#[async_trait::async_trait]
+impl crate::ingress::PinImage for RegistryClient {
+    async fn pin(&self, reference: &str) -> Result<String, String> {
+        let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+        if parsed.digest().is_some() {
+            return Ok(parsed.to_string());
+        }
+        self.resolve(&parsed, &Credentials::Anonymous)
+            .await
+            .map(|r| r.pinned_reference)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Cached config blobs kept at most (they are small JSON documents).
 const MAX_CACHED_CONFIGS: usize = 256;
 

@@ -16,12 +16,18 @@
 //!    that is terraform's own, and what Berth adds per app over it.
 //! 6. Docker API calls made by a refresh of 100 apps on 2 hosts, counted
 //!    by a proxy in front of each daemon.
+//! 7. The ingress (issue 8): latency through it over direct to the
+//!    instance, p50 and p99, at a fixed request rate; a deploy of a new
+//!    digest with the switch over the docker CLI floor, drain excluded; and
+//!    failed requests during a deploy under load.
 //!
 //! A MISS never fails the process: it exits 0 unless the bench itself
 //! broke. Containers it starts carry `io.berth.test=1` and app names
 //! starting `bench-<pid>-`; they are removed at the end, even after an
 //! error.
 
+#[path = "load.rs"]
+mod load;
 #[path = "plugin_client.rs"]
 mod plugin_client;
 use plugin_client::{client_tls, tls_relay, ClientIdentity};
@@ -71,6 +77,10 @@ const APP_PLAN_ROUNDS: usize = 7;
 const PLUGIN_LAUNCHES: usize = 15;
 /// Alternating rounds of the deploy comparison.
 const DEPLOY_ROUNDS: usize = 5;
+/// Ingress latency: alternating rounds, requests per round, and their rate.
+const LATENCY_ROUNDS: usize = 5;
+const LATENCY_REQUESTS: usize = 400;
+const LATENCY_RATE: f64 = 200.0;
 const PLAN_TIMEOUT: Duration = Duration::from_secs(180);
 const APPLY_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -171,6 +181,10 @@ struct Samples(Vec<f64>);
 impl Samples {
     fn push(&mut self, d: Duration) {
         self.0.push(d.as_secs_f64() * 1000.0);
+    }
+
+    fn push_ms(&mut self, ms: f64) {
+        self.0.push(ms);
     }
 
     fn median(&self) -> f64 {
@@ -279,6 +293,7 @@ async fn run() -> anyhow::Result<bool> {
         bench.deploy_vs_docker(&mut notes),
     )
     .await;
+    section(&mut rows, "ingress", bench.ingress(&mut notes)).await;
     section(&mut rows, "plan N berth_app", bench.apps(&mut notes)).await;
     let cleanup = bench.cleanup().await;
     if let Err(e) = &cleanup {
@@ -749,6 +764,7 @@ impl Bench {
                             &format!("{repo}:{v2_tag}"),
                             (&v1, &v1_pinned),
                             (&v2, &v2_pinned),
+                            None,
                         )
                         .await?;
                     if !warmup {
@@ -804,11 +820,16 @@ impl Bench {
         image: &str,
         v1: (&berth::devtools::fixtures::Pushed, &str),
         v2: (&berth::devtools::fixtures::Pushed, &str),
+        public_port: Option<u16>,
     ) -> anyhow::Result<(Duration, Vec<(String, u64)>)> {
+        let mut web = serde_json::json!({"http_port": 8080});
+        if let Some(port) = public_port {
+            web["public_port"] = serde_json::json!(port);
+        }
         let spec: AppSpec = serde_json::from_value(serde_json::json!({
             "name": app,
             "image": image,
-            "services": {"web": {"http_port": 8080}},
+            "services": {"web": web},
         }))?;
         let target = |pushed: &berth::devtools::fixtures::Pushed, pinned: &str| Target {
             spec: spec.clone(),
@@ -876,6 +897,200 @@ impl Bench {
             ids.push(id.clone());
         }
         Ok(id)
+    }
+
+    // ------------------------------------------------------- 7: ingress
+
+    async fn ingress(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let v1 = push_demo(PLAIN_REGISTRY, BENCH_REPO, "deploy-v1", "v1", None).await?;
+        let v2_tag = format!("ingress-v2-{}", self.pid);
+        let v2 = push_demo(
+            PLAIN_REGISTRY,
+            BENCH_REPO,
+            &v2_tag,
+            &format!("v2 ingress bench {}", self.pid),
+            None,
+        )
+        .await?;
+        let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
+        let v1_pinned = format!("{repo}@{}", v1.digest);
+        let v2_pinned = format!("{repo}@{}", v2.digest);
+        docker(&["pull", "-q", &v1_pinned]).await?;
+        let _ = docker(&[
+            "network",
+            "create",
+            "--label",
+            "io.berth.test=1",
+            &self.cli_network,
+        ])
+        .await;
+        let store = Store::open(StoreOptions {
+            state_dir: self.root.path().join("ingress-state"),
+            secret_key: None,
+        })
+        .await?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let registry = berth::registry::RegistryClient::new(Default::default());
+        let settings = berth::ingress::IngressSettings {
+            image: format!("{PLAIN_REGISTRY}/berth/ingress:local"),
+            tls_image: format!("{PLAIN_REGISTRY}/berth/ingress:local"),
+            ..Default::default()
+        };
+        let engine = Engine::new(Hosts::local(docker_host.as_deref())?, store)
+            .with_test_label(true)
+            .with_ingress(settings, Arc::new(registry));
+        let mut rows = Vec::new();
+
+        // Latency: one instance, behind a public port; the same requests
+        // (a new connection each: the demo's busybox httpd keeps none
+        // alive) alternately straight to the instance and through the
+        // ingress, at a fixed rate.
+        let app = format!("{}lat", self.app_prefix);
+        let port = free_local_port()?;
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": app, "image": format!("{repo}:deploy-v1"),
+            "services": {"web": {"http_port": 8080, "public_port": port}},
+        }))?;
+        let outcome = engine
+            .deploy(&Target {
+                spec,
+                digest: v1.digest.clone(),
+                pinned: v1_pinned.clone(),
+                login: None,
+                trigger: "bench".into(),
+            })
+            .await
+            .context("deploying the latency app")?;
+        let direct = outcome.endpoints["web"][0].clone();
+        let through = format!("127.0.0.1:{port}");
+        let (mut p50, mut p99) = (
+            (Samples::default(), Samples::default()),
+            (Samples::default(), Samples::default()),
+        );
+        for round in 0..=LATENCY_ROUNDS {
+            for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let addr = if side == 0 { &direct } else { &through };
+                let mut lat = latencies(addr, LATENCY_REQUESTS, LATENCY_RATE).await?;
+                if round == 0 {
+                    continue;
+                }
+                lat.sort_by(f64::total_cmp);
+                let (a, b) = if side == 0 {
+                    (&mut p50.0, &mut p99.0)
+                } else {
+                    (&mut p50.1, &mut p99.1)
+                };
+                a.push_ms(lat[lat.len() / 2]);
+                b.push_ms(lat[lat.len() * 99 / 100]);
+            }
+        }
+        engine.destroy(&app).await?;
+        let overhead = p50.1.median() - p50.0.median();
+        rows.push(Row::new(
+            "ingress: p50 latency over direct (ms)",
+            format!(
+                "{overhead:.2} ms (ingress {:.2} ms, direct {:.2} ms)",
+                p50.1.median(),
+                p50.0.median()
+            ),
+            String::new(),
+            "< 0.5 ms",
+            Some(overhead < 0.5),
+        ));
+        rows.push(Row::new(
+            "ingress: p99 latency, ingress / direct",
+            format!(
+                "{:.2} ({:.2} ms / {:.2} ms)",
+                p99.1.median() / p99.0.median().max(0.001),
+                p99.1.median(),
+                p99.0.median()
+            ),
+            String::new(),
+            "",
+            None,
+        ));
+        notes.push(format!(
+            "ingress latency: {LATENCY_ROUNDS} alternating rounds of {LATENCY_REQUESTS} GET / at {LATENCY_RATE}/s, each on a new connection, straight to the instance's published port and through the ingress' public port; medians of each round's p50 and p99"
+        ));
+
+        // Deploy with the switch over the docker CLI floor, drain (and the
+        // monitor window it overlaps) excluded.
+        let mut ours = Samples::default();
+        let mut floor = Samples::default();
+        for round in 0..=DEPLOY_ROUNDS {
+            for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if side == 0 {
+                    let app = format!("{}i{round}", self.app_prefix);
+                    let (took, phases) = self
+                        .engine_deploy_once(
+                            &engine,
+                            &app,
+                            &format!("{repo}:{v2_tag}"),
+                            (&v1, &v1_pinned),
+                            (&v2, &v2_pinned),
+                            Some(free_local_port()?),
+                        )
+                        .await?;
+                    let drain: u64 = phases
+                        .iter()
+                        .filter(|(p, _)| p == "drain")
+                        .map(|(_, ms)| *ms)
+                        .sum();
+                    if round > 0 {
+                        ours.push(took.saturating_sub(Duration::from_millis(drain)));
+                    }
+                } else {
+                    let took = self.docker_deploy_once(&v1_pinned, &v2_pinned).await?;
+                    if round > 0 {
+                        floor.push(took);
+                    }
+                }
+            }
+        }
+        rows.push(ratio_row(
+            "deploy with ingress switch (drain excluded) / docker CLI",
+            &ours,
+            &floor,
+            1.3,
+            "docker CLI",
+        ));
+
+        // Failed requests during a deploy under load.
+        let app = format!("{}load", self.app_prefix);
+        let port = free_local_port()?;
+        let spec = |digest: &str, pinned: &str| -> anyhow::Result<Target> {
+            Ok(Target {
+                spec: serde_json::from_value(serde_json::json!({
+                    "name": app, "image": format!("{repo}:{v2_tag}"),
+                    "services": {"web": {"http_port": 8080, "public_port": port, "instances": 2}},
+                }))?,
+                digest: digest.to_owned(),
+                pinned: pinned.to_owned(),
+                login: None,
+                trigger: "bench".into(),
+            })
+        };
+        engine.deploy(&spec(&v1.digest, &v1_pinned)?).await?;
+        let addr = format!("127.0.0.1:{port}");
+        let running = load::Load::start(&addr, &addr, 4, 50.0);
+        let deployed = engine.deploy(&spec(&v2.digest, &v2_pinned)?).await;
+        let report = running.stop();
+        engine.destroy(&app).await?;
+        deployed.context("deploying v2 under load")?;
+        rows.push(Row::new(
+            "failed requests during a deploy under load",
+            format!(
+                "{} of {} ({:.0} requests/s, half kept alive)",
+                report.failed.len(),
+                report.total(),
+                report.rate()
+            ),
+            String::new(),
+            "0",
+            Some(report.failed.is_empty()),
+        ));
+        let _ = docker(&["image", "rm", &v2_pinned]).await;
+        Ok(rows)
     }
 
     // ------------------------------------------------- 5, 6: berth_app
@@ -1441,6 +1656,33 @@ async fn http_status_is_200(addr: &str) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+fn free_local_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Latencies of `n` GET / to `addr` at `rate` per second, each on a new
+/// connection.
+async fn latencies(addr: &str, n: usize, rate: f64) -> anyhow::Result<Vec<f64>> {
+    let pause = Duration::from_secs_f64(1.0 / rate);
+    let mut out = Vec::with_capacity(n);
+    let mut next = Instant::now();
+    for _ in 0..n {
+        let begun = Instant::now();
+        if !http_status_is_200(addr).await {
+            bail!("GET / from {addr} did not answer 200");
+        }
+        out.push(begun.elapsed().as_secs_f64() * 1000.0);
+        next += pause;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Ok(out)
 }
 
 /// The local daemon's socket: `DOCKER_HOST` when it names a unix socket.

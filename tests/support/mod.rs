@@ -175,7 +175,7 @@ impl Tf {
     /// Asserts the two rules of terraform-plugin-testing: after an apply, a
     /// plan is empty, and so is a plan after a refresh.
     pub fn assert_converged(&self) {
-        assert!(!self.plan_has_changes(), "plan after apply is not empty");
+        self.assert_plan_empty("plan after apply is not empty");
         self.ok(&[
             "apply",
             "-refresh-only",
@@ -183,7 +183,21 @@ impl Tf {
             "-input=false",
             "-no-color",
         ]);
-        assert!(!self.plan_has_changes(), "plan after refresh is not empty");
+        self.assert_plan_empty("plan after refresh is not empty");
+    }
+
+    /// Panics with the plan unless it has no changes.
+    fn assert_plan_empty(&self, why: &str) {
+        let out = self.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+        match out.status.code() {
+            Some(0) => {}
+            Some(2) => panic!("{why}:\n{}", String::from_utf8_lossy(&out.stdout)),
+            _ => panic!(
+                "terraform plan failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     }
 
     /// `terraform output -json NAME` parsed.
@@ -287,6 +301,7 @@ pub struct AppGuard(pub String);
 
 impl Drop for AppGuard {
     fn drop(&mut self) {
+        forget_routes("unix:///var/run/docker.sock", &self.0);
         let ids = app_containers(&self.0);
         if !ids.is_empty() {
             let _ = Command::new("docker")
@@ -309,5 +324,61 @@ pub fn unique_app(prefix: &str) -> String {
         "{prefix}-{}-{}",
         std::process::id() % 100000,
         N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The ingress image of the dev environment (Debian's haproxy and caddy).
+pub const INGRESS_IMAGE: &str = "127.0.0.1:5000/berth/ingress:local";
+/// The ingress' HTTP and HTTPS ports in the tests. Every test uses the same
+/// ingress settings: the ingress of a host is shared by all its apps, and
+/// its settings are the provider's (tests with other ones would fight).
+pub const INGRESS_HTTP_PORT: u16 = 18480;
+pub const INGRESS_HTTPS_PORT: u16 = 18443;
+
+/// The provider's `ingress` setting every test uses.
+pub fn ingress_setting() -> String {
+    format!(
+        "  ingress = {{\n    image      = \"{INGRESS_IMAGE}\"\n    tls_image  = \"{INGRESS_IMAGE}\"\n    tls        = \"internal\"\n    http_port  = {INGRESS_HTTP_PORT}\n    https_port = {INGRESS_HTTPS_PORT}\n  }}\n"
+    )
+}
+
+/// A TCP port free on 127.0.0.1 and 127.0.0.2 right now (bound, read,
+/// released), for a test's `public_port`.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = a.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2 after 50 tries");
+}
+
+/// Removes an app from `docker_host` when a test ends, its routes on the
+/// host's shared ingress included: `berth destroy APP` (which needs no
+/// record of the app: it goes by labels) with a throwaway state directory.
+pub fn forget_routes(docker_host: &str, app: &str) {
+    let Ok(state) = tempfile::tempdir() else {
+        return;
+    };
+    let _ = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["destroy", app])
+        .env("BERTH_STATE_DIR", state.path())
+        .env("DOCKER_HOST", docker_host)
+        .env_remove("BERTH_SECRET_KEY")
+        .output();
+}
+
+/// `curl ARGS…`: (exit code, stdout). Bounded by `--max-time 10`.
+pub fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }

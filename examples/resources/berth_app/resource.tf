@@ -1,5 +1,7 @@
-# A web service and a worker from one image. `terraform plan` shows
-# image_digest change when the tag moves; apply rolls out with no downtime.
+# A web service, an API on the same domain, and a worker from one image.
+# `terraform plan` shows image_digest change when the tag moves; apply rolls
+# out with no failed request: the ingress on each host switches the stable
+# addresses (public_port, domains) to the new instances.
 resource "berth_app" "shop" {
   name                   = "shop"
   image                  = "ghcr.io/acme/shop:1.4"
@@ -18,13 +20,22 @@ resource "berth_app" "shop" {
 
   services = {
     web = {
-      http_port = 8080
-      instances = 2
+      http_port   = 8080
+      instances   = 2
+      public_port = 8000
+      domains     = ["shop.example.com"]
       health_check = {
         path = "/healthz"
       }
       memory_mb = 512
       cpus      = 0.5
+    }
+    api = {
+      command            = "./manage api"
+      domains            = ["shop.example.com"]
+      routes             = ["/api"]
+      strip_route_prefix = true
+      drain_seconds      = 60
     }
   }
 
@@ -36,8 +47,9 @@ resource "berth_app" "shop" {
   }
 }
 
-output "shop_endpoints" {
-  value = berth_app.shop.endpoints["web"]
+output "shop_urls" {
+  # { web = ["http://HOST:8000", "https://shop.example.com"], api = ["https://shop.example.com/api"] }
+  value = berth_app.shop.urls
 }
 
 variable "database_url" {
