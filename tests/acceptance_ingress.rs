@@ -93,6 +93,7 @@ fn push(tag: &str, version: &str) -> String {
 #[track_caller]
 fn body_at(addr: &str) -> String {
     let (code, body) = curl(&[&format!("http://{addr}/")]);
+
     assert_eq!(code, 0, "curl http://{addr}/ failed: {body}");
     body.trim().to_owned()
 }

@@ -372,3 +372,121 @@ fn track_tag_false_keeps_the_running_digest_when_the_tag_moves() {
     assert!(steps.contains(&fixtures.demo_v2.digest), "{steps}");
     scratch.ok(&["destroy", &app]);
 }
+
+/// The ingress settings every test gives the shared ingress of the host
+/// (the same as `tests/support`'s).
+const INGRESS: &str = "ingress:\n  image: 127.0.0.1:5000/berth/ingress:local\n  tls_image: 127.0.0.1:5000/berth/ingress:local\n  tls: internal\n  http_port: 18480\n  https_port: 18443\n";
+
+#[test]
+fn a_public_port_from_a_spec_file_shows_in_status_and_keeps_answering() {
+    fixtures();
+    let scratch = Scratch::new("ingress");
+    let app = scratch.app.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let file = |name: &str, image: &str| {
+        let text = format!(
+            "{INGRESS}{}",
+            spec(&app, image, "").replace(
+                "    http_port: 8080\n",
+                &format!("    http_port: 8080\n    public_port: {port}\n")
+            )
+        );
+        scratch.file(name, &text)
+    };
+    let v1 = file("app.yaml", "127.0.0.1:5000/berth/demo:v1");
+    let url = format!("http://127.0.0.1:{port}");
+    let planned = json(&scratch.ok(&["plan", "-f", &v1, "--json"]));
+    assert_eq!(
+        planned["urls"]["web"],
+        serde_json::json!([url]),
+        "{planned}"
+    );
+    let deployed = json(&scratch.ok(&["apply", "-f", &v1, "--json"]));
+    assert_eq!(
+        deployed["urls"]["web"],
+        serde_json::json!([url]),
+        "{deployed}"
+    );
+    let stable = format!("127.0.0.1:{port}");
+    assert_eq!(get(&stable), "berth demo v1\n");
+
+    let status = json(&scratch.ok(&["status", &app, "--json"]));
+    assert_eq!(status["urls"]["web"], serde_json::json!([url]), "{status}");
+    assert_eq!(status["drift"], serde_json::json!([]), "{status}");
+    let human = text(&scratch.ok(&["status", &app]).stdout);
+    assert!(human.contains(&format!("urls       web  {url}")), "{human}");
+
+    // A new release answers on the same address.
+    let v2 = file("app-v2.yaml", "127.0.0.1:5000/berth/demo:v2");
+    scratch.ok(&["apply", "-f", &v2]);
+    assert_eq!(get(&stable), "berth demo v2\n");
+    let planned = json(&scratch.ok(&["plan", "-f", &v2, "--json"]));
+    assert_eq!(planned["changes"], false, "{planned}");
+
+    scratch.ok(&["destroy", &app]);
+    assert!(
+        try_get(&stable).is_err(),
+        "the public port answers after destroy"
+    );
+}
+
+#[test]
+fn two_berth_processes_switching_one_host_at_once_lose_no_route() {
+    fixtures();
+    // Each its own state directory (separate stores: no shared lease), the
+    // same host and ingress: only the ingress' own lock and its
+    // compare-and-swap keep one switch from undoing the other.
+    let scratches: Vec<Scratch> = (0..2).map(|i| Scratch::new(&format!("race{i}"))).collect();
+    let ports: Vec<u16> = scratches
+        .iter()
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        })
+        .collect();
+    for round in ["v1", "v2", "v1"] {
+        let children: Vec<_> = scratches
+            .iter()
+            .zip(&ports)
+            .map(|(scratch, port)| {
+                let text = format!(
+                    "{INGRESS}{}",
+                    spec(
+                        &scratch.app,
+                        &format!("127.0.0.1:5000/berth/demo:{round}"),
+                        ""
+                    )
+                    .replace(
+                        "    http_port: 8080\n",
+                        &format!("    http_port: 8080\n    public_port: {port}\n")
+                    )
+                );
+                let file = scratch.file("app.yaml", &text);
+                Command::new(env!("CARGO_BIN_EXE_berth"))
+                    .args(["apply", "-f", &file])
+                    .env("BERTH_STATE_DIR", scratch.state_dir())
+                    .env("BERTH_TEST_LABEL", "1")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start berth")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait for berth");
+            assert!(out.status.success(), "{round}: {}", text(&out.stderr));
+        }
+        for port in &ports {
+            assert_eq!(
+                get(&format!("127.0.0.1:{port}")),
+                format!("berth demo {round}\n"),
+                "after both applies of {round}, port {port} serves {round}"
+            );
+        }
+    }
+}

@@ -433,7 +433,19 @@ fn ingress_image() -> Result<Built, FixtureError> {
         mode: 0o644,
         data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
     });
-    for applet in ["timeout", "mkdir", "mv", "rm", "head", "grep", "date"] {
+    // What Berth's commands in the ingress use (coreutils in the official
+    // images).
+    for applet in [
+        "timeout",
+        "mkdir",
+        "mv",
+        "cp",
+        "rm",
+        "head",
+        "grep",
+        "date",
+        "sha256sum",
+    ] {
         entries.push(Entry::Symlink {
             path: format!("bin/{applet}"),
             target: "busybox".into(),

@@ -448,7 +448,7 @@ impl Engine {
         }
         let pinner = self.pinner.as_deref().ok_or(DeployError::NoImagePinner)?;
         let out = ingress
-            .switch(&list, Some(&desired), pinner)
+            .switch_from(&list, Some(view), Some(&desired), pinner)
             .await
             .map_err(|source| match source {
                 IngressError::Conflict(c) => {
@@ -572,6 +572,33 @@ impl Engine {
         let through_ingress = proxy.filter(|_| comp.exposure.is_some());
         let ingress = IngressHost::new(&s.host, &self.ingress, self.test_label);
         let start = Instant::now();
+        if let (Some(proxy), Kind::Service, Some(port)) =
+            (through_ingress, comp.kind, comp.http_port)
+        {
+            // One probing command in the proxy for the whole wait, while
+            // the container is watched for a crash.
+            let address = match &s.address {
+                Some(a) => a.clone(),
+                None => self.wait_address(s, start, deadline).await?,
+            };
+            let target = format!("{address}:{port}");
+            let probing = ingress.probe_until_healthy(
+                proxy,
+                &target,
+                &hc.path,
+                timeout,
+                interval,
+                hc.healthy_threshold,
+                deadline.saturating_sub(start.elapsed()),
+            );
+            return tokio::select! {
+                probed = probing => match probed.map_err(docker(Phase::Roll))? {
+                    Ok(_) => Ok(Some(address)),
+                    Err(last) => Err(self.unhealthy(s, start, last).await),
+                },
+                crashed = self.watch_running(s, start) => Err(crashed),
+            };
+        }
         let mut last = Probe::NoAnswer("not probed yet".into());
         let mut successes = 0u32;
         let mut stable_checks = 0u32;
@@ -663,6 +690,81 @@ impl Engine {
             }
         }
         Err(self.unhealthy(s, start, last.to_string()).await)
+    }
+
+    /// Returns once the new container is not running any more, with why.
+    async fn watch_running(&self, s: &Started<'_>, start: Instant) -> DeployError {
+        loop {
+            match s.host.list_managed().await {
+                Ok(list) => match list.iter().find(|o| o.id == s.id) {
+                    None => {
+                        return self
+                            .unhealthy(s, start, "the container disappeared".into())
+                            .await
+                    }
+                    Some(o) if o.state == ContainerState::Restarting => {
+                        return self
+                            .unhealthy(
+                                s,
+                                start,
+                                format!("the container is restarting ({})", o.status),
+                            )
+                            .await
+                    }
+                    Some(o) if o.state != ContainerState::Running => {
+                        return self
+                            .unhealthy(s, start, format!("the container stopped ({})", o.status))
+                            .await
+                    }
+                    Some(_) => {}
+                },
+                Err(e) => {
+                    return DeployError::Docker {
+                        phase: Phase::Roll,
+                        source: e,
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The container's address on Berth's network once it runs (on a
+    /// network without Berth's subnet, where addresses are not fixed).
+    async fn wait_address(
+        &self,
+        s: &Started<'_>,
+        start: Instant,
+        deadline: Duration,
+    ) -> Result<String, DeployError> {
+        while start.elapsed() < deadline {
+            let list = s.host.list_managed().await.map_err(docker(Phase::Roll))?;
+            match list.iter().find(|o| o.id == s.id) {
+                Some(o) if o.state == ContainerState::Running => {
+                    if let Some(ip) = o.ip_on(NETWORK) {
+                        return Ok(ip.to_owned());
+                    }
+                }
+                Some(o) => {
+                    return Err(self
+                        .unhealthy(
+                            s,
+                            start,
+                            format!("the container is not running ({})", o.status),
+                        )
+                        .await)
+                }
+                None => {
+                    return Err(self
+                        .unhealthy(s, start, "the container disappeared".into())
+                        .await)
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(self
+            .unhealthy(s, start, "it got no address on Berth's network".into())
+            .await)
     }
 
     async fn unhealthy(&self, s: &Started<'_>, start: Instant, last_probe: String) -> DeployError {

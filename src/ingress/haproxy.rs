@@ -15,7 +15,10 @@
 //! `idle-close-on-response` keeps the old worker's idle keep-alive
 //! connections open until their next response carries `Connection: close`
 //! (a client that does not retry sees no failure). `hard-stop-after` bounds
-//! how long an old worker finishes in-flight requests: the drain.
+//! how long an old worker finishes in-flight requests: the drain. An
+//! instance that dies is taken out at the first connection that fails
+//! (`observe layer4`), the request retried on another (`retry-on`,
+//! `redispatch`), and the health checks bring it back.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -94,14 +97,14 @@ pub fn render(routes: &HostRoutes, settings: &IngressSettings, listen: &str) -> 
          \x20 option redispatch 1\n\
          \x20 retries 2\n\
          \x20 retry-on conn-failure empty-response\n\
-         \x20 timeout connect 3s\n\
+         \x20 timeout connect 1s\n\
          \x20 timeout client 60s\n\
          \x20 timeout server 300s\n\
          \x20 timeout http-request 30s\n\
          \x20 timeout http-keep-alive 10s\n\
          \x20 timeout queue 30s\n\
          \x20 timeout tunnel 1h\n\
-         \x20 default-server check inter 2s fall 3 rise 2\n"
+         \x20 default-server check inter 1s fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down\n"
     );
 
     // Public ports.

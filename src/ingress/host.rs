@@ -8,6 +8,8 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use super::haproxy;
+use sha2::Digest as _;
+
 use super::routes::{self, AppRoutes, Conflict, HostRoutes};
 use super::{
     caddy, IngressSettings, PROXY_CONTAINER, TLS_ADMIN_SOCKET, TLS_CONFIG_VOLUME, TLS_CONTAINER,
@@ -24,10 +26,73 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(20);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the workers are looked at while waiting.
 const POLL: Duration = Duration::from_millis(50);
+/// A shell function printing the proxy's worker processes (children of
+/// its master, PID 1), for the commands run in the container.
+/// Only `haproxy` processes count: commands run in the container leave
+/// orphans (a `sleep`, a `timeout`) that PID 1 adopts for a moment.
+const WORKERS_FN: &str = "workers() { for d in /proc/[0-9]*; do read -r pid comm state ppid rest < \"$d/stat\" 2>/dev/null && [ \"$ppid\" = 1 ] && [ \"$comm\" = '(haproxy)' ] && printf '%s ' \"$pid\"; done; };";
 /// How long a switch waits for another Berth's switch on the same host.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 /// A lock older than this was left by a process that died.
 const LOCK_STALE: Duration = Duration::from_secs(60);
+
+/// Attempts at a switch that lost the race to another Berth's switch.
+const SWAP_ATTEMPTS: usize = 5;
+
+/// Why a swap did not happen.
+enum Swap {
+    /// The file changed since it was read (another Berth switched).
+    Raced,
+    Failed(IngressError),
+}
+
+impl From<IngressError> for Swap {
+    fn from(e: IngressError) -> Swap {
+        Swap::Failed(e)
+    }
+}
+
+/// The swap command (see [`IngressHost::swap`]); its arguments: lock owner,
+/// the sha256 of the configuration read (`none` when there was none), the
+/// age of a stale lock in seconds, the number of 100 ms waits for the lock.
+/// Exit codes: 0 done (`old PIDS` printed), 1 lock busy, 3 configuration
+/// refused (old files back), 4 no new worker, 5 files not written, 6 the
+/// configuration changed since it was read.
+fn swap_script(names: &[&str], reload: bool) -> String {
+    let list = names.join(" ");
+    let drop_caddy = if names.contains(&"caddy.json") {
+        ""
+    } else {
+        "rm -f caddy.json; "
+    };
+    let reload_part = if reload {
+        format!(
+            "if ! out=$(haproxy -c -f {VOLUME_PATH}/haproxy.cfg 2>&1); then \
+               for f in {list}; do [ -f \"$f.old\" ] && mv -f \"$f.old\" \"$f\"; done; printf '%s\\n' \"$out\"; done_ 3; fi; \
+             kill -USR2 1 || done_ 5; i=0; \
+             while [ $i -lt {polls} ]; do for p in $(workers); do case \"$before \" in *\" $p \"*) ;; *) echo \"old$before\"; done_ 0;; esac; done; \
+               sleep 0.05; i=$((i+1)); done; \
+             for f in {list}; do [ -f \"$f.old\" ] && mv -f \"$f.old\" \"$f\"; done; done_ 4",
+            polls = RELOAD_TIMEOUT.as_millis() / 50,
+        )
+    } else {
+        "done_ 0".to_owned()
+    };
+    format!(
+        "owner=$0; expected=$1; stale=$2; waits=$3; cd {VOLUME_PATH} || exit 5; {WORKERS_FN} \
+         done_() {{ rm -f *.\"$owner\".new; rm -rf {VOLUME_PATH}/lock; exit $1; }}; \
+         n=0; while ! mkdir {VOLUME_PATH}/lock 2>/dev/null; do \
+           now=$(date +%s); read -r since holder < {VOLUME_PATH}/lock/owner 2>/dev/null || {{ since=$now; holder=unknown; }}; \
+           if [ $((now - since)) -gt \"$stale\" ]; then rm -rf {VOLUME_PATH}/lock; continue; fi; \
+           n=$((n+1)); [ $n -gt \"$waits\" ] && {{ rm -f *.\"$owner\".new; echo \"$holder since $since\"; exit 1; }}; sleep 0.1; done; \
+         echo \"$(date +%s) $owner\" > {VOLUME_PATH}/lock/owner; \
+         if [ -f haproxy.cfg ]; then sum=$(sha256sum haproxy.cfg); sum=${{sum%% *}}; else sum=none; fi; \
+         [ \"$sum\" = \"$expected\" ] || done_ 6; \
+         before=\" $(workers)\"; \
+         for f in {list}; do [ -f \"$f\" ] && cp -f \"$f\" \"$f.old\"; mv -f \"$f.$owner.new\" \"$f\" || done_ 5; done; {drop_caddy}\
+         {reload_part}"
+    )
+}
 
 /// What creating the proxy came to.
 enum Created {
@@ -220,6 +285,18 @@ impl<'a> IngressHost<'a> {
         change: Option<&AppRoutes>,
         images: &dyn PinImage,
     ) -> Result<SwitchOutcome, IngressError> {
+        self.switch_from(list, None, change, images).await
+    }
+
+    /// [`IngressHost::switch`] from a view just read (saves reading the
+    /// volume again; a race with another Berth is caught all the same).
+    pub async fn switch_from(
+        &self,
+        list: &[Observed],
+        read: Option<IngressView>,
+        change: Option<&AppRoutes>,
+        images: &dyn PinImage,
+    ) -> Result<SwitchOutcome, IngressError> {
         let mut outcome = SwitchOutcome::default();
         let mut containers = IngressView::containers(list);
         // Taking an app's routes away changes nothing else: not the image,
@@ -274,9 +351,20 @@ impl<'a> IngressHost<'a> {
                 self.host.name()
             ));
         }
-        let lock = self.lock(&proxy.id).await?;
-        let result = async {
-            let view = self.view_of(&proxy, containers.tls.clone()).await?;
+        // Read, render, and swap in one command that takes the host's lock
+        // and checks the file is still the one read (compare and swap); on
+        // a race with another Berth, read again.
+        let mut attempt = 0;
+        let mut read = read.filter(|v| {
+            proxy.state == ContainerState::Running
+                && v.proxy.as_ref().map(|p| &p.id) == Some(&proxy.id)
+        });
+        loop {
+            attempt += 1;
+            let view = match read.take() {
+                Some(view) => view,
+                None => self.view_of(&proxy, containers.tls.clone()).await?,
+            };
             let recorded_settings = view.settings.clone();
             let recorded;
             let this = match (&recorded_settings, removal) {
@@ -287,40 +375,53 @@ impl<'a> IngressHost<'a> {
                 _ => self,
             };
             let routes = apply_change(&view.routes, change, self.host.name())?;
-            if routes.is_empty() && change.is_some() {
-                // The last app left the host: its files go, then the
-                // ingress (the volumes stay, for Caddy's certificates).
-                let cfg = this.haproxy_cfg(&routes);
-                this.write_files(&proxy.id, &volume_files(&cfg, None))
-                    .await?;
-                outcome.removed = true;
-                return Ok(());
-            }
+            let last_app_left = routes.is_empty() && change.is_some();
             let cfg = this.haproxy_cfg(&routes);
             let same = view.haproxy_cfg.as_deref() == Some(cfg.as_str()) && !view.unreadable;
-            if !same || proxy.state != ContainerState::Running {
-                let files = volume_files(&cfg, this.caddy_json(&routes).as_deref());
-                outcome.old_workers = this.reload(&proxy.id, &view, &files).await?;
-                outcome.changed = true;
+            if !same || proxy.state != ContainerState::Running || last_app_left {
+                let caddy = if last_app_left {
+                    None
+                } else {
+                    this.caddy_json(&routes)
+                };
+                let files = volume_files(&cfg, caddy.as_deref());
+                match this.swap(&proxy.id, &view, &files, !last_app_left).await {
+                    Ok(old) => {
+                        outcome.old_workers = old;
+                        outcome.changed = true;
+                    }
+                    Err(Swap::Raced) if attempt < SWAP_ATTEMPTS => continue,
+                    Err(Swap::Raced) => {
+                        return Err(IngressError::Busy {
+                            host: self.host.name().to_owned(),
+                            holder: format!(
+                                "its configuration changed under {SWAP_ATTEMPTS} attempts in a row"
+                            ),
+                        })
+                    }
+                    Err(Swap::Failed(e)) => return Err(e),
+                }
+            }
+            if last_app_left {
+                // The last app left the host: its routes are gone from the
+                // files, then the ingress goes (the volumes stay, for
+                // Caddy's certificates).
+                outcome.removed = true;
+                let containers = IngressView {
+                    proxy: Some(proxy),
+                    ..containers
+                };
+                self.remove(&containers).await?;
+                outcome.steps.push(format!(
+                    "removed the ingress on host {} (no app is exposed there any more)",
+                    self.host.name()
+                ));
+                return Ok(outcome);
             }
             let view = IngressView { routes, ..view };
-            this.switch_tls(&view, images, &mut outcome).await
+            this.switch_tls(&view, images, &mut outcome).await?;
+            return Ok(outcome);
         }
-        .await;
-        self.unlock(&proxy.id, lock).await;
-        result?;
-        if outcome.removed {
-            let containers = IngressView {
-                proxy: Some(proxy),
-                ..containers
-            };
-            self.remove(&containers).await?;
-            outcome.steps.push(format!(
-                "removed the ingress on host {} (no app is exposed there any more)",
-                self.host.name()
-            ));
-        }
-        Ok(outcome)
     }
 
     /// Removes both containers (the volumes stay: the routes files are
@@ -334,15 +435,15 @@ impl<'a> IngressHost<'a> {
 
     /// The proxy's worker processes now (children of its master, PID 1).
     pub async fn workers(&self, proxy_id: &str) -> Result<Vec<u32>, DockerError> {
-        let script = "for d in /proc/[0-9]*; do read -r pid comm state ppid rest < \"$d/stat\" 2>/dev/null && [ \"$ppid\" = 1 ] && echo \"$pid\"; done; true";
+        let script = format!("{WORKERS_FN} workers; true");
         let out = self
             .host
-            .exec(proxy_id, &argv(&["sh", "-c", script]), EXEC_TIMEOUT)
+            .exec(proxy_id, &argv(&["sh", "-c", &script]), EXEC_TIMEOUT)
             .await?;
         let mut pids: Vec<u32> = out
             .stdout_text()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
             .collect();
         pids.sort_unstable();
         Ok(pids)
@@ -421,6 +522,72 @@ impl<'a> IngressHost<'a> {
             124 | 143 => Err(format!("timed out after {secs}s")),
             code => Err(format!(
                 "probe exited with {code}: {}",
+                first_line(&out.stderr_text())
+            )),
+        })
+    }
+
+    /// Probes `address` from inside the proxy container every `interval`
+    /// until `threshold` answers in a row are 2xx or 3xx (`Ok` with the
+    /// last answer) or `limit` has passed (`Err` with the last answer, in
+    /// words): one command for the whole wait, where one per probe would
+    /// cost three API calls each. A refused connection (the server is not
+    /// listening yet) is tried again after 50 ms.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn probe_until_healthy(
+        &self,
+        proxy_id: &str,
+        address: &str,
+        path: &str,
+        timeout: Duration,
+        interval: Duration,
+        threshold: u32,
+        limit: Duration,
+    ) -> Result<Result<String, String>, DockerError> {
+        let (ip, port) = address.rsplit_once(':').unwrap_or((address, "80"));
+        let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+        let script = "ip=$0; port=$1; path=$2; pause=$3; need=$4; limit=$5; t=$6; \
+            start=$(date +%s); ok=0; last='not probed yet'; \
+            while :; do \
+              line=$(timeout \"$t\" bash -c 'exec 3<>\"/dev/tcp/$0/$1\" || exit 7; printf \"GET %s HTTP/1.1\\r\\nHost: %s:%s\\r\\nUser-Agent: berth-probe\\r\\nConnection: close\\r\\n\\r\\n\" \"$2\" \"$0\" \"$1\" >&3; IFS= read -r l <&3; printf \"%s\\n\" \"$l\"' \"$ip\" \"$port\" \"$path\" 2>/dev/null); rc=$?; \
+              set -- ${line%$'\\r'}; \
+              case \"$2\" in \
+                2??|3??) ok=$((ok+1)); last=\"HTTP $2\";; \
+                '') ok=0; case $rc in 7) last='no answer: connection refused';; 124|143) last=\"no answer: timed out after ${t}s\";; *) last='no answer: the connection closed without an answer';; esac;; \
+                *) ok=0; last=\"HTTP $2\";; \
+              esac; \
+              [ $ok -ge \"$need\" ] && { echo \"healthy $last\"; exit 0; }; \
+              [ $(( $(date +%s) - start )) -ge \"$limit\" ] && { echo \"unhealthy $last\"; exit 1; }; \
+              if [ \"$rc\" = 7 ]; then sleep 0.05; else sleep \"$pause\"; fi; \
+            done";
+        let limit_secs = limit.as_secs_f64().ceil().max(1.0) as u64;
+        let out = self
+            .host
+            .exec(
+                proxy_id,
+                &argv(&[
+                    "bash",
+                    "-c",
+                    script,
+                    ip,
+                    port,
+                    path,
+                    &format!("{:.3}", interval.as_secs_f64()),
+                    &threshold.max(1).to_string(),
+                    &limit_secs.to_string(),
+                    &secs.to_string(),
+                ]),
+                limit + timeout + EXEC_TIMEOUT,
+            )
+            .await?;
+        let line = out.stdout_text();
+        let line = line.lines().last().unwrap_or("").trim();
+        Ok(match (out.exit_code, line.split_once(' ')) {
+            (0, Some(("healthy", last))) => Ok(last.to_owned()),
+            (_, Some((_, last))) => Err(last.to_owned()),
+            _ => Err(format!(
+                "the probe ended with {}: {}",
+                out.exit_code,
                 first_line(&out.stderr_text())
             )),
         })
@@ -520,62 +687,6 @@ impl<'a> IngressHost<'a> {
         }
     }
 
-    /// Takes the host's ingress lock, a directory in the volume made
-    /// atomically by `mkdir`, waiting while another Berth holds it (at most
-    /// [`LOCK_WAIT`]); a lock older than [`LOCK_STALE`] was left by a
-    /// process that died and is taken over.
-    async fn lock(&self, proxy_id: &str) -> Result<String, IngressError> {
-        let owner = format!("{}-{}", std::process::id(), lock_token());
-        let script = "now=$(date +%s); \
-            if mkdir /berth/lock 2>/dev/null; then echo \"$now $0\" > /berth/lock/owner; echo acquired; exit 0; fi; \
-            read -r since holder < /berth/lock/owner 2>/dev/null || { since=$now; holder=unknown; }; \
-            if [ $((now - since)) -gt $1 ]; then rm -rf /berth/lock; echo stale; exit 3; fi; \
-            echo \"$holder since $since\"; exit 1";
-        let start = Instant::now();
-        loop {
-            let out = self
-                .host
-                .exec(
-                    proxy_id,
-                    &argv(&[
-                        "sh",
-                        "-c",
-                        script,
-                        &owner,
-                        &LOCK_STALE.as_secs().to_string(),
-                    ]),
-                    EXEC_TIMEOUT,
-                )
-                .await?;
-            match out.exit_code {
-                0 => return Ok(owner),
-                // A stale lock was removed: try again at once.
-                3 => continue,
-                _ if start.elapsed() < LOCK_WAIT => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                _ => {
-                    return Err(IngressError::Busy {
-                        host: self.host.name().to_owned(),
-                        holder: out.stdout_text().trim().to_owned(),
-                    })
-                }
-            }
-        }
-    }
-
-    /// Releases the lock if this process still holds it.
-    async fn unlock(&self, proxy_id: &str, owner: String) {
-        let script = "read -r since holder < /berth/lock/owner 2>/dev/null && [ \"$holder\" = \"$0\" ] && rm -rf /berth/lock; true";
-        if let Err(e) = self
-            .host
-            .exec(proxy_id, &argv(&["sh", "-c", script, &owner]), EXEC_TIMEOUT)
-            .await
-        {
-            tracing::warn!(host = %self.host.name(), error = %e, "could not release the ingress lock; it expires by itself");
-        }
-    }
-
     async fn wait_first_worker(&self, id: &str) -> Result<(), IngressError> {
         let start = Instant::now();
         while start.elapsed() < RELOAD_TIMEOUT {
@@ -591,14 +702,22 @@ impl<'a> IngressHost<'a> {
         Err(self.start_failure(id).await)
     }
 
-    /// Writes the files, checks the configuration, reloads, and waits for
-    /// the new worker. Returns the workers from before.
-    async fn reload(
+    /// Puts `files` in place and, when `reload`, reloads: one command that
+    /// takes the host's ingress lock (a directory made atomically by
+    /// `mkdir` in the volume, which holds across Berth processes whatever
+    /// store they use; one older than [`LOCK_STALE`] was left by a process
+    /// that died and is taken over), checks the configuration file is
+    /// still the one `view` read (else [`Swap::Raced`]), moves the new
+    /// files in, checks the configuration (the old files go back if HAProxy
+    /// refuses it), signals the reload, waits for the new worker, and
+    /// releases the lock. Returns the workers from before.
+    async fn swap(
         &self,
         proxy_id: &str,
         view: &IngressView,
         files: &[(String, Vec<u8>)],
-    ) -> Result<Vec<u32>, IngressError> {
+        reload: bool,
+    ) -> Result<Vec<u32>, Swap> {
         // A reload that cannot bind a port pauses every listener of the
         // running worker while it retries (refused connections for a
         // second or more): test the new ports first, with HAProxy itself.
@@ -612,53 +731,79 @@ impl<'a> IngressHost<'a> {
             .into_iter()
             .filter(|b| !old_binds.contains(b))
             .collect();
-        if !new_binds.is_empty() {
+        if reload && !new_binds.is_empty() {
             self.check_binds(proxy_id, &new_binds).await?;
         }
-        let before = self.workers(proxy_id).await?;
         let since = unix_now();
-        let failures_before = self.load_failures(proxy_id, since).await;
-        self.write_files(proxy_id, files).await?;
-        let check = self
+        // Staged under names of this attempt's own: two Berths staging at
+        // once must not swap in each other's files.
+        let owner = format!("{}-{}", std::process::id(), lock_token());
+        let staged: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .map(|(path, data)| (format!("{path}.{owner}.new"), data.clone()))
+            .collect();
+        self.host
+            .upload(proxy_id, VOLUME_PATH, tar_of(&staged))
+            .await
+            .map_err(IngressError::from)?;
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        let expected = match &view.haproxy_cfg {
+            Some(cfg) => hex::encode(sha2::Sha256::digest(cfg.as_bytes())),
+            None => "none".to_owned(),
+        };
+        let script = swap_script(&names, reload);
+        let out = self
             .host
             .exec(
                 proxy_id,
                 &argv(&[
-                    "haproxy",
+                    "sh",
                     "-c",
-                    "-q",
-                    "-f",
-                    &format!("{VOLUME_PATH}/haproxy.cfg"),
+                    &script,
+                    &owner,
+                    &expected,
+                    &LOCK_STALE.as_secs().to_string(),
+                    &(LOCK_WAIT.as_millis() / 100).to_string(),
                 ]),
-                EXEC_TIMEOUT,
+                LOCK_WAIT + RELOAD_TIMEOUT + EXEC_TIMEOUT,
             )
-            .await?;
-        if check.exit_code != 0 {
-            let detail = format!("{}{}", check.stdout_text().trim(), check.stderr_text());
-            self.restore(proxy_id, view).await;
-            return Err(IngressError::Refused {
+            .await
+            .map_err(IngressError::from)?;
+        let stdout = out.stdout_text();
+        match out.exit_code {
+            0 => Ok(stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("old"))
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()),
+            6 => Err(Swap::Raced),
+            1 => Err(Swap::Failed(IngressError::Busy {
                 host: self.host.name().to_owned(),
-                detail,
-            });
-        }
-        self.host
-            .exec(proxy_id, &argv(&["kill", "-USR2", "1"]), EXEC_TIMEOUT)
-            .await?;
-        let start = Instant::now();
-        while start.elapsed() < RELOAD_TIMEOUT {
-            let now = self.workers(proxy_id).await?;
-            if now.iter().any(|p| !before.contains(p)) {
-                return Ok(before);
+                holder: stdout
+                    .lines()
+                    .last()
+                    .unwrap_or("another process")
+                    .to_owned(),
+            })),
+            3 => Err(Swap::Failed(IngressError::Refused {
+                host: self.host.name().to_owned(),
+                detail: stdout.trim().to_owned(),
+            })),
+            4 => {
+                let log = self.host.log_since(proxy_id, since).await;
+                Err(Swap::Failed(self.reload_failure(log).await))
             }
-            // A failed reload resumes the old worker and says so.
-            if self.load_failures(proxy_id, since).await > failures_before {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
+            code => Err(Swap::Failed(IngressError::Refused {
+                host: self.host.name().to_owned(),
+                detail: format!(
+                    "writing the configuration ended with {code}: {} {}",
+                    stdout.trim(),
+                    out.stderr_text()
+                ),
+            })),
         }
-        let tail = self.host.log_since(proxy_id, since).await;
-        self.restore(proxy_id, view).await;
-        Err(self.reload_failure(tail).await)
     }
 
     /// Binds `addresses` (`ip:port`) for a moment with a throwaway HAProxy
@@ -672,7 +817,7 @@ impl<'a> IngressHost<'a> {
             cfg.push_str(&format!("  bind {a}\n"));
         }
         cfg.push_str("  http-request return status 503\n");
-        let script = "printf '%s' \"$0\" > /tmp/berth-bind-test.cfg && exec timeout 1 haproxy -db -f /tmp/berth-bind-test.cfg";
+        let script = "f=/tmp/berth-bind-test-$$.cfg; printf '%s' \"$0\" > $f && timeout 1 haproxy -db -f $f; rc=$?; rm -f $f; exit $rc";
         let out = self
             .host
             .exec(proxy_id, &argv(&["sh", "-c", script, &cfg]), EXEC_TIMEOUT)
@@ -706,68 +851,6 @@ impl<'a> IngressHost<'a> {
             address,
             port,
             holder,
-        }
-    }
-
-    /// How many failed reloads the proxy's log tells of since `since`
-    /// (unix seconds; the lock keeps other reloads out of that window but
-    /// for one in the same second, counted before ours).
-    async fn load_failures(&self, proxy_id: &str, since: i64) -> usize {
-        self.host
-            .log_since(proxy_id, since)
-            .await
-            .iter()
-            .filter(|l| l.contains("Loading failure"))
-            .count()
-    }
-
-    /// Writes `files` into the volume, each in one step: copied in under
-    /// a temporary name, then renamed over the old one (a reader sees the
-    /// old file or the new one, never half of one). A configuration
-    /// without an HTTPS front removes `caddy.json`.
-    async fn write_files(
-        &self,
-        proxy_id: &str,
-        files: &[(String, Vec<u8>)],
-    ) -> Result<(), DockerError> {
-        let staged: Vec<(String, Vec<u8>)> = files
-            .iter()
-            .map(|(path, data)| (format!("{path}.new"), data.clone()))
-            .collect();
-        self.host
-            .upload(proxy_id, VOLUME_PATH, tar_of(&staged))
-            .await?;
-        let mut script = String::from("cd /berth");
-        for (path, _) in files {
-            script.push_str(&format!(" && mv -f {path}.new {path}"));
-        }
-        if !files.iter().any(|(p, _)| p == "caddy.json") {
-            script.push_str(" && rm -f caddy.json");
-        }
-        let out = self
-            .host
-            .exec(proxy_id, &argv(&["sh", "-c", &script]), EXEC_TIMEOUT)
-            .await?;
-        if out.exit_code != 0 {
-            return Err(DockerError::Api {
-                host: self.host.name().to_owned(),
-                operation: "writing the ingress configuration".into(),
-                detail: out.stderr_text(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Puts the files of `view` back (best effort: the running
-    /// configuration is the old one anyway, this keeps a restart on it).
-    async fn restore(&self, proxy_id: &str, view: &IngressView) {
-        let cfg = view
-            .haproxy_cfg
-            .clone()
-            .unwrap_or_else(|| self.haproxy_cfg(&view.routes));
-        let files = volume_files(&cfg, view.caddy_json.as_deref());
-        if let Err(e) = self.write_files(proxy_id, &files).await {
-            tracing::warn!(host = %self.host.name(), error = %e, "could not put the ingress files back");
         }
     }
 
@@ -860,12 +943,29 @@ impl<'a> IngressHost<'a> {
                     restart: RestartPolicy::UnlessStopped,
                     ..Default::default()
                 };
-                let id = self.host.create_and_start(&spec).await?;
-                self.wait_tls_up(&id).await?;
-                outcome.steps.push(format!(
-                    "started the HTTPS front on host {}",
-                    self.host.name()
-                ));
+                match self.host.create_and_start(&spec).await {
+                    Ok(id) => {
+                        self.wait_tls_up(&id).await?;
+                        outcome.steps.push(format!(
+                            "started the HTTPS front on host {}",
+                            self.host.name()
+                        ));
+                    }
+                    // Another Berth started it meanwhile; it reads the same
+                    // configuration file: have it read that once more.
+                    Err(DockerError::Conflict { .. }) => {
+                        if let Some(tls) = self
+                            .host
+                            .list_managed()
+                            .await?
+                            .into_iter()
+                            .find(|o| o.label(labels::KIND) == Some(labels::kind::INGRESS_TLS))
+                        {
+                            self.wait_tls_up(&tls.id).await?;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Some(tls) => {
                 if tls.state != ContainerState::Running {
@@ -981,6 +1081,10 @@ struct VolumeFiles {
 }
 
 fn parse_files(tar: &[u8]) -> VolumeFiles {
+    volume_files_from(files_of(tar))
+}
+
+fn volume_files_from(files: Vec<(String, Vec<u8>)>) -> VolumeFiles {
     let mut out = VolumeFiles {
         routes: HostRoutes::new(),
         unreadable: false,
@@ -988,7 +1092,7 @@ fn parse_files(tar: &[u8]) -> VolumeFiles {
         haproxy_cfg: None,
         caddy_json: None,
     };
-    for (path, data) in files_of(tar) {
+    for (path, data) in files {
         let text = String::from_utf8_lossy(&data).into_owned();
         match path.as_str() {
             "haproxy.cfg" => {

@@ -280,21 +280,37 @@ async fn run() -> anyhow::Result<bool> {
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Notes = Vec::new();
 
-    section(&mut rows, "plugin", bench.plugin_lifecycle(&mut notes)).await;
-    section(
-        &mut rows,
-        "plan 100 data.berth_image",
-        bench.data_sources(&mut notes),
-    )
-    .await;
-    section(
-        &mut rows,
-        "deploy new digest",
-        bench.deploy_vs_docker(&mut notes),
-    )
-    .await;
-    section(&mut rows, "ingress", bench.ingress(&mut notes)).await;
-    section(&mut rows, "plan N berth_app", bench.apps(&mut notes)).await;
+    // BERTH_BENCH_ONLY=a,b runs only the sections named (plugin, data,
+    // deploy, ingress, apps), to look at one closely.
+    let only: Option<Vec<String>> = std::env::var("BERTH_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    if wanted("plugin") {
+        section(&mut rows, "plugin", bench.plugin_lifecycle(&mut notes)).await;
+    }
+    if wanted("data") {
+        section(
+            &mut rows,
+            "plan 100 data.berth_image",
+            bench.data_sources(&mut notes),
+        )
+        .await;
+    }
+    if wanted("deploy") {
+        section(
+            &mut rows,
+            "deploy new digest",
+            bench.deploy_vs_docker(&mut notes),
+        )
+        .await;
+    }
+    if wanted("ingress") {
+        section(&mut rows, "ingress", bench.ingress(&mut notes)).await;
+    }
+    if wanted("apps") {
+        section(&mut rows, "plan N berth_app", bench.apps(&mut notes)).await;
+    }
     let cleanup = bench.cleanup().await;
     if let Err(e) = &cleanup {
         rows.push(Row::error("cleanup", e));
@@ -1017,6 +1033,7 @@ impl Bench {
         // monitor window it overlaps) excluded.
         let mut ours = Samples::default();
         let mut floor = Samples::default();
+        let mut breakdown: BTreeMap<String, Samples> = BTreeMap::new();
         for round in 0..=DEPLOY_ROUNDS {
             for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
                 if side == 0 {
@@ -1038,6 +1055,12 @@ impl Bench {
                         .sum();
                     if round > 0 {
                         ours.push(took.saturating_sub(Duration::from_millis(drain)));
+                        for (phase, ms) in phases {
+                            breakdown
+                                .entry(phase)
+                                .or_default()
+                                .push(Duration::from_millis(ms));
+                        }
                     }
                 } else {
                     let took = self.docker_deploy_once(&v1_pinned, &v2_pinned).await?;
@@ -1053,6 +1076,17 @@ impl Bench {
             &floor,
             1.3,
             "docker CLI",
+        ));
+        rows.push(Row::new(
+            "  its phases (engine, median ms)",
+            breakdown
+                .iter()
+                .map(|(phase, s)| format!("{phase} {:.0}", s.median()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            String::new(),
+            "",
+            None,
         ));
 
         // Failed requests during a deploy under load.

@@ -40,6 +40,7 @@ impl Resource for FloorApp {
             ),
             ("release", Value::int(1)),
             ("endpoints", Value::Map(Default::default())),
+            ("urls", Value::Map(Default::default())),
             ("drift", Value::List(vec![])),
         ];
         for (name, value) in computed {

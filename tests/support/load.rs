@@ -135,6 +135,9 @@ impl Load {
 fn worker(addr: &str, host: &str, keep_alive: bool, pause: Duration, stop: &AtomicBool) -> Tally {
     let mut tally = Tally::default();
     let mut conn: Option<BufReader<TcpStream>> = None;
+    // Requests are due at a fixed rate: a slow one is followed at once by
+    // the next one due, so the rate holds.
+    let mut due = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let result = (|| -> Result<(String, bool), String> {
             if conn.is_none() {
@@ -169,7 +172,14 @@ fn worker(addr: &str, host: &str, keep_alive: bool, pause: Duration, stop: &Atom
                 conn = None;
             }
         }
-        std::thread::sleep(pause);
+        due += pause;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        } else if now - due > pause * 20 {
+            // Far behind (a very slow request): do not burst to catch up.
+            due = now;
+        }
     }
     tally
 }
