@@ -19,6 +19,7 @@ pub mod cli;
 pub mod devtools;
 pub mod docker;
 pub mod engine;
+pub mod hooks;
 pub mod ingress;
 pub mod labels;
 pub mod provider;

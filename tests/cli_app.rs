@@ -279,15 +279,9 @@ fn apply_update_rollback_and_destroy_an_app() {
     let one = listing.find("\n1 ").expect("release 1 listed");
     assert!(two < one, "{listing}");
 
-    // rollback: the journal has no secret values, so it needs the file.
-    let output = scratch.berth(&["rollback", &app]);
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("--secrets-from") && stderr.contains("TOKEN"),
-        "{stderr}"
-    );
-    let rolled = json(&scratch.ok(&["rollback", &app, "--secrets-from", &v2, "--json"]));
+    // rollback: the journal has no secret values; Berth's sealed record of
+    // the app does, so no spec file is needed.
+    let rolled = json(&scratch.ok(&["rollback", &app, "--json"]));
     assert_eq!(rolled["release"], 3, "{rolled}");
     assert_eq!(rolled["rolled_back_to"], 1);
     assert_eq!(rolled["trigger"], "rollback");
@@ -302,6 +296,18 @@ fn apply_update_rollback_and_destroy_an_app() {
         running.trim(),
     ]);
     assert!(env.contains("TOKEN=real-token"), "{env}");
+    // ...kept sealed: the value is in no file of the state directory.
+    for file in std::fs::read_dir(scratch.state_dir())
+        .expect("state dir")
+        .flatten()
+    {
+        let bytes = std::fs::read(file.path()).unwrap_or_default();
+        assert!(
+            !bytes.windows(10).any(|w| w == b"real-token"),
+            "{} holds the secret in plain text",
+            file.path().display()
+        );
+    }
 
     // status: one app with its instance; JSON shapes.
     let one = json(&scratch.ok(&["status", &app, "--json"]));
@@ -310,6 +316,9 @@ fn apply_update_rollback_and_destroy_an_app() {
     assert_eq!(one["running"], 1);
     assert_eq!(one["desired"], 1);
     assert_eq!(one["drift"], serde_json::json!([]));
+    // Config drift is judged for an app with secret_env too: no note says
+    // it cannot be.
+    assert!(one.get("notes").is_none(), "{one}");
     let instance = &one["instances"][0];
     assert_eq!(instance["state"], "running", "{one}");
     assert_eq!(instance["host"], "local");

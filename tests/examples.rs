@@ -66,12 +66,45 @@ fn quickstart_deploys_the_demo_and_converges() {
 }
 
 #[test]
+fn the_systemd_unit_of_berth_serve_verifies() {
+    // systemd's own checker, with ExecStart pointing at this build.
+    let unit = example("deploy-hooks/berth-serve.service");
+    let berth = env!("CARGO_BIN_EXE_berth");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/berth serve"),
+        "{unit}"
+    );
+    for hardening in [
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "StateDirectory=berth",
+        "User=berth",
+    ] {
+        assert!(unit.contains(hardening), "the unit lacks {hardening}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("berth-serve.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/berth", berth)).expect("write unit");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("berth-serve.service:"),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+#[test]
 fn every_example_validates() {
     let dirs = [
         "provider/provider.tf",
         "data-sources/berth_image/data-source.tf",
         "functions/normalize_image/function.tf",
         "resources/berth_app/resource.tf",
+        "resources/berth_deploy_hook/resource.tf",
         "resources/berth_registry_credential/resource.tf",
     ];
     // The app example refers to the credential example's resource.
@@ -79,8 +112,12 @@ fn every_example_validates() {
     for rel in dirs {
         let tf = Tf::new();
         let mut body = example(rel);
-        if rel.contains("berth_app") {
+        if rel.contains("berth_app") || rel.contains("berth_deploy_hook") {
             body.push_str(&shared);
+        }
+        if rel.contains("berth_deploy_hook") {
+            // The hook example deploys the app example's app.
+            body.push_str(&example("resources/berth_app/resource.tf"));
         }
         tf.config(&body);
         tf.init();

@@ -7,13 +7,13 @@
 //! - `plan` and `apply` resolve the image tag to its linux/amd64 digest
 //!   (with the app's registry credential from Berth's store), observe the
 //!   hosts and run the engine's pure [`plan`](crate::engine::plan::plan);
-//!   `apply` then deploys through [`Engine::deploy`], recording the app first
-//!   and forgetting it again when a first deploy fails, as the `berth_app`
+//!   `apply` then deploys through [`Apps::deploy`], as the `berth_app`
 //!   resource does.
+//! - Every command works through [`Apps`], the engine's one API for the
+//!   three front ends; none talks to Docker or the store for app logic.
 //! - `status`, `releases` read the hosts' labels and the releases journal.
-//! - `rollback` redeploys a journaled release. The journal never holds
-//!   secret values, so a release whose spec had `secret_env` needs
-//!   `--secrets-from FILE`.
+//! - `rollback` redeploys a journaled release with the app's current
+//!   secret values (kept sealed in Berth's store).
 //! - `destroy` removes the app's containers, networks and record.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,22 +26,20 @@ use serde::Serialize;
 
 use super::output::{self, Columns, OutputArgs, Table};
 use super::CliError;
-use crate::docker::{Hosts, RegistryLogin};
-use crate::engine::deploy::{public_spec_json, TEST_LABEL_ENV};
+use crate::docker::Hosts;
+use crate::engine::apps::Recorded;
+use crate::engine::deploy::TEST_LABEL_ENV;
 use crate::engine::plan::{self as engine_plan, Drift, Instance, InstanceHealth};
 use crate::engine::spec::{AppSpec, Component};
-use crate::engine::{DeployError, Engine, Outcome, Target};
+use crate::engine::{Apps, AppsError, DeployError, DeployRequest, Engine, Outcome};
 use crate::labels;
 use crate::reference::Reference;
-use crate::registry::{Credentials, RegistryClient, RegistryError, RegistryOptions};
-use crate::store::{process_env, AppRecord, ReleaseOutcome, ReleaseRecord, Store, StoreOptions};
+use crate::registry::{RegistryClient, RegistryError, RegistryOptions};
+use crate::store::{process_env, ReleaseOutcome, ReleaseRecord, Store, StoreOptions};
 
 /// The trigger journaled for `berth apply`.
 pub const APPLY_TRIGGER: &str = "berth apply";
-/// The trigger journaled for `berth rollback`.
-pub const ROLLBACK_TRIGGER: &str = "rollback";
-/// The placeholder `public_spec_json` writes instead of a secret value.
-const SECRET_PLACEHOLDER: &str = "(secret)";
+pub use crate::engine::apps::ROLLBACK_TRIGGER;
 /// Longest app spec file read (anything bigger is the wrong file).
 const MAX_SPEC_BYTES: u64 = 1024 * 1024;
 
@@ -73,9 +71,9 @@ Deploy the image and spec of an earlier release again, as a new release with
 trigger `rollback`. Without RELEASE: the newest succeeded release before the
 one running now.
 
-The releases journal holds no secret values. Rolling back to a release whose
-spec had `secret_env` therefore needs --secrets-from FILE: the values of those
-keys are taken from that app spec file.";
+The secret values are the app's current ones, which Berth keeps encrypted in
+its store (the releases journal holds none); a release that used a secret the
+app no longer has is refused.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -84,7 +82,7 @@ Examples:
   berth status
   berth releases shop
   berth rollback shop            # the previous succeeded release
-  berth rollback shop 3 --secrets-from app.yaml
+  berth rollback shop 3
   berth destroy shop
   berth schema > app.schema.json";
 
@@ -172,11 +170,6 @@ pub struct RollbackArgs {
     /// before the one running now
     #[arg(value_name = "RELEASE")]
     release: Option<u64>,
-
-    /// App spec file (YAML or JSON, `-` for stdin) to take `secret_env`
-    /// values from, for a release whose spec had secrets
-    #[arg(long, value_name = "FILE")]
-    secrets_from: Option<String>,
 
     #[command(flatten)]
     output: OutputArgs,
@@ -309,11 +302,10 @@ pub fn parse_spec(name: &str, text: &str) -> Result<AppSpec, String> {
 
 // ------------------------------------------------------------ the context
 
-/// The clients an app command needs: the engine (Docker hosts + store) and
-/// the registry client.
+/// The app operations an app command drives: the engine's [`Apps`] over
+/// the Docker host and Berth's store.
 struct Session {
-    engine: Engine,
-    registry: RegistryClient,
+    apps: Apps,
 }
 
 impl Session {
@@ -331,36 +323,48 @@ impl Session {
         let registry = RegistryClient::new(RegistryOptions {
             insecure_registries,
         });
+        let engine = Engine::new(hosts, store)
+            .with_test_label(process_env(TEST_LABEL_ENV).is_some())
+            .with_ingress(
+                ingress.unwrap_or_default(),
+                std::sync::Arc::new(registry.clone()),
+            );
         Ok(Session {
-            engine: Engine::new(hosts, store)
-                .with_test_label(process_env(TEST_LABEL_ENV).is_some())
-                .with_ingress(
-                    ingress.unwrap_or_default(),
-                    std::sync::Arc::new(registry.clone()),
-                ),
-            registry,
+            apps: Apps::new(engine, registry),
         })
     }
 
+    fn engine(&self) -> &Engine {
+        self.apps.engine()
+    }
+
     fn store(&self) -> &Store {
-        &self.engine.store
+        self.apps.store()
+    }
+
+    /// The app as Berth recorded it (secret values included), and why its
+    /// record cannot be read if it cannot.
+    async fn recorded(&self, app: &str) -> Result<(Option<Recorded>, Option<String>), CliError> {
+        match self.apps.recorded(app).await {
+            Ok(recorded) => Ok((recorded, None)),
+            Err(AppsError::Unreadable { why, .. }) => Ok((None, Some(why))),
+            Err(e) => Err(apps_error(app, e)),
+        }
     }
 
     /// Uses the ingress settings the app was last deployed with (its spec
     /// file's `ingress` section), for commands that take no spec file.
     async fn use_recorded_ingress(&mut self, app: &str) -> Result<(), CliError> {
-        if let Some(record) = self.record(app).await? {
-            if let Ok(spec) = serde_json::from_str::<AppSpec>(&record.spec_json) {
-                if let Some(settings) = spec.ingress {
-                    self.engine.set_ingress_settings(settings);
-                }
+        if let (Some(recorded), _) = self.recorded(app).await? {
+            if let Some(settings) = recorded.spec.ingress {
+                self.apps.engine_mut().set_ingress_settings(settings);
             }
         }
         Ok(())
     }
 
     async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, CliError> {
-        self.engine.observe(app, fresh).await.map_err(|e| {
+        self.engine().observe(app, fresh).await.map_err(|e| {
             CliError::failed(
                 format!("Cannot read app {app:?} from the Docker host"),
                 e.to_string(),
@@ -368,15 +372,16 @@ impl Session {
         })
     }
 
-    /// The differences between the app's routes and the hosts' ingress.
-    async fn ingress_drift(
+    /// Every difference between `components` at `digest` and the host.
+    async fn drift(
         &self,
         app: &str,
         components: &[Component],
+        digest: &str,
         observed: &[Instance],
     ) -> Result<Vec<Drift>, CliError> {
-        self.engine
-            .ingress_drift(app, components, observed, true)
+        self.apps
+            .drift(app, components, digest, observed, true)
             .await
             .map_err(|e| {
                 CliError::failed(
@@ -384,54 +389,6 @@ impl Session {
                     e.to_string(),
                 )
             })
-    }
-
-    async fn record(&self, app: &str) -> Result<Option<AppRecord>, CliError> {
-        self.store()
-            .get_app(app.to_owned())
-            .await
-            .map_err(store_error)
-    }
-
-    /// The registry credentials and the pull login for `spec`'s
-    /// `registry_credential_id` (anonymous without one).
-    async fn credentials(
-        &self,
-        spec: &AppSpec,
-        reference: &Reference,
-    ) -> Result<(Credentials, Option<RegistryLogin>), CliError> {
-        let Some(id) = &spec.registry_credential_id else {
-            return Ok((Credentials::Anonymous, None));
-        };
-        let credential = self
-            .store()
-            .get_credential(id.clone())
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                CliError::usage(format!(
-                    "registry_credential_id: no registry credential {id:?} exists in Berth's \
-                     store; use the id of a `berth_registry_credential`"
-                ))
-            })?;
-        let registry = crate::reference::normalize_registry(reference.registry())
-            .unwrap_or_else(|_| reference.registry().to_owned());
-        if credential.registry != registry {
-            return Err(CliError::usage(format!(
-                "registry_credential_id: credential {id:?} ({}) is for registry {}, but the \
-                 image is on {registry}; use a credential for {registry}",
-                credential.name, credential.registry
-            )));
-        }
-        let login = RegistryLogin {
-            username: credential.username.clone(),
-            password: credential.secret.clone(),
-            server: crate::registry::docker_server_address(&credential.registry),
-        };
-        Ok((
-            Credentials::basic(credential.username, credential.secret),
-            Some(login),
-        ))
     }
 }
 
@@ -444,6 +401,24 @@ fn store_open_error(error: crate::store::StoreError) -> CliError {
 
 fn store_error(error: crate::store::StoreError) -> CliError {
     CliError::failed("Berth's store failed", error.to_string())
+}
+
+/// An app operation's failure as the command reports it.
+fn apps_error(app: &str, error: AppsError) -> CliError {
+    match error {
+        AppsError::Deploy(e) => deploy_error(app, e),
+        AppsError::Registry(e) => registry_error(e),
+        AppsError::Store(e) => store_error(e),
+        e @ (AppsError::NoCredential { .. } | AppsError::WrongRegistry { .. }) => {
+            CliError::usage(format!("registry_credential_id: {e}"))
+        }
+        AppsError::NotFound { .. } => not_found(app),
+        e @ AppsError::Release { .. } => {
+            CliError::failed(format!("Cannot roll back app {app:?}"), e.to_string())
+                .with_hint(format!("`berth releases {app}` lists the releases"))
+        }
+        e => CliError::failed(format!("App {app:?}: the operation failed"), e.to_string()),
+    }
 }
 
 fn deploy_error(app: &str, error: DeployError) -> CliError {
@@ -488,12 +463,10 @@ fn registry_error(error: RegistryError) -> CliError {
 /// Everything `plan` and `apply` work out before anything changes.
 struct Prepared {
     spec: AppSpec,
+    reference: Reference,
     components: Vec<Component>,
     digest: String,
-    pinned: String,
-    login: Option<RegistryLogin>,
     observed: Vec<Instance>,
-    record: Option<AppRecord>,
     /// Where the digest came from, in words.
     digest_source: &'static str,
 }
@@ -505,13 +478,16 @@ async fn prepare(session: &Session, spec: AppSpec) -> Result<Prepared, CliError>
     let reference =
         Reference::parse(&spec.image).map_err(|e| CliError::usage(format!("image: {e}")))?;
     let observed = session.observe(&spec.name, true).await?;
-    let record = session.record(&spec.name).await?;
-    let (credentials, login) = session.credentials(&spec, &reference).await?;
     // `track_tag: false`: an app already running this image keeps the digest
     // it runs until the image is changed on purpose.
     let kept = if spec.track_tag {
         None
     } else {
+        let record = session
+            .store()
+            .get_app(spec.name.clone())
+            .await
+            .map_err(store_error)?;
         let same_image = record
             .as_ref()
             .and_then(|r| recorded_image(&r.spec_json))
@@ -522,22 +498,19 @@ async fn prepare(session: &Session, spec: AppSpec) -> Result<Prepared, CliError>
         Some(digest) => (digest, "kept (track_tag is false)"),
         None => {
             let resolved = session
-                .registry
-                .resolve(&reference, &credentials)
+                .apps
+                .resolve(&spec, &reference)
                 .await
-                .map_err(registry_error)?;
+                .map_err(|e| apps_error(&spec.name, e))?;
             (resolved.digest, "resolved")
         }
     };
-    let pinned = reference.with_digest(&digest).to_string();
     Ok(Prepared {
         spec,
+        reference,
         components,
         digest,
-        pinned,
-        login,
         observed,
-        record,
         digest_source,
     })
 }
@@ -577,7 +550,7 @@ async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
     let spec = load_spec(&args.file)?;
     let session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
     let prepared = prepare(&session, spec).await?;
-    let hosts = session.engine.host_names();
+    let hosts = session.engine().host_names();
     let plan = engine_plan::plan(
         &prepared.components,
         &prepared.digest,
@@ -588,22 +561,29 @@ async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
     let drift: Vec<String> = if prepared.observed.is_empty() {
         Vec::new()
     } else {
-        let mut drift = engine_plan::drift(
-            &prepared.components,
-            &prepared.digest,
-            &hosts,
-            &prepared.observed,
-        );
-        drift.extend(
-            session
-                .ingress_drift(
-                    &prepared.spec.name,
-                    &prepared.components,
-                    &prepared.observed,
-                )
-                .await?,
-        );
-        drift.iter().map(ToString::to_string).collect()
+        let app = &prepared.spec.name;
+        let mut drift = session
+            .drift(
+                app,
+                &prepared.components,
+                &prepared.digest,
+                &prepared.observed,
+            )
+            .await?;
+        let mut words = Vec::new();
+        if let Some(hook) = session
+            .apps
+            .hook_release(app, &prepared.observed, &prepared.spec.image)
+            .await
+            .map_err(|e| apps_error(app, e))?
+            .filter(|h| !h.configured)
+        {
+            // Every instance runs the hook's digest: said once.
+            drift.retain(|d| !matches!(d, Drift::WrongDigest { .. } | Drift::ForeignImage { .. }));
+            words.push(hook.words(&prepared.spec.image));
+        }
+        words.extend(drift.iter().map(ToString::to_string));
+        words
     };
     let changes = !plan.is_noop() || !drift.is_empty();
     let report = PlanReport {
@@ -614,7 +594,7 @@ async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
         changes,
         new_release: plan.new_release,
         steps: plan.reasons.clone(),
-        urls: session.engine.urls(&prepared.components),
+        urls: session.engine().urls(&prepared.components),
         drift,
     };
     if args.output.json {
@@ -682,14 +662,19 @@ struct PhaseReport {
 }
 
 impl DeployReport {
-    fn new(outcome: Outcome, target: &Target, rolled_back_to: Option<u64>) -> DeployReport {
+    fn new(
+        outcome: Outcome,
+        image: String,
+        trigger: &str,
+        rolled_back_to: Option<u64>,
+    ) -> DeployReport {
         DeployReport {
             app: outcome.app,
             release: outcome.release,
             new_release: outcome.new_release,
             digest: outcome.digest,
-            image: target.pinned.clone(),
-            trigger: target.trigger.clone(),
+            image,
+            trigger: trigger.to_owned(),
             urls: outcome.urls,
             endpoints: outcome.endpoints,
             steps: outcome.steps,
@@ -752,38 +737,20 @@ async fn apply(args: SpecFileArgs) -> Result<(), CliError> {
     let spec = load_spec(&args.file)?;
     let session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
     let prepared = prepare(&session, spec).await?;
-    let first = prepared.record.is_none() && prepared.observed.is_empty();
-    let spec = prepared.spec;
-    // Record the app first, so a credential in use cannot be deleted while
-    // this deploy runs (as the `berth_app` resource does).
-    session
-        .store()
-        .upsert_app(
-            spec.name.clone(),
-            spec.registry_credential_id.clone(),
-            public_spec_json(&spec),
-        )
+    let app = prepared.spec.name.clone();
+    let image = prepared.reference.with_digest(&prepared.digest).to_string();
+    let outcome = session
+        .apps
+        .deploy(DeployRequest {
+            spec: prepared.spec,
+            image: prepared.reference,
+            digest: prepared.digest,
+            trigger: APPLY_TRIGGER.to_owned(),
+            record: true,
+        })
         .await
-        .map_err(store_error)?;
-    let target = Target {
-        spec,
-        digest: prepared.digest,
-        pinned: prepared.pinned,
-        login: prepared.login,
-        trigger: APPLY_TRIGGER.to_owned(),
-    };
-    match session.engine.deploy(&target).await {
-        Ok(outcome) => DeployReport::new(outcome, &target, None).print(args.output.json),
-        Err(error) => {
-            if first {
-                // Nothing of a failed first deploy is left running.
-                if let Err(e) = session.store().delete_app(target.spec.name.clone()).await {
-                    tracing::warn!(app = %target.spec.name, error = %e, "could not remove the app record after a failed first deploy");
-                }
-            }
-            Err(deploy_error(&target.spec.name, error))
-        }
-    }
+        .map_err(|e| apps_error(&app, e))?;
+    DeployReport::new(outcome, image, APPLY_TRIGGER, None).print(args.output.json)
 }
 
 // ------------------------------------------------------------ status
@@ -843,7 +810,12 @@ struct AppView {
     notes: Vec<String>,
 }
 
-fn view(hosts: &[String], record: Option<&AppRecord>, observed: &[Instance]) -> AppView {
+fn view(
+    hosts: &[String],
+    recorded: Option<&Recorded>,
+    unreadable: Option<String>,
+    observed: &[Instance],
+) -> AppView {
     let release = engine_plan::current_release(observed);
     let digest = running_digest(observed);
     let running = observed
@@ -851,31 +823,29 @@ fn view(hosts: &[String], record: Option<&AppRecord>, observed: &[Instance]) -> 
         .filter(|i| i.release == release && i.health == InstanceHealth::Running)
         .count();
     let mut notes = Vec::new();
-    let spec = record.and_then(|r| match serde_json::from_str::<AppSpec>(&r.spec_json) {
-        Ok(spec) => Some(spec),
-        Err(e) => {
-            notes.push(format!("the app record cannot be read ({e})"));
-            None
-        }
-    });
-    let components = spec.as_ref().and_then(|s| s.components().ok());
+    if let Some(why) = unreadable {
+        notes.push(format!("the app record cannot be read ({why})"));
+    }
+    let components = recorded.and_then(|r| r.spec.components().ok());
     let desired = components
         .as_ref()
         .map(|c| c.iter().map(|c| u64::from(c.instances)).sum());
-    let drift = match (&components, &spec) {
-        (Some(components), Some(spec)) => {
+    let drift = match (&components, recorded) {
+        (Some(components), Some(recorded)) => {
             // Judge against the digest that runs: a moved tag is for `plan`.
             let digest = digest.clone().unwrap_or_default();
             let mut drift = engine_plan::drift(components, &digest, hosts, observed);
-            if !spec.secret_env.is_empty() {
-                // The record holds no secret values, but the spec hash of the
-                // containers covers them: config drift cannot be judged here.
+            let missing = recorded.missing_secrets();
+            if !missing.is_empty() {
+                // Recorded before Berth kept secret values: the spec hash of
+                // the containers covers them, so config drift cannot be
+                // judged until the next apply records them.
                 drift.retain(|d| !matches!(d, Drift::SpecChanged { .. }));
-                notes.push(
-                    "config drift is not checked: the app has secret_env, whose values Berth's \
-                     record does not keep (`berth plan -f FILE` compares the full spec)"
-                        .to_owned(),
-                );
+                notes.push(format!(
+                    "config drift is not checked: Berth's record of the app lacks the values \
+                     of secret_env {} (recorded by an older Berth); the next apply records them",
+                    missing.join(", ")
+                ));
             }
             Some(drift)
         }
@@ -905,7 +875,7 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
 async fn status_all(session: &Session, json: bool) -> Result<(), CliError> {
     let records = session.store().list_apps().await.map_err(store_error)?;
     let mut names: BTreeSet<String> = records.iter().map(|r| r.name.clone()).collect();
-    for host in session.engine.hosts.iter() {
+    for host in session.engine().hosts.iter() {
         let listed = host.list_managed().await.map_err(|e| {
             CliError::failed(
                 format!("Cannot list containers on Docker host {:?}", host.name()),
@@ -919,12 +889,16 @@ async fn status_all(session: &Session, json: bool) -> Result<(), CliError> {
                 .map(str::to_owned),
         );
     }
-    let hosts = session.engine.host_names();
+    let hosts = session.engine().host_names();
     let mut apps = Vec::new();
     for name in names {
         let observed = session.observe(&name, false).await?;
         let record = records.iter().find(|r| r.name == name);
-        let view = view(&hosts, record, &observed);
+        let (recorded, unreadable) = match record {
+            Some(_) => session.recorded(&name).await?,
+            None => (None, None),
+        };
+        let view = view(&hosts, recorded.as_ref(), unreadable, &observed);
         apps.push(AppSummary {
             app: name,
             release: view.release,
@@ -960,21 +934,39 @@ async fn status_all(session: &Session, json: bool) -> Result<(), CliError> {
 
 async fn status_of(session: &Session, app: &str, json: bool) -> Result<(), CliError> {
     let observed = session.observe(app, true).await?;
-    let record = session.record(app).await?;
+    let record = session
+        .store()
+        .get_app(app.to_owned())
+        .await
+        .map_err(store_error)?;
     if observed.is_empty() && record.is_none() {
         return Err(not_found(app));
     }
-    let mut view = view(&session.engine.host_names(), record.as_ref(), &observed);
-    let components = record
-        .as_ref()
-        .and_then(|r| serde_json::from_str::<AppSpec>(&r.spec_json).ok())
-        .and_then(|s| s.components().ok());
+    let (recorded, unreadable) = session.recorded(app).await?;
+    let mut view = view(
+        &session.engine().host_names(),
+        recorded.as_ref(),
+        unreadable,
+        &observed,
+    );
+    let components = recorded.as_ref().and_then(|r| r.spec.components().ok());
     let urls = components
         .as_ref()
-        .map(|c| session.engine.urls(c))
+        .map(|c| session.engine().urls(c))
         .unwrap_or_default();
     if let (Some(drift), Some(components)) = (view.drift.as_mut(), &components) {
-        drift.extend(session.ingress_drift(app, components, &observed).await?);
+        drift.extend(
+            session
+                .engine()
+                .ingress_drift(app, components, &observed, true)
+                .await
+                .map_err(|e| {
+                    CliError::failed(
+                        format!("Cannot read the ingress of app {app:?}"),
+                        e.to_string(),
+                    )
+                })?,
+        );
     }
     let mut instances: Vec<&Instance> = observed.iter().collect();
     instances.sort_by(|a, b| {
@@ -1183,162 +1175,18 @@ async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
     let mut session = Session::open(Vec::new(), None).await?;
     let app = args.app.as_str();
     session.use_recorded_ingress(app).await?;
-    let observed = session.observe(app, true).await?;
-    let current = engine_plan::current_release(&observed);
-    let chosen = match args.release {
-        Some(n) => {
-            let record = session
-                .store()
-                .get_release(app.to_owned(), n)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| {
-                    CliError::failed(
-                        format!("Release {n} of app {app:?} not found"),
-                        format!("the releases journal has no release {n} of app {app:?}."),
-                    )
-                    .with_hint(format!("`berth releases {app}` lists the releases"))
-                })?;
-            if record.outcome != ReleaseOutcome::Succeeded {
-                return Err(CliError::failed(
-                    format!("Release {n} of app {app:?} did not succeed"),
-                    format!(
-                        "release {n} ended as {}: its image and spec never served, so Berth \
-                         does not roll back to it.",
-                        record.outcome
-                    ),
-                )
-                .with_hint(format!(
-                    "`berth releases {app}` lists the succeeded releases"
-                )));
-            }
-            record
-        }
-        None => {
-            let all = session
-                .store()
-                .list_releases(app.to_owned(), 1000)
-                .await
-                .map_err(store_error)?;
-            if all.is_empty() && observed.is_empty() {
-                return Err(not_found(app));
-            }
-            all.into_iter()
-                .find(|r| {
-                    r.outcome == ReleaseOutcome::Succeeded && current.is_none_or(|c| r.release < c)
-                })
-                .ok_or_else(|| {
-                    CliError::failed(
-                        format!("No earlier release of app {app:?} to roll back to"),
-                        format!(
-                            "the journal holds no succeeded release before release {} (the one \
-                             running now).",
-                            opt(current)
-                        ),
-                    )
-                    .with_hint(format!("`berth releases {app}` lists the releases"))
-                })?
-        }
-    };
-    let mut spec: AppSpec = serde_json::from_str(&chosen.spec_json).map_err(|e| {
-        CliError::failed(
-            format!("Release {} of app {app:?} cannot be read", chosen.release),
-            format!("its journaled spec is not a valid app spec: {e}"),
-        )
-    })?;
-    if spec.name != app {
-        return Err(CliError::failed(
-            format!("Release {} of app {app:?} cannot be read", chosen.release),
-            format!("its journaled spec names app {:?}.", spec.name),
-        ));
-    }
-    fill_secrets(&mut spec, chosen.release, args.secrets_from.as_deref())?;
-    let reference = Reference::parse(&chosen.image).map_err(|e| {
-        CliError::failed(
-            format!("Release {} of app {app:?} cannot be read", chosen.release),
-            format!("its journaled image is not a valid reference: {e}"),
-        )
-    })?;
-    // The image is normally still on the hosts (the engine's pull is then a
-    // no-op); the credential is for the case it is not.
-    let login = match session.credentials(&spec, &reference).await {
-        Ok((_, login)) => login,
-        Err(error) => {
-            tracing::warn!(
-                app,
-                "pulling without the app's registry credential: {error}"
-            );
-            None
-        }
-    };
-    let target = Target {
-        spec,
-        digest: chosen.digest.clone(),
-        pinned: chosen.image.clone(),
-        login,
-        trigger: ROLLBACK_TRIGGER.to_owned(),
-    };
-    let outcome = session
-        .engine
-        .deploy(&target)
+    let (outcome, chosen) = session
+        .apps
+        .rollback(app, args.release)
         .await
-        .map_err(|e| deploy_error(app, e))?;
-    // The record describes what runs now.
-    session
-        .store()
-        .upsert_app(
-            target.spec.name.clone(),
-            target.spec.registry_credential_id.clone(),
-            public_spec_json(&target.spec),
-        )
-        .await
-        .map_err(store_error)?;
-    DeployReport::new(outcome, &target, Some(chosen.release)).print(args.output.json)
-}
-
-/// Replaces the journal's secret placeholders with the values in the
-/// `--secrets-from` file; refuses when the release had secrets and no file
-/// (or a file lacking some of them) is given.
-fn fill_secrets(spec: &mut AppSpec, release: u64, from: Option<&str>) -> Result<(), CliError> {
-    if spec.secret_env.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<String> = spec.secret_env.keys().cloned().collect();
-    let Some(file) = from else {
-        return Err(CliError::usage(format!(
-            "release {release} of app {:?} had secret_env ({}), and Berth's journal keeps no \
-             secret values; pass --secrets-from FILE with an app spec whose secret_env holds \
-             them (e.g. the app.yaml you apply)",
-            spec.name,
-            keys.join(", ")
-        )));
-    };
-    let source = read_spec(file)?;
-    let missing: Vec<&str> = keys
-        .iter()
-        .filter(|k| !source.secret_env.contains_key(*k))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(CliError::usage(format!(
-            "{}: secret_env lacks {} which release {release} used; add {} to the file",
-            display_name(file),
-            missing.join(", "),
-            if missing.len() == 1 { "it" } else { "them" }
-        )));
-    }
-    for key in keys {
-        if let Some(value) = source.secret_env.get(&key) {
-            if value == SECRET_PLACEHOLDER {
-                return Err(CliError::usage(format!(
-                    "{}: secret_env[{key:?}] is the placeholder {SECRET_PLACEHOLDER:?}, not a value",
-                    display_name(file)
-                )));
-            }
-            spec.secret_env.insert(key, value.clone());
-        }
-    }
-    Ok(())
+        .map_err(|e| apps_error(app, e))?;
+    DeployReport::new(
+        outcome,
+        chosen.image,
+        ROLLBACK_TRIGGER,
+        Some(chosen.release),
+    )
+    .print(args.output.json)
 }
 
 // ------------------------------------------------------------ destroy
@@ -1354,15 +1202,13 @@ async fn destroy(args: DestroyArgs) -> Result<(), CliError> {
     let mut session = Session::open(Vec::new(), None).await?;
     let app = args.app;
     session.use_recorded_ingress(&app).await?;
-    let removed = session.engine.destroy(&app).await.map_err(|e| {
-        CliError::failed(format!("Destroying app {app:?} failed"), e.to_string())
-            .with_hint("run `berth destroy` again: it removes whatever is left")
+    let (removed, record_deleted) = session.apps.destroy(&app).await.map_err(|e| match e {
+        AppsError::Deploy(e) => {
+            CliError::failed(format!("Destroying app {app:?} failed"), e.to_string())
+                .with_hint("run `berth destroy` again: it removes whatever is left")
+        }
+        e => apps_error(&app, e),
     })?;
-    let record_deleted = session
-        .store()
-        .delete_app(app.clone())
-        .await
-        .map_err(store_error)?;
     let report = DestroyReport {
         app,
         removed,
@@ -1489,22 +1335,6 @@ services:
 
         let error = parse_spec("app.yaml", "  \n").expect_err("empty");
         assert!(error.contains("empty"), "{error}");
-    }
-
-    #[test]
-    fn secrets_are_required_for_a_rollback_of_a_spec_with_secrets() {
-        let mut spec = parse_spec("app.yaml", YAML).expect("yaml");
-        spec.secret_env
-            .insert("TOKEN".into(), SECRET_PLACEHOLDER.into());
-        let error = fill_secrets(&mut spec.clone(), 3, None).expect_err("refused");
-        let text = error.to_string();
-        assert!(text.contains("--secrets-from"), "{text}");
-        assert!(text.contains("TOKEN"), "{text}");
-        assert!(!text.contains("s3cret"), "{text}");
-        assert_eq!(error.exit_code(), super::super::EXIT_USAGE);
-
-        spec.secret_env.clear();
-        fill_secrets(&mut spec, 3, None).expect("no secrets, nothing to fill");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! One file per command group: `image` (`berth image normalize|resolve`),
 //! `app` (`berth plan|apply|status|releases|rollback|destroy|schema`, at the
-//! top level); `output` holds the `--json` switch and the human/JSON
-//! printing helpers.
+//! top level), `serve` (the deploy-hook server); `output` holds the
+//! `--json` switch and the human/JSON printing helpers.
 //! A new group is a variant of [`Command`], a module with its own
 //! `Subcommand`/`Args` types and a `run`, and one arm in [`run`].
 //!
@@ -15,6 +15,7 @@
 pub mod app;
 pub mod image;
 pub mod output;
+pub mod serve;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -53,7 +54,8 @@ Exit codes:
   2  invalid usage or input (e.g. a malformed image reference)
 
 Environment:
-  BERTH_LOG        log filter for stderr, e.g. `debug` or `berth=trace` (default: warn)
+  BERTH_LOG        log filter for stderr, e.g. `debug` or `berth=trace` (default: warn;
+                   info for `berth serve`)
   BERTH_STATE_DIR  Berth's state directory (default: $XDG_DATA_HOME/berth or
                    ~/.local/share/berth)
   DOCKER_HOST      the Docker host apps run on (default: unix:///var/run/docker.sock)
@@ -64,6 +66,7 @@ Examples:
   berth status
   berth image normalize nginx
   berth image resolve 127.0.0.1:5000/berth/demo:v1 --json
+  berth serve --listen 127.0.0.1:7070
   berth help image resolve";
 
 /// The `berth` command line.
@@ -91,6 +94,10 @@ enum Command {
 
     #[command(flatten)]
     App(app::AppCommand),
+
+    /// Serve deploy hooks: a call to a hook's secret URL deploys its app
+    #[command(long_about = serve::LONG_ABOUT, after_help = serve::AFTER_HELP)]
+    Serve(serve::ServeArgs),
 }
 
 impl Cli {
@@ -104,10 +111,16 @@ impl Cli {
 /// Runs a parsed command line: sets up logging, dispatches, reports a
 /// failure on stderr, and returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    init_logging(std::env::var(LOG_ENV).ok().as_deref());
+    // The hook server logs each call (hook id and outcome) by default.
+    let default = match cli.command {
+        Command::Serve(_) => LevelFilter::INFO,
+        _ => LevelFilter::WARN,
+    };
+    init_logging(std::env::var(LOG_ENV).ok().as_deref(), default);
     let result = match cli.command {
         Command::Image(command) => image::run(command).await,
         Command::App(command) => app::run(command).await,
+        Command::Serve(args) => serve::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -200,9 +213,10 @@ impl fmt::Display for CliError {
 }
 
 /// Human-readable logs on stderr, filtered by `BERTH_LOG` (`filter`),
-/// `warn` when unset. An invalid filter is reported and replaced by `warn`.
-fn init_logging(filter: Option<&str>) {
-    let (filter, problem) = log_filter(filter);
+/// `default` when unset. An invalid filter is reported and replaced by
+/// `default`.
+fn init_logging(filter: Option<&str>, default: LevelFilter) {
+    let (filter, problem) = log_filter(filter, default);
     // `try_init`: a second initialisation (e.g. in-process tests) is harmless.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -218,16 +232,16 @@ fn init_logging(filter: Option<&str>) {
 }
 
 /// The filter for `BERTH_LOG`'s value, and why it was rejected if it was.
-fn log_filter(value: Option<&str>) -> (EnvFilter, Option<String>) {
+fn log_filter(value: Option<&str>, level: LevelFilter) -> (EnvFilter, Option<String>) {
     let default = || {
         EnvFilter::builder()
-            .with_default_directive(LevelFilter::WARN.into())
+            .with_default_directive(level.into())
             .parse_lossy("")
     };
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => (default(), None),
         Some(value) => match EnvFilter::builder()
-            .with_default_directive(LevelFilter::WARN.into())
+            .with_default_directive(level.into())
             .parse(value)
         {
             Ok(filter) => (filter, None),
@@ -249,13 +263,15 @@ mod tests {
 
     #[test]
     fn log_filter_defaults_to_warn_and_rejects_nonsense() {
-        let (filter, problem) = log_filter(None);
+        let (filter, problem) = log_filter(None, LevelFilter::WARN);
         assert_eq!(filter.to_string(), "warn");
         assert!(problem.is_none());
-        let (filter, problem) = log_filter(Some("berth=debug"));
+        let (filter, _) = log_filter(None, LevelFilter::INFO);
+        assert_eq!(filter.to_string(), "info");
+        let (filter, problem) = log_filter(Some("berth=debug"), LevelFilter::WARN);
         assert!(filter.to_string().contains("berth=debug"), "{filter}");
         assert!(problem.is_none());
-        let (filter, problem) = log_filter(Some("berth=loud"));
+        let (filter, problem) = log_filter(Some("berth=loud"), LevelFilter::WARN);
         assert_eq!(filter.to_string(), "warn");
         assert!(problem.is_some_and(|p| p.contains("berth=loud")));
     }

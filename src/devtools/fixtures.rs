@@ -163,6 +163,54 @@ pub async fn push_demo(
     target.push_image(repository, Some(tag), &image).await
 }
 
+/// The unhealthy image's command: runs, stops on SIGTERM, never answers.
+const UNHEALTHY_COMMAND: &[&str] = &[
+    "/bin/busybox",
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while :; do sleep 1; done",
+];
+
+/// What [`push_variant`] pushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The demo image (as [`push_demo`]).
+    Demo,
+    /// The demo image built for linux/arm64 only: refused by Berth.
+    Arm64Only,
+    /// The demo image's files under a command that never answers HTTP.
+    Unhealthy,
+}
+
+/// Push a variant of the demo image naming `version` to
+/// `registry/repository:tag`, for tests that need an unusable image in an
+/// app's own repository (a deploy hook deploys nothing else). Idempotent.
+pub async fn push_variant(
+    registry: &str,
+    repository: &str,
+    tag: &str,
+    version: &str,
+    variant: Variant,
+) -> Result<Pushed, FixtureError> {
+    let version = version.to_string();
+    let image = build_blocking(move || match variant {
+        Variant::Demo => demo_image(&version, Arch::Amd64),
+        Variant::Arm64Only => demo_image(&version, Arch::Arm64),
+        Variant::Unhealthy => image(
+            &format!("berth unhealthy {version}"),
+            Arch::Amd64,
+            UNHEALTHY_COMMAND,
+            true,
+            vec![base_layer()?, Arc::new(demo_files_layer(&version)?)],
+            None,
+        ),
+    })
+    .await?;
+    Target::new(registry, None)
+        .push_image(repository, Some(tag), &image)
+        .await
+}
+
 /// Push every fixture image to `registry` (anonymously). Idempotent, and
 /// fast when the registry already has them: tags already pointing at the
 /// expected digest are left alone.
@@ -306,12 +354,7 @@ fn build_all() -> Result<BuiltAll, FixtureError> {
         unhealthy: image(
             "berth unhealthy",
             Arch::Amd64,
-            &[
-                "/bin/busybox",
-                "sh",
-                "-c",
-                "trap 'exit 0' TERM; while :; do sleep 1; done",
-            ],
+            UNHEALTHY_COMMAND,
             true,
             vec![base.clone()],
             None,

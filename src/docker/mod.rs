@@ -65,7 +65,7 @@ pub const DEFAULT_PUBLISH_ADDRESS: &str = "127.0.0.1";
 
 /// TLS material for a `tcp://` host, PEM-encoded (what `docker --tlsverify`
 /// reads from `ca.pem`, `cert.pem` and `key.pem`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsFiles {
     /// The CA that signed the daemon's certificate.
     pub ca: String,
@@ -86,7 +86,7 @@ impl fmt::Debug for TlsFiles {
 }
 
 /// One configured Docker host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostConfig {
     /// Berth's name for it (`local`, `web-1`); unique.
     pub name: String,
@@ -175,6 +175,7 @@ impl ExecOutput {
 #[derive(Clone, Debug, Default)]
 pub struct Hosts {
     hosts: BTreeMap<String, DockerHost>,
+    configs: Vec<HostConfig>,
 }
 
 impl Hosts {
@@ -191,7 +192,15 @@ impl Hosts {
                 });
             }
         }
-        Ok(Hosts { hosts })
+        let mut configs = configs.to_vec();
+        configs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Hosts { hosts, configs })
+    }
+
+    /// The configurations the hosts were made from, in name order (the
+    /// engine records them with an app, for deploys without terraform).
+    pub fn configs(&self) -> &[HostConfig] {
+        &self.configs
     }
 
     /// The default: one host `local` at `docker_host_env` (the caller passes

@@ -5,10 +5,13 @@
 //! MONITOR, DRAIN, STOP) execute a plan through the `docker`, `ingress`
 //! and `store` layers as the state machine in DESIGN.md describes.
 
+pub mod apps;
 pub mod deploy;
+pub mod hooks;
 pub mod plan;
 pub mod probe;
 mod rollout;
 pub mod spec;
 
+pub use apps::{Apps, AppsError, DeployRequest};
 pub use deploy::{DeployError, Engine, Outcome, Target};

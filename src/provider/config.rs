@@ -52,7 +52,7 @@ pub fn schema() -> Schema {
                     "Registries, as `host` or `host:port`, to reach over plain HTTP instead of HTTPS. Registries on loopback (`localhost`, `127.0.0.0/8`, `[::1]`) always use plain HTTP, as Docker does; list any other registry here only if it really has no TLS.",
                 ),
             Attribute::string("hooks_url").optional().describe(
-                "Base URL where `berth serve` is reachable, used to build the URLs of `berth_deploy_hook` resources (coming in a later release), e.g. `https://deploy.example.com`.",
+                "Base URL where `berth serve` is reachable, the default `base_url` of `berth_deploy_hook` resources, e.g. `https://deploy.example.com`.",
             ),
             Attribute::nested(
                 "hosts",

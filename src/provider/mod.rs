@@ -11,6 +11,7 @@ pub mod docs;
 pub mod functions;
 pub mod resource;
 pub mod resource_app;
+pub mod resource_deploy_hook;
 pub mod resource_registry_credential;
 pub mod schema;
 pub mod value;
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::reference::Reference;
-use crate::registry::{KnownImage, KnownImages, RegistryClient, RegistryOptions, ResolvedImage};
+use crate::registry::{RegistryClient, RegistryOptions, ResolvedImage};
 use crate::store::{process_env, Store, StoreOptions};
 use config::ProviderConfig;
 use diag::{Diagnostic, Diagnostics};
@@ -45,7 +46,7 @@ pub struct Context {
     /// has no Berth resource never touches the state directory).
     store: tokio::sync::OnceCell<Store>,
     /// Built on first use from the configured hosts (no I/O until then).
-    engine: tokio::sync::OnceCell<crate::engine::Engine>,
+    apps: tokio::sync::OnceCell<crate::engine::Apps>,
     /// Resources refreshed (ReadResource) by this process. terraform
     /// refreshes before a real plan, never before the re-plan it makes at
     /// apply time: that is how the two are told apart.
@@ -63,30 +64,7 @@ pub struct Context {
 /// A canonical image reference and the id of the credential used for it.
 type ResolutionKey = (String, Option<String>);
 
-/// Berth's store as the registry layer's memory of resolved digests (see
-/// [`RegistryClient::resolve_known`]).
-pub struct StoredImages<'a>(pub &'a Store);
-
-#[async_trait]
-impl KnownImages for StoredImages<'_> {
-    async fn known(&self, top_digest: &str) -> Option<KnownImage> {
-        self.0
-            .known_image(top_digest.to_owned())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    async fn remember(&self, top_digest: &str, image: &KnownImage) {
-        if let Err(error) = self
-            .0
-            .remember_image(top_digest.to_owned(), image.clone())
-            .await
-        {
-            tracing::debug!(%error, top_digest, "could not remember a resolved image");
-        }
-    }
-}
+pub use crate::engine::apps::StoredImages;
 
 /// How long a resolution made by this process answers later questions
 /// about the same reference. A provider process lives for one terraform
@@ -109,7 +87,7 @@ impl Context {
             config,
             registry,
             store: tokio::sync::OnceCell::new(),
-            engine: tokio::sync::OnceCell::new(),
+            apps: tokio::sync::OnceCell::new(),
             refreshed: Default::default(),
             resolutions: Default::default(),
             claims: Default::default(),
@@ -211,8 +189,14 @@ impl Context {
     /// The deploy engine over the configured Docker hosts (default: one
     /// host `local` at `$DOCKER_HOST` or the local socket).
     pub async fn engine(&self) -> Result<&crate::engine::Engine, Diagnostics> {
+        Ok(self.apps().await?.engine())
+    }
+
+    /// The app operations over the engine and this process's registry
+    /// client.
+    pub async fn apps(&self) -> Result<&crate::engine::Apps, Diagnostics> {
         let store = self.store().await?.clone();
-        self.engine
+        self.apps
             .get_or_try_init(|| async {
                 let configs: Vec<crate::docker::HostConfig> = self
                     .config
@@ -230,14 +214,15 @@ impl Context {
                 let docker_host = std::env::var("DOCKER_HOST").ok();
                 crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref()).map(
                     |hosts| {
-                        crate::engine::Engine::new(hosts, store)
+                        let engine = crate::engine::Engine::new(hosts, store)
                             .with_test_label(
                                 process_env(crate::engine::deploy::TEST_LABEL_ENV).is_some(),
                             )
                             .with_ingress(
                                 self.config.ingress.clone(),
                                 Arc::new(self.registry.clone()),
-                            )
+                            );
+                        crate::engine::Apps::new(engine, self.registry.clone())
                     },
                 )
             })
@@ -373,6 +358,7 @@ impl Provider {
             vec![Box::new(data_image::ImageDataSource)],
             vec![
                 Box::new(resource_app::AppResource),
+                Box::new(resource_deploy_hook::DeployHookResource),
                 Box::new(resource_registry_credential::RegistryCredentialResource),
             ],
             vec![Box::new(functions::NormalizeImage)],
@@ -597,14 +583,24 @@ impl Provider {
         Ok(v)
     }
 
-    pub async fn import_resource(&self, type_name: &str, id: &str) -> Result<Value, Diagnostics> {
+    /// ImportResourceState: the imported state and the type's import
+    /// warning, if it has one.
+    pub async fn import_resource(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
         let r = self.resource_or_error(type_name)?;
         let ctx = self.context();
         let mut v = self
             .cancellable(&format!("Importing {type_name}"), r.import(&ctx, id))
             .await?;
         resource::strip_write_only(&r.schema(), &mut v);
-        Ok(v)
+        let mut warnings = Diagnostics::default();
+        if let Some(warning) = r.import_warning() {
+            warnings.push(warning);
+        }
+        Ok((v, warnings))
     }
 }
 

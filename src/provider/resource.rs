@@ -58,6 +58,12 @@ pub trait Resource: Send + Sync {
     async fn update(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics>;
     async fn delete(&self, ctx: &Context, prior: &Value) -> Result<(), Diagnostics>;
 
+    /// A warning every `terraform import` of this type gets (what an
+    /// import cannot recover).
+    fn import_warning(&self) -> Option<Diagnostic> {
+        None
+    }
+
     /// `terraform import`: the state for `id`, to be refreshed by `read`.
     async fn import(&self, _ctx: &Context, _id: &str) -> Result<Value, Diagnostics> {
         Err(Diagnostic::error(

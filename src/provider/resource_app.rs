@@ -14,9 +14,9 @@ use super::resource_registry_credential::store_diag;
 use super::schema::{Attribute, Nesting, Schema, Type, Validator};
 use super::value::{Number, Value};
 use super::Context;
-use crate::engine::deploy::public_spec_json;
+use crate::engine::apps::HOOK_DRIFT_MARK;
 use crate::engine::spec::{check_name, AppSpec, HealthCheck, ServiceSpec, WorkerSpec};
-use crate::engine::{plan as engine_plan, Engine, Target};
+use crate::engine::{plan as engine_plan, AppsError, DeployRequest, Engine};
 use crate::reference::Reference;
 
 pub const TYPE_NAME: &str = "berth_app";
@@ -230,7 +230,15 @@ impl Resource for AppResource {
         let prior = plan.prior.clone();
         let prior = &prior;
         let track = planned.get("track_tag").as_bool().unwrap_or(true);
+        // A digest a deploy hook brought from another tag is not kept: the
+        // apply deploys the configured image again.
+        let from_hook = prior.get("drift").as_elements().is_some_and(|lines| {
+            lines
+                .iter()
+                .any(|l| l.as_str().is_some_and(|l| l.contains(HOOK_DRIFT_MARK)))
+        });
         let keep_digest = !track
+            && !from_hook
             && prior.get("image").as_str() == Some(image)
             && prior.get("image_digest").as_str().is_some();
         let name = planned.get("name").as_str().unwrap_or_default().to_string();
@@ -318,11 +326,11 @@ impl Resource for AppResource {
     }
 
     async fn create(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
-        self.deploy(ctx, plan, true).await
+        self.deploy(ctx, plan).await
     }
 
     async fn update(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
-        self.deploy(ctx, plan, false).await
+        self.deploy(ctx, plan).await
     }
 
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
@@ -330,47 +338,67 @@ impl Resource for AppResource {
             return Ok(None);
         };
         ctx.mark_refreshed(name);
-        let engine = ctx.engine().await?;
+        let apps = ctx.apps().await?;
+        let engine = apps.engine();
         let observed = engine.observe(name, false).await.map_err(|e| {
             Diagnostics::from(Diagnostic::error(
                 format!("Cannot read app {name:?}"),
                 e.to_string(),
             ))
         })?;
-        if observed.is_empty() {
-            let store = ctx.store().await?;
-            if store
+        if observed.is_empty()
+            && apps
+                .store()
                 .get_app(name.to_string())
                 .await
                 .map_err(store_diag)?
                 .is_none()
-            {
-                // Neither the hosts nor Berth's records know it: gone.
-                return Ok(None);
-            }
+        {
+            // Neither the hosts nor Berth's records know it: gone.
+            return Ok(None);
         }
         let spec = spec_from(state, state)?;
         let components = spec.components().map_err(|e| {
             Diagnostics::from(Diagnostic::error("Invalid app in state", e.to_string()))
         })?;
-        let digest = state.get("image_digest").as_str().unwrap_or_default();
-        let mut drift = engine_plan::drift(&components, digest, &engine.host_names(), &observed);
-        drift.extend(
-            engine
-                .ingress_drift(name, &components, &observed, false)
-                .await
-                .map_err(|e| {
-                    Diagnostics::from(Diagnostic::error(
-                        format!("Cannot read the ingress of app {name:?}"),
-                        e.to_string(),
-                    ))
-                })?,
-        );
         let mut fields = state.as_entries().cloned().unwrap_or_default();
+        let mut digest = state
+            .get("image_digest")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // A release from a deploy hook runs another digest than the state
+        // says: the state takes it (it is what runs). A hook that deployed
+        // the configured image (a new digest of its tag) leaves the plan
+        // empty when the tag still points there; one that deployed another
+        // tag shows a digest diff back to the tag's, said in words too.
+        let mut from_hook = None;
+        if let Some(hook) = apps
+            .hook_release(name, &observed, &spec.image)
+            .await
+            .map_err(apps_diag)?
+        {
+            digest = hook.digest.clone();
+            fields.insert("image_digest".into(), Value::string(&digest));
+            if !hook.configured {
+                from_hook = Some(hook.words(&spec.image));
+            }
+        }
+        let drift = apps
+            .drift(name, &components, &digest, &observed, false)
+            .await
+            .map_err(|e| {
+                Diagnostics::from(Diagnostic::error(
+                    format!("Cannot read the ingress of app {name:?}"),
+                    e.to_string(),
+                ))
+            })?;
+        let mut words: Vec<String> = from_hook.into_iter().collect();
+        words.extend(drift.iter().map(|d| d.to_string()));
         fields.insert("urls".into(), urls_value(&engine.urls(&components)));
         fields.insert(
             "drift".into(),
-            Value::List(drift.iter().map(|d| Value::string(d.to_string())).collect()),
+            Value::List(words.iter().map(Value::string).collect()),
         );
         fields.insert(
             "endpoints".into(),
@@ -386,18 +414,12 @@ impl Resource for AppResource {
         let Some(name) = prior.get("name").as_str() else {
             return Ok(());
         };
-        let engine = ctx.engine().await?;
-        engine.destroy(name).await.map_err(|e| {
+        ctx.apps().await?.destroy(name).await.map_err(|e| {
             Diagnostics::from(Diagnostic::error(
                 format!("Destroying app {name:?} failed"),
                 e.to_string(),
             ))
         })?;
-        let store = ctx.store().await?;
-        store
-            .delete_app(name.to_string())
-            .await
-            .map_err(store_diag)?;
         Ok(())
     }
 
@@ -595,7 +617,7 @@ impl AppResource {
         }))
     }
 
-    async fn deploy(&self, ctx: &Context, plan: &Plan, create: bool) -> Result<Value, Diagnostics> {
+    async fn deploy(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
         let spec = spec_from(&plan.planned, &plan.config)?;
         let digest = plan
             .planned
@@ -609,62 +631,43 @@ impl AppResource {
                     .at(AttributePath::root("image")),
             )
         })?;
-        let pinned = reference.with_digest(&digest).to_string();
-        let store = ctx.store().await?;
-        let login = match &spec.registry_credential_id {
-            Some(id) => {
-                let cred = ctx
-                    .stored_credential(id, AttributePath::root("registry_credential_id"))
-                    .await?;
-                Some(crate::docker::RegistryLogin {
-                    username: cred.username.clone(),
-                    password: cred.secret.clone(),
-                    server: crate::registry::docker_server_address(&cred.registry),
-                })
-            }
-            None => None,
-        };
-        // Record the app first, so a credential in use cannot be deleted
-        // while this deploy runs.
-        store
-            .upsert_app(
-                spec.name.clone(),
-                spec.registry_credential_id.clone(),
-                public_spec_json(&spec),
-            )
+        let apps = ctx.apps().await?;
+        let outcome = apps
+            .deploy(DeployRequest {
+                spec: spec.clone(),
+                image: reference,
+                digest: digest.clone(),
+                trigger: "terraform".into(),
+                record: true,
+            })
             .await
-            .map_err(store_diag)?;
-        let engine = ctx.engine().await?;
-        let target = Target {
-            spec: spec.clone(),
-            digest: digest.clone(),
-            pinned,
-            login,
-            trigger: "terraform".into(),
-        };
-        match engine.deploy(&target).await {
-            Ok(outcome) => {
-                let mut fields = plan.planned.as_entries().cloned().unwrap_or_default();
-                fields.insert("id".into(), Value::string(&spec.name));
-                fields.insert("image_digest".into(), Value::string(&digest));
-                fields.insert("release".into(), Value::int(outcome.release as i64));
-                fields.insert("endpoints".into(), endpoints_value(&outcome.endpoints));
-                fields.insert("urls".into(), urls_value(&outcome.urls));
-                fields.insert("drift".into(), Value::List(vec![]));
-                Ok(Value::Object(fields))
-            }
-            Err(e) => {
-                if create {
-                    // Nothing of a failed first deploy is left running.
-                    let _ = store.delete_app(spec.name.clone()).await;
+            .map_err(|e| match e {
+                AppsError::NoCredential { .. } | AppsError::WrongRegistry { .. } => {
+                    Diagnostics::from(
+                        Diagnostic::error("Registry credential not usable", e.to_string())
+                            .at(AttributePath::root("registry_credential_id")),
+                    )
                 }
-                Err(Diagnostic::error(
+                e => Diagnostics::from(Diagnostic::error(
                     format!("Deploy of app {:?} failed", spec.name),
                     e.to_string(),
-                )
-                .into())
-            }
-        }
+                )),
+            })?;
+        let mut fields = plan.planned.as_entries().cloned().unwrap_or_default();
+        fields.insert("id".into(), Value::string(&spec.name));
+        fields.insert("image_digest".into(), Value::string(&digest));
+        fields.insert("release".into(), Value::int(outcome.release as i64));
+        fields.insert("endpoints".into(), endpoints_value(&outcome.endpoints));
+        fields.insert("urls".into(), urls_value(&outcome.urls));
+        fields.insert("drift".into(), Value::List(vec![]));
+        Ok(Value::Object(fields))
+    }
+}
+
+fn apps_diag(e: AppsError) -> Diagnostics {
+    match e {
+        AppsError::Store(e) => store_diag(e),
+        e => Diagnostic::error("Berth could not read the app", e.to_string()).into(),
     }
 }
 

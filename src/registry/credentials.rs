@@ -20,8 +20,10 @@ pub fn docker_server_address(registry: &str) -> String {
 }
 
 /// A secret string (password or token). `Debug` and `Display` print
-/// `<redacted>`; the only way to the value is [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
+/// `<redacted>`; the only way to the value is [`Secret::expose`]. It
+/// serializes as its value: only into what the store seals.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

@@ -234,6 +234,8 @@ pub(crate) enum RecordKind {
     KeyCheck,
     /// A registry credential's token.
     RegistryCredential,
+    /// An app's secret environment values.
+    AppSecrets,
 }
 
 impl RecordKind {
@@ -241,6 +243,7 @@ impl RecordKind {
         match self {
             RecordKind::KeyCheck => "key_check",
             RecordKind::RegistryCredential => "registry_credential",
+            RecordKind::AppSecrets => "app_secrets",
         }
     }
 
@@ -249,6 +252,7 @@ impl RecordKind {
         match self {
             RecordKind::KeyCheck => "key check",
             RecordKind::RegistryCredential => "registry credential",
+            RecordKind::AppSecrets => "app's secrets",
         }
     }
 }

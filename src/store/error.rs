@@ -158,6 +158,13 @@ pub enum StoreError {
         apps: Vec<String>,
     },
 
+    /// No app record has this name.
+    #[error("Berth has no record of app `{name}`")]
+    AppNotFound {
+        /// The app asked for.
+        name: String,
+    },
+
     /// The release is already in the journal.
     #[error("release {release} of app `{app}` is already in the releases journal")]
     ReleaseExists {

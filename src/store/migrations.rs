@@ -86,6 +86,21 @@ const MIGRATIONS: &[&str] = &[
         resolved_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 5: each app's secret values (sealed, bound to the app), so a deploy
+    // without terraform (a hook, a rollback) has the whole spec; and the
+    // deploy hooks, by the hash of their key only.
+    r#"
+    ALTER TABLE apps ADD COLUMN secrets BLOB;
+
+    CREATE TABLE deploy_hooks (
+        id         TEXT PRIMARY KEY NOT NULL,
+        app        TEXT NOT NULL,
+        key_hash   TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE INDEX deploy_hooks_by_app ON deploy_hooks (app);
+    "#,
 ];
 
 /// The schema version this build writes.

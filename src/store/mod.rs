@@ -35,8 +35,9 @@
 //! transaction (free, expired, or already ours), and is therefore never
 //! stuck: a crashed owner's lease simply runs out.
 //!
-//! Room for later issues (tables come with them, as new migrations): deploy
-//! hooks (key hashes only).
+//! Migration 5 keeps each app's secret values sealed in its record (bound
+//! to the app's name), for deploys without terraform, and the deploy hooks,
+//! by the SHA-256 of their key only.
 
 pub mod crypto;
 mod error;
@@ -147,6 +148,19 @@ pub struct AppRecord {
     pub spec_json: String,
     /// When the record last changed (millisecond precision).
     pub updated_at: SystemTime,
+}
+
+/// A deploy hook as stored: its key only as a hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookRecord {
+    /// Generated id, `dh-` and 16 hex digits; public (it is in the URL).
+    pub id: String,
+    /// The app the hook deploys.
+    pub app: String,
+    /// Hex SHA-256 of the key (the key has 256 random bits: no slower hash
+    /// is needed to make guessing it hopeless).
+    pub key_hash: String,
+    pub created_at: SystemTime,
 }
 
 /// A release to record as started: what is being deployed and why.
@@ -320,6 +334,21 @@ pub trait Records: Send + Sync {
     fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
     /// Names of the apps whose record references credential `id`, sorted.
     fn apps_using_credential(&self, id: &str) -> Result<Vec<String>, StoreError>;
+    /// Seals `plaintext` (what the engine keeps private about the app: its
+    /// secret values, where it was deployed) into the app's record, bound
+    /// to its name; [`StoreError::AppNotFound`] when there is no record.
+    fn set_app_sealed(&self, name: &str, plaintext: &[u8]) -> Result<(), StoreError>;
+    /// What [`Records::set_app_sealed`] stored, opened; `None` when nothing.
+    fn app_sealed(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a new deploy hook for `app` under a generated id.
+    fn insert_hook(&self, app: &str, key_hash: &str) -> Result<HookRecord, StoreError>;
+    /// The hook with `id`, if any.
+    fn get_hook(&self, id: &str) -> Result<Option<HookRecord>, StoreError>;
+    /// Deletes a hook; `Ok(false)` when it did not exist.
+    fn delete_hook(&self, id: &str) -> Result<bool, StoreError>;
+    /// The hooks of `app`, by id.
+    fn list_hooks(&self, app: &str) -> Result<Vec<HookRecord>, StoreError>;
 
     /// Journals a release as started ([`ReleaseOutcome::Running`], now);
     /// [`StoreError::ReleaseExists`] (nothing written) when `(app, release)`
@@ -459,6 +488,40 @@ impl Store {
     ) -> Result<AppRecord, StoreError> {
         self.run(move |r| r.upsert_app(&name, credential_id.as_deref(), &spec_json))
             .await
+    }
+
+    /// See [`Records::set_app_sealed`].
+    pub async fn set_app_sealed(&self, name: String, plaintext: Vec<u8>) -> Result<(), StoreError> {
+        self.run(move |r| r.set_app_sealed(&name, &plaintext)).await
+    }
+
+    /// See [`Records::app_sealed`].
+    pub async fn app_sealed(&self, name: String) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(move |r| r.app_sealed(&name)).await
+    }
+
+    /// See [`Records::insert_hook`].
+    pub async fn insert_hook(
+        &self,
+        app: String,
+        key_hash: String,
+    ) -> Result<HookRecord, StoreError> {
+        self.run(move |r| r.insert_hook(&app, &key_hash)).await
+    }
+
+    /// See [`Records::get_hook`].
+    pub async fn get_hook(&self, id: String) -> Result<Option<HookRecord>, StoreError> {
+        self.run(move |r| r.get_hook(&id)).await
+    }
+
+    /// See [`Records::delete_hook`].
+    pub async fn delete_hook(&self, id: String) -> Result<bool, StoreError> {
+        self.run(move |r| r.delete_hook(&id)).await
+    }
+
+    /// See [`Records::list_hooks`].
+    pub async fn list_hooks(&self, app: String) -> Result<Vec<HookRecord>, StoreError> {
+        self.run(move |r| r.list_hooks(&app)).await
     }
 
     /// See [`Records::get_app`].

@@ -17,8 +17,8 @@ use super::error::StoreError;
 use super::migrations::migrate_to;
 use super::paths::ensure_state_dir;
 use super::{
-    AppRecord, Credential, CredentialUpdate, KnownImage, LeaseOutcome, NewCredential, NewRelease,
-    Records, ReleaseOutcome, ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
+    AppRecord, Credential, CredentialUpdate, HookRecord, KnownImage, LeaseOutcome, NewCredential,
+    NewRelease, Records, ReleaseOutcome, ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
 };
 
 /// The database file name inside the state directory.
@@ -62,10 +62,24 @@ fn now_millis() -> i64 {
 }
 
 fn new_credential_id() -> Result<String, StoreError> {
+    new_id("rc")
+}
+
+/// `PREFIX-` and 16 random hex digits.
+fn new_id(prefix: &str) -> Result<String, StoreError> {
     let mut bytes = [0u8; 8];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| StoreError::Crypto("the random generator failed"))?;
-    Ok(format!("rc-{}", hex::encode(bytes)))
+    Ok(format!("{prefix}-{}", hex::encode(bytes)))
+}
+
+fn hook_from_row(row: &Row<'_>) -> rusqlite::Result<HookRecord> {
+    Ok(HookRecord {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        key_hash: row.get(2)?,
+        created_at: from_millis(row.get(3)?),
+    })
 }
 
 fn is_busy(err: &rusqlite::Error) -> bool {
@@ -543,6 +557,81 @@ impl Records for SqliteStore {
 
     fn apps_using_credential(&self, id: &str) -> Result<Vec<String>, StoreError> {
         apps_using(&self.lock(), id)
+    }
+
+    fn set_app_sealed(&self, name: &str, plaintext: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.cipher.seal(RecordKind::AppSecrets, name, plaintext)?;
+        let changed = self.lock().execute(
+            "UPDATE apps SET secrets = ?2 WHERE name = ?1",
+            params![name, sealed],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::AppNotFound {
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn app_sealed(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sealed: Option<Option<Vec<u8>>> = self
+            .lock()
+            .query_row("SELECT secrets FROM apps WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        match sealed {
+            Some(Some(sealed)) => Ok(Some(self.cipher.open(
+                RecordKind::AppSecrets,
+                name,
+                &sealed,
+            )?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn insert_hook(&self, app: &str, key_hash: &str) -> Result<HookRecord, StoreError> {
+        let id = new_id("dh")?;
+        let now = now_millis();
+        self.lock().execute(
+            "INSERT INTO deploy_hooks (id, app, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, app, key_hash, now],
+        )?;
+        Ok(HookRecord {
+            id,
+            app: app.to_owned(),
+            key_hash: key_hash.to_owned(),
+            created_at: from_millis(now),
+        })
+    }
+
+    fn get_hook(&self, id: &str) -> Result<Option<HookRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id, app, key_hash, created_at FROM deploy_hooks WHERE id = ?1",
+                [id],
+                hook_from_row,
+            )
+            .optional()?)
+    }
+
+    fn delete_hook(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .execute("DELETE FROM deploy_hooks WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn list_hooks(&self, app: &str) -> Result<Vec<HookRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, app, key_hash, created_at FROM deploy_hooks WHERE app = ?1 ORDER BY id",
+        )?;
+        let hooks = stmt
+            .query_map([app], hook_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(hooks)
     }
 
     fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError> {
@@ -1113,6 +1202,68 @@ mod tests {
     }
 
     #[test]
+    fn an_apps_sealed_data_is_bound_to_it_and_never_plain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        let marker = b"app-secret-marker-91c2";
+        let err = store.set_app_sealed("web", marker).unwrap_err();
+        assert!(matches!(err, StoreError::AppNotFound { .. }), "{err}");
+        store.upsert_app("web", None, "{}").unwrap();
+        assert_eq!(store.app_sealed("web").unwrap(), None);
+        store.set_app_sealed("web", marker).unwrap();
+        assert_eq!(
+            store.app_sealed("web").unwrap().as_deref(),
+            Some(&marker[..])
+        );
+        // An update of the spec keeps it.
+        store.upsert_app("web", None, "{\"v\":2}").unwrap();
+        assert_eq!(
+            store.app_sealed("web").unwrap().as_deref(),
+            Some(&marker[..])
+        );
+        drop(store);
+        for file in [
+            DATABASE_FILE_NAME.to_string(),
+            format!("{DATABASE_FILE_NAME}-wal"),
+        ] {
+            let bytes = std::fs::read(tmp.path().join(file)).unwrap_or_default();
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "the sealed data is in the database in plain text"
+            );
+        }
+        // Sealed for one app, it does not open as another's.
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        store.upsert_app("api", None, "{}").unwrap();
+        let sealed: Vec<u8> = raw(&store)
+            .query_row("SELECT secrets FROM apps WHERE name = 'web'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        raw(&store)
+            .execute("UPDATE apps SET secrets = ?1 WHERE name = 'api'", [sealed])
+            .unwrap();
+        let err = store.app_sealed("api").unwrap_err();
+        assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
+    }
+
+    #[test]
+    fn hooks_keep_their_key_hash_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        let a = store.insert_hook("web", "aa").unwrap();
+        let b = store.insert_hook("web", "bb").unwrap();
+        assert!(a.id.starts_with("dh-") && a.id.len() == 19, "{}", a.id);
+        assert_ne!(a.id, b.id);
+        assert_eq!(store.get_hook(&a.id).unwrap().unwrap().key_hash, "aa");
+        assert_eq!(store.list_hooks("web").unwrap().len(), 2);
+        assert!(store.delete_hook(&a.id).unwrap());
+        assert!(!store.delete_hook(&a.id).unwrap());
+        assert_eq!(store.get_hook(&a.id).unwrap(), None);
+        assert_eq!(store.list_hooks("web").unwrap(), vec![b]);
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&options(tmp.path())).unwrap();
@@ -1208,6 +1359,7 @@ mod tests {
                 table_names(&conn),
                 [
                     "apps",
+                    "deploy_hooks",
                     "known_images",
                     "leases",
                     "meta",

@@ -349,17 +349,17 @@ impl pb::provider_server::Provider for ProviderGrpc {
                 .provider
                 .import_resource(&req.type_name, &req.id)
                 .await
-                .map(|v| convert::encode(&v, &ty)),
+                .map(|(v, warnings)| (convert::encode(&v, &ty), warnings)),
             Err(d) => Err(d),
         };
         let (imported_resources, diags) = match result {
-            Ok(state) => (
+            Ok((state, warnings)) => (
                 vec![pb::import_resource_state::ImportedResource {
                     type_name: req.type_name.clone(),
                     state: Some(state),
                     private: vec![],
                 }],
-                Diagnostics::default(),
+                warnings,
             ),
             Err(d) => (vec![], d),
         };

@@ -43,10 +43,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
-use berth::devtools::fixtures::{push_demo, PLAIN_REGISTRY};
+use berth::devtools::fixtures::{push_demo, Pushed, PLAIN_REGISTRY};
 use berth::docker::Hosts;
 use berth::engine::spec::AppSpec;
+use berth::engine::apps::{Apps, DeployRequest};
 use berth::engine::{Engine, Target};
+use berth::reference::Reference;
+use berth::registry::{RegistryClient, RegistryOptions};
 use berth::store::{Store, StoreOptions};
 use berth::tfplugin::proto::plugin::grpc_controller_client::GrpcControllerClient;
 use berth::tfplugin::proto::plugin::Empty;
@@ -81,6 +84,9 @@ const DEPLOY_ROUNDS: usize = 5;
 const LATENCY_ROUNDS: usize = 5;
 const LATENCY_REQUESTS: usize = 400;
 const LATENCY_RATE: f64 = 200.0;
+/// Hook calls timed for the 202's latency, and their rate per second.
+const HOOK_CALLS: usize = 1000;
+const HOOK_RATE: f64 = 200.0;
 const PLAN_TIMEOUT: Duration = Duration::from_secs(180);
 const APPLY_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -281,7 +287,7 @@ async fn run() -> anyhow::Result<bool> {
     let mut notes: Notes = Vec::new();
 
     // BERTH_BENCH_ONLY=a,b runs only the sections named (plugin, data,
-    // deploy, ingress, apps), to look at one closely.
+    // deploy, ingress, hooks, apps), to look at one closely.
     let only: Option<Vec<String>> = std::env::var("BERTH_BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
@@ -307,6 +313,9 @@ async fn run() -> anyhow::Result<bool> {
     }
     if wanted("ingress") {
         section(&mut rows, "ingress", bench.ingress(&mut notes)).await;
+    }
+    if wanted("hooks") {
+        section(&mut rows, "deploy hooks", bench.hooks(&mut notes)).await;
     }
     if wanted("apps") {
         section(&mut rows, "plan N berth_app", bench.apps(&mut notes)).await;
@@ -725,34 +734,47 @@ impl Bench {
 
     // ------------------------------------------------- 4: deploy vs docker
 
-    async fn deploy_vs_docker(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
-        // v1: the demo image; v2: a demo image unique to this run (its own
-        // small files layer on the shared busybox base), so removing it by
-        // digest really removes it and each side pulls it for real.
-        let v1 = push_demo(PLAIN_REGISTRY, BENCH_REPO, "deploy-v1", "v1", None).await?;
-        let v2_tag = format!("deploy-v2-{}", self.pid);
+    /// v1: the demo image (pulled on the host); v2: a demo image unique to
+    /// this run (its own small files layer on the shared busybox base), so
+    /// removing it by digest really removes it and each side pulls it for
+    /// real. Also the docker CLI side's network (a user-defined bridge like
+    /// the engine's per-app network; the default bridge need not exist on
+    /// a devenv daemon).
+    async fn push_v1_v2(
+        &self,
+        v1_tag: &str,
+        v2_prefix: &str,
+        v2_version: &str,
+    ) -> anyhow::Result<(Pushed, Pushed, String)> {
+        let v1 = push_demo(PLAIN_REGISTRY, BENCH_REPO, v1_tag, "v1", None).await?;
+        let v2_tag = format!("{v2_prefix}-{}", self.pid);
         let v2 = push_demo(
             PLAIN_REGISTRY,
             BENCH_REPO,
             &v2_tag,
-            &format!("v2 bench {}", self.pid),
+            &format!("{v2_version} {}", self.pid),
             None,
         )
         .await?;
+        docker(&["pull", "-q", &format!("{PLAIN_REGISTRY}/{BENCH_REPO}@{}", v1.digest)]).await?;
+        if docker(&["network", "inspect", &self.cli_network]).await.is_err() {
+            docker(&[
+                "network",
+                "create",
+                "--label",
+                "io.berth.test=1",
+                &self.cli_network,
+            ])
+            .await?;
+        }
+        Ok((v1, v2, v2_tag))
+    }
+
+    async fn deploy_vs_docker(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let (v1, v2, v2_tag) = self.push_v1_v2("deploy-v1", "deploy-v2", "v2 bench").await?;
         let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
         let v1_pinned = format!("{repo}@{}", v1.digest);
         let v2_pinned = format!("{repo}@{}", v2.digest);
-        docker(&["pull", "-q", &v1_pinned]).await?;
-        // A user-defined bridge like the engine's per-app network (and the
-        // default bridge need not exist on a devenv daemon).
-        docker(&[
-            "network",
-            "create",
-            "--label",
-            "io.berth.test=1",
-            &self.cli_network,
-        ])
-        .await?;
 
         let state_dir = self.root.path().join("engine-state");
         let store = Store::open(StoreOptions {
@@ -834,8 +856,8 @@ impl Bench {
         engine: &Engine,
         app: &str,
         image: &str,
-        v1: (&berth::devtools::fixtures::Pushed, &str),
-        v2: (&berth::devtools::fixtures::Pushed, &str),
+        v1: (&Pushed, &str),
+        v2: (&Pushed, &str),
         public_port: Option<u16>,
     ) -> anyhow::Result<(Duration, Vec<(String, u64)>)> {
         let mut web = serde_json::json!({"http_port": 8080});
@@ -847,7 +869,7 @@ impl Bench {
             "image": image,
             "services": {"web": web},
         }))?;
-        let target = |pushed: &berth::devtools::fixtures::Pushed, pinned: &str| Target {
+        let target = |pushed: &Pushed, pinned: &str| Target {
             spec: spec.clone(),
             digest: pushed.digest.clone(),
             pinned: pinned.to_owned(),
@@ -1125,6 +1147,257 @@ impl Bench {
         ));
         let _ = docker(&["image", "rm", &v2_pinned]).await;
         Ok(rows)
+    }
+
+    // --------------------------------------------------- 8: deploy hooks
+
+    /// A real `berth serve` process on the bench's store: hook call → the
+    /// new digest serving, over the docker CLI floor; then the latency of
+    /// the 202 at HOOK_RATE calls per second.
+    async fn hooks(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let berth_bin = self.plugin.with_file_name("berth");
+        if !berth_bin.is_file() {
+            bail!(
+                "{} is missing: run `make bench` (it builds the release binaries first)",
+                berth_bin.display()
+            );
+        }
+        let (v1, v2, v2_tag) = self.push_v1_v2("hook-v1", "hook-v2", "v2 hook bench").await?;
+        let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
+        let v1_pinned = format!("{repo}@{}", v1.digest);
+        let v2_pinned = format!("{repo}@{}", v2.digest);
+
+        let state_dir = self.root.path().join("hooks-state");
+        let store = Store::open(StoreOptions {
+            state_dir: state_dir.clone(),
+            secret_key: None,
+        })
+        .await?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let engine =
+            Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true);
+        let apps = Apps::new(
+            engine,
+            RegistryClient::new(RegistryOptions {
+                insecure_registries: Vec::new(),
+            }),
+        );
+        let app = format!("{}hook", self.app_prefix);
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": app,
+            "image": format!("{repo}:hook-v1"),
+            "services": {"web": {"http_port": 8080}},
+        }))?;
+        let deploy_v1 = || async {
+            apps.deploy(DeployRequest {
+                spec: spec.clone(),
+                image: Reference::parse(&spec.image)?,
+                digest: v1.digest.clone(),
+                trigger: "bench".to_owned(),
+                record: true,
+            })
+            .await
+            .with_context(|| format!("deploying v1 of {app}"))
+        };
+        deploy_v1().await?;
+        let (hook, key) = apps.create_hook(&app).await?;
+
+        let log = self.root.path().join("berth-serve.log");
+        let port = free_local_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let mut server = Command::new(&berth_bin)
+            .args(["serve", "--listen", &listen])
+            .env("BERTH_STATE_DIR", &state_dir)
+            .env("BERTH_TEST_LABEL", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting berth serve")?;
+        let stdout = server.stdout.take().context("berth serve's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with("berth serve: listening on") {
+                    return Ok::<_, std::io::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        if !matches!(ready, Ok(Ok(true))) {
+            bail!(
+                "berth serve did not say it listens on {listen} within 20 s: {}",
+                tail(&std::fs::read_to_string(&log).unwrap_or_default(), 10)
+            );
+        }
+        let path = format!("/deploy/{}?key={}", hook.id, key.expose());
+
+        let measured = self
+            .hook_rounds(&listen, &path, &v2, &v2_pinned, &v1_pinned, &deploy_v1)
+            .await;
+        let latency = match &measured {
+            Ok(_) => {
+                self.hook_latency(&listen, &format!("{path}&imgURL={repo}:{v2_tag}"))
+                    .await
+            }
+            Err(_) => Ok(Vec::new()),
+        };
+
+        // Stop the server (SIGTERM, bounded), then the app.
+        if let Some(id) = server.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &id.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(20), server.wait())
+            .await
+            .is_err()
+        {
+            let _ = server.kill().await;
+        }
+        let destroyed = apps.destroy(&app).await;
+        let (ours, floor) = measured?;
+        let latencies = latency?;
+        destroyed.with_context(|| format!("destroying {app}"))?;
+        let _ = docker(&["image", "rm", &v2_pinned]).await;
+
+        notes.push(format!(
+            "hooks: a `berth serve` process (release build) on the bench's own store; timed from the hook call (imgURL = the v2 digest, removed from the host first, as in the deploy rows) until its status URL, polled every 10 ms, says succeeded; the floor is the docker CLI deploy of the deploy rows. Latency: {HOOK_CALLS} calls at {HOOK_RATE:.0}/s, each on a new connection, scheduled open-loop, imgURL naming the tag of the running digest (one registry HEAD each; most calls join the running no-op deploy)"
+        ));
+        let mut sorted = latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            sorted
+                .get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let p99 = pct(0.99);
+        Ok(vec![
+            ratio_row(
+                "hook call → new digest serving / docker CLI by hand",
+                &ours,
+                &floor,
+                1.3,
+                "docker CLI",
+            ),
+            Row::new(
+                &format!("hook 202 latency p99 at {HOOK_RATE:.0} calls/s"),
+                format!("{p99:.1} ms"),
+                format!(
+                    "p50 {:.1} ms, max {:.1} ms, {} calls, all 202",
+                    pct(0.5),
+                    sorted.last().copied().unwrap_or(f64::NAN),
+                    sorted.len()
+                ),
+                "< 50 ms",
+                Some(p99 < 50.0),
+            ),
+        ])
+    }
+
+    async fn hook_rounds<F, Fut>(
+        &self,
+        listen: &str,
+        path: &str,
+        v2: &Pushed,
+        v2_pinned: &str,
+        v1_pinned: &str,
+        deploy_v1: &F,
+    ) -> anyhow::Result<(Samples, Samples)>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<berth::engine::Outcome>>,
+    {
+        let (mut ours, mut floor) = (Samples::default(), Samples::default());
+        let call = format!("{path}&imgURL={}", encode_query(v2_pinned));
+        for round in 0..=DEPLOY_ROUNDS {
+            let warmup = round == 0;
+            for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                if side == 0 {
+                    remove_image(v2_pinned).await?;
+                    let begun = Instant::now();
+                    let (status, body) = http_get(listen, &call).await?;
+                    if status != 202 {
+                        bail!("the hook call answered {status}: {body}");
+                    }
+                    let answer: serde_json::Value = serde_json::from_str(&body)?;
+                    if answer["deploy"]["digest"] != v2.digest.as_str() {
+                        bail!("the hook deploys another digest: {body}");
+                    }
+                    let status_url = answer["deploy"]["status_url"]
+                        .as_str()
+                        .context("no status_url in the 202")?
+                        .to_owned();
+                    let last = loop {
+                        let (code, body) = http_get(listen, &status_url).await?;
+                        let value: serde_json::Value = serde_json::from_str(&body)
+                            .with_context(|| format!("status answered {code}: {body}"))?;
+                        let word = value["deploy"]["status"].as_str().unwrap_or("").to_owned();
+                        if !matches!(word.as_str(), "queued" | "running") {
+                            break value;
+                        }
+                        if begun.elapsed() > APPLY_TIMEOUT {
+                            bail!("the hook deploy did not finish within {APPLY_TIMEOUT:?}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    };
+                    let took = begun.elapsed();
+                    if last["deploy"]["status"] != "succeeded"
+                        || last["deploy"]["new_release"] != true
+                    {
+                        bail!("the hook deploy did not make a new release: {last}");
+                    }
+                    if !warmup {
+                        ours.push(took);
+                    }
+                    // Back to v1 (untimed), so v2 is in no container
+                    // when the floor removes it.
+                    deploy_v1().await?;
+                } else {
+                    let took = self.docker_deploy_once(v1_pinned, v2_pinned).await?;
+                    if !warmup {
+                        floor.push(took);
+                    }
+                }
+            }
+        }
+        Ok((ours, floor))
+    }
+
+    /// HOOK_CALLS calls of `path`, started at HOOK_RATE per second whatever
+    /// the earlier ones do; each latency until its 202, in ms.
+    async fn hook_latency(&self, listen: &str, path: &str) -> anyhow::Result<Vec<f64>> {
+        // Warm: the tag resolved once, the no-op deploy done once.
+        let (status, body) = http_get(listen, path).await?;
+        if status != 202 {
+            bail!("the warm-up hook call answered {status}: {body}");
+        }
+        let pause = Duration::from_secs_f64(1.0 / HOOK_RATE);
+        let start = tokio::time::Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..HOOK_CALLS {
+            tokio::time::sleep_until(start + pause * i as u32).await;
+            let (listen, path) = (listen.to_owned(), path.to_owned());
+            calls.spawn(async move {
+                let begun = Instant::now();
+                let answer = http_get(&listen, &path).await;
+                (begun.elapsed().as_secs_f64() * 1000.0, answer)
+            });
+        }
+        let mut out = Vec::with_capacity(HOOK_CALLS);
+        while let Some(done) = calls.join_next().await {
+            let (ms, answer) = done?;
+            let (status, body) = answer?;
+            if status != 202 {
+                bail!("a hook call answered {status}: {body}");
+            }
+            out.push(ms);
+        }
+        Ok(out)
     }
 
     // ------------------------------------------------- 5, 6: berth_app
@@ -1690,6 +1963,49 @@ async fn http_status_is_200(addr: &str) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// `GET path` on a new connection to `addr`: status and body (bounded).
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .map_err(|_| anyhow!("GET on {addr} did not finish within 10 s"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP answer from {addr}: {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status line from {addr}: {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Percent-encodes a query value (`@` and `:` of an image reference).
+fn encode_query(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A TCP port free on 127.0.0.1 right now.
