@@ -1017,7 +1017,8 @@ impl DockerHost {
                         None,
                     ),
                 }
-                .map_err(|e| self.connect_error(e))?;
+                .map_err(|e| self.connect_error(e))?
+                .with_request_modifier(url_safe_registry_auth);
                 match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
                     Ok(Ok(docker)) => {
                         tracing::debug!(host = %self.name(), api = %docker.client_version(), "connected");
@@ -1320,11 +1321,61 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Docker decodes `X-Registry-Auth` (and `X-Registry-Config`) as URL-safe
+/// base64 (Go's `base64.URLEncoding`), while bollard encodes them with the
+/// standard alphabet: a password whose JSON encodes to `+` or `/` reached
+/// the daemon as garbage, and the pull failed with "no basic auth
+/// credentials". Both alphabets differ only in those two characters, so
+/// the header is translated in place.
+fn url_safe_registry_auth(mut request: bollard::BollardRequest) -> bollard::BollardRequest {
+    for name in ["x-registry-auth", "x-registry-config"] {
+        let Some(value) = request.headers().get(name) else {
+            continue;
+        };
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        let translated = to_url_safe_base64(text);
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&translated) {
+            request.headers_mut().insert(name, value);
+        }
+    }
+    request
+}
+
+/// Standard base64 → URL-safe base64 (padding kept, as Go's URLEncoding).
+fn to_url_safe_base64(standard: &str) -> String {
+    standard
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::docker::TlsFiles;
     use crate::registry::Secret;
+
+    #[test]
+    fn registry_auth_goes_out_in_the_alphabet_docker_decodes() {
+        use base64::Engine as _;
+        let json = r#"{"username":"u","password":"??????~~~~~~"}"#;
+        let standard = base64::engine::general_purpose::STANDARD.encode(json);
+        assert!(
+            standard.contains('/') || standard.contains('+'),
+            "{standard}"
+        );
+        let sent = to_url_safe_base64(&standard);
+        let decoded = base64::engine::general_purpose::URL_SAFE
+            .decode(&sent)
+            .expect("Docker's URL-safe decoding");
+        assert_eq!(decoded, json.as_bytes());
+    }
 
     #[test]
     fn connect_does_no_io() {
