@@ -171,10 +171,15 @@ fn unhealthy_release_fails_and_v1_keeps_serving() {
         &name,
         &set.unhealthy.reference,
         "",
-        "      health_check = { start_period_seconds = 3 }",
+        "      health_check = { start_period_seconds = 3, unhealthy_threshold = 2 }",
     ));
     let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
     assert!(out.contains("did not become healthy"), "{out}");
+    // Failures after the start period are counted: unhealthy_threshold.
+    assert!(
+        out.contains("2 probes in a row failed after the start period"),
+        "{out}"
+    );
     assert!(out.contains("ROLL failed"), "{out}");
     assert!(out.contains("last probe"), "{out}");
     // v1 still serves, at the same endpoint.

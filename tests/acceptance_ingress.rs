@@ -183,12 +183,17 @@ fn update_and_a_failed_deploy_drop_no_request() {
     let unhealthy = format!("{PLAIN_REGISTRY}/berth/unhealthy:latest");
     tf.config(&config(&unhealthy).replace(
         "health_check = { path = \"/healthz\" }",
-        "health_check = { path = \"/healthz\", start_period_seconds = 3 }",
+        "health_check = { path = \"/healthz\", start_period_seconds = 3, unhealthy_threshold = 2 }",
     ));
     let load = Load::start(&addr, &addr, WORKERS, PER_WORKER_RATE);
     let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
     let report = load.stop();
     assert!(out.contains("did not become healthy"), "{out}");
+    // Probed through the ingress: unhealthy_threshold counted the failures.
+    assert!(
+        out.contains("2 probes in a row failed after the start period"),
+        "{out}"
+    );
     report.assert_clean(MIN_RATE, "berth demo v1", "berth demo v2");
     assert_eq!(
         report.bodies.keys().collect::<Vec<_>>(),

@@ -28,9 +28,9 @@ use super::deploy::{
 };
 use super::plan::{self, Instance, InstanceHealth, Plan, Slot};
 use super::probe::{self, Probe};
-use super::spec::{Component, Kind};
+use super::spec::{Component, HealthCheck, Kind};
 use crate::docker::{ContainerState, DockerError, DockerHost, NetworkInfo};
-use crate::ingress::{haproxy, routes, AppRoutes, IngressError, IngressHost};
+use crate::ingress::{haproxy, routes, AppRoutes, IngressError, IngressHost, ProbeGate};
 use crate::labels;
 
 /// How long new instances must keep running after the switch before the
@@ -586,10 +586,13 @@ impl Engine {
                 proxy,
                 &target,
                 &hc.path,
-                timeout,
-                interval,
-                hc.healthy_threshold,
-                deadline.saturating_sub(start.elapsed()),
+                ProbeGate {
+                    timeout,
+                    interval,
+                    healthy_threshold: hc.healthy_threshold,
+                    unhealthy_threshold: hc.unhealthy_threshold,
+                    start_period: deadline.saturating_sub(start.elapsed()),
+                },
             );
             return tokio::select! {
                 probed = probing => match probed.map_err(docker(Phase::Roll))? {
@@ -600,13 +603,14 @@ impl Engine {
             };
         }
         let mut last = Probe::NoAnswer("not probed yet".into());
-        let mut successes = 0u32;
+        let mut gate = Gate::new(&hc);
+        let hard_deadline = gate.hard_deadline(&hc);
         let mut stable_checks = 0u32;
         let mut round = 0u64;
         // Read once, from the same list call that checks the container.
         let mut endpoint: Option<String> = None;
         let mut address = s.address.clone();
-        while start.elapsed() < deadline {
+        while start.elapsed() < hard_deadline {
             round += 1;
             // Look at the container itself every few rounds (one list
             // call), so a crash fails fast instead of waiting out the start
@@ -650,6 +654,9 @@ impl Engine {
             }
             match comp.kind {
                 Kind::Worker => {
+                    if start.elapsed() >= deadline {
+                        break;
+                    }
                     stable_checks += 1;
                     // Running through four checks about a second apart.
                     if stable_checks >= 4 {
@@ -676,14 +683,15 @@ impl Engine {
                     };
                     if let Some(p) = probed {
                         last = p;
-                        if last.is_healthy() {
-                            successes += 1;
-                            if successes >= hc.healthy_threshold {
-                                return Ok(address);
+                        match gate.record(last.is_healthy(), start.elapsed() >= deadline) {
+                            GateVerdict::Healthy => return Ok(address),
+                            GateVerdict::Unhealthy => {
+                                return Err(self.unhealthy(s, start, gate.why(&last)).await)
                             }
-                        } else {
-                            successes = 0;
+                            GateVerdict::Undecided => {}
                         }
+                    } else if start.elapsed() >= deadline {
+                        break;
                     }
                     tokio::time::sleep(interval).await;
                 }
@@ -778,6 +786,73 @@ impl Engine {
     }
 }
 
+/// The health gate's count of probes in a row: healthy after
+/// `healthy_threshold` successes; unhealthy once `unhealthy_threshold`
+/// probes failed in a row after the start period (failures before it do
+/// not count, as in Docker's HEALTHCHECK).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    need_healthy: u32,
+    need_unhealthy: u32,
+    successes: u32,
+    failures: u32,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum GateVerdict {
+    Healthy,
+    Unhealthy,
+    Undecided,
+}
+
+impl Gate {
+    pub(crate) fn new(hc: &HealthCheck) -> Gate {
+        Gate {
+            need_healthy: hc.healthy_threshold.max(1),
+            need_unhealthy: hc.unhealthy_threshold.max(1),
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    /// Counts one probe.
+    pub(crate) fn record(&mut self, healthy: bool, after_start_period: bool) -> GateVerdict {
+        if healthy {
+            self.failures = 0;
+            self.successes += 1;
+            if self.successes >= self.need_healthy {
+                return GateVerdict::Healthy;
+            }
+        } else {
+            self.successes = 0;
+            if after_start_period {
+                self.failures += 1;
+                if self.failures >= self.need_unhealthy {
+                    return GateVerdict::Unhealthy;
+                }
+            }
+        }
+        GateVerdict::Undecided
+    }
+
+    /// The wait's bound whatever the probes do (a flapping instance): the
+    /// start period, then room for both thresholds' probes.
+    pub(crate) fn hard_deadline(&self, hc: &HealthCheck) -> Duration {
+        let per_probe = Duration::from_secs_f64(hc.interval_seconds + hc.timeout_seconds);
+        Duration::from_secs_f64(hc.start_period_seconds)
+            + per_probe * (self.need_healthy + self.need_unhealthy)
+    }
+
+    /// The last probe, and how many failed in a row after the start period.
+    pub(crate) fn why(&self, last: &impl std::fmt::Display) -> String {
+        format!(
+            "{last}; {} probe{} in a row failed after the start period (unhealthy_threshold)",
+            self.failures,
+            if self.failures == 1 { "" } else { "s" }
+        )
+    }
+}
+
 /// Hosts where exposed instances will run after the plan.
 fn exposed_hosts(components: &[Component], plan: &Plan) -> BTreeSet<String> {
     let exposed: BTreeSet<&str> = components
@@ -834,4 +909,57 @@ fn serving_after(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    fn hc(healthy: u32, unhealthy: u32) -> HealthCheck {
+        HealthCheck {
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+            ..HealthCheck::default()
+        }
+    }
+
+    #[test]
+    fn failures_count_only_after_the_start_period_and_in_a_row() {
+        let mut gate = Gate::new(&hc(2, 3));
+        for _ in 0..10 {
+            assert_eq!(gate.record(false, false), GateVerdict::Undecided);
+        }
+        assert_eq!(gate.record(false, true), GateVerdict::Undecided);
+        assert_eq!(gate.record(false, true), GateVerdict::Undecided);
+        // A success breaks the run of failures ...
+        assert_eq!(gate.record(true, true), GateVerdict::Undecided);
+        assert_eq!(gate.record(false, true), GateVerdict::Undecided);
+        assert_eq!(gate.record(false, true), GateVerdict::Undecided);
+        // ... so the third failure in a row is the one that counts.
+        assert_eq!(gate.record(false, true), GateVerdict::Unhealthy);
+        assert!(gate.why(&"HTTP 500").contains("3 probes in a row failed"));
+    }
+
+    #[test]
+    fn successes_in_a_row_make_it_healthy() {
+        let mut gate = Gate::new(&hc(2, 1));
+        assert_eq!(gate.record(true, false), GateVerdict::Undecided);
+        assert_eq!(gate.record(false, false), GateVerdict::Undecided);
+        assert_eq!(gate.record(true, false), GateVerdict::Undecided);
+        assert_eq!(gate.record(true, false), GateVerdict::Healthy);
+        let mut once = Gate::new(&hc(1, 1));
+        assert_eq!(once.record(false, true), GateVerdict::Unhealthy);
+    }
+
+    #[test]
+    fn the_wait_is_bounded_past_the_start_period() {
+        let check = HealthCheck {
+            interval_seconds: 0.25,
+            timeout_seconds: 1.0,
+            start_period_seconds: 10.0,
+            ..hc(1, 3)
+        };
+        let gate = Gate::new(&check);
+        assert_eq!(gate.hard_deadline(&check), Duration::from_secs(15));
+    }
 }

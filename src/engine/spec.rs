@@ -339,6 +339,34 @@ impl AppSpec {
                 }
             }
         }
+        for key in self.secret_env_wo.keys() {
+            if self.secret_env.contains_key(key) {
+                errs.push(spec_err(
+                    format!("secret_env_wo[{key:?}]"),
+                    format!(
+                        "{key} is set in both secret_env and secret_env_wo: keep it in one of them (secret_env_wo keeps it out of Terraform's state)"
+                    ),
+                ));
+            }
+            if self.env.contains_key(key) {
+                errs.push(spec_err(
+                    format!("secret_env_wo[{key:?}]"),
+                    format!(
+                        "{key} is set in both env and secret_env_wo: a secret belongs in one place"
+                    ),
+                ));
+            }
+        }
+        for key in self.secret_env.keys() {
+            if self.env.contains_key(key) {
+                errs.push(spec_err(
+                    format!("secret_env[{key:?}]"),
+                    format!(
+                        "{key} is set in both env and secret_env: a secret belongs in one place"
+                    ),
+                ));
+            }
+        }
         if let Some(cmd) = &self.pre_deploy_command {
             if let Err(e) = split_command("pre_deploy_command", cmd) {
                 errs.push(e);
@@ -354,12 +382,6 @@ impl AppSpec {
             let field = format!("services[{name:?}]");
             if let Err(m) = check_name(name) {
                 errs.push(spec_err(&field, m));
-            }
-            if self.workers.contains_key(name) {
-                errs.push(spec_err(
-                    &field,
-                    "a worker has the same name: service and worker names must differ",
-                ));
             }
             if s.http_port == 0 {
                 errs.push(spec_err(
@@ -386,11 +408,16 @@ impl AppSpec {
                     ));
                 }
             }
-            if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
-                errs.push(spec_err(
-                    format!("{field}.health_check"),
-                    "thresholds must be at least 1",
-                ));
+            for (n, v) in [
+                ("healthy_threshold", hc.healthy_threshold),
+                ("unhealthy_threshold", hc.unhealthy_threshold),
+            ] {
+                if v == 0 {
+                    errs.push(spec_err(
+                        format!("{field}.health_check.{n}"),
+                        "must be at least 1 (probes in a row)",
+                    ));
+                }
             }
             errs.extend(check_common(
                 &field,
@@ -412,6 +439,12 @@ impl AppSpec {
             let field = format!("workers[{name:?}]");
             if let Err(m) = check_name(name) {
                 errs.push(spec_err(&field, m));
+            }
+            if self.services.contains_key(name) {
+                errs.push(spec_err(
+                    &field,
+                    format!("services[{name:?}] has the same name: service and worker names must differ (components reach each other by name)"),
+                ));
             }
             errs.extend(check_common(
                 &field,

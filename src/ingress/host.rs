@@ -215,6 +215,27 @@ pub struct IngressHost<'a> {
     test_label: bool,
 }
 
+/// How [`IngressHost::probe_until_healthy`] decides, from the app's
+/// health check.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeGate {
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// What is left of the start period.
+    pub start_period: Duration,
+}
+
+impl ProbeGate {
+    /// The start period, then room for both thresholds' probes.
+    fn hard_limit(&self) -> Duration {
+        self.start_period
+            + (self.interval + self.timeout)
+                * (self.healthy_threshold.max(1) + self.unhealthy_threshold.max(1))
+    }
+}
+
 impl<'a> IngressHost<'a> {
     pub fn new(host: &'a DockerHost, settings: &'a IngressSettings, test_label: bool) -> Self {
         IngressHost {
@@ -539,28 +560,32 @@ impl<'a> IngressHost<'a> {
         proxy_id: &str,
         address: &str,
         path: &str,
-        timeout: Duration,
-        interval: Duration,
-        threshold: u32,
-        limit: Duration,
+        gate: ProbeGate,
     ) -> Result<Result<String, String>, DockerError> {
         let (ip, port) = address.rsplit_once(':').unwrap_or((address, "80"));
-        let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
-        let script = "ip=$0; port=$1; path=$2; pause=$3; need=$4; limit=$5; t=$6; \
-            start=$(date +%s); ok=0; last='not probed yet'; \
+        let secs = gate.timeout.as_secs_f64().ceil().max(1.0) as u64;
+        // The same count as the engine's own gate (engine::rollout::Gate):
+        // `need` successes in a row; after the start period (`limit`),
+        // `bad_need` failures in a row; `hard` bounds a flapping instance.
+        let script = "ip=$0; port=$1; path=$2; pause=$3; need=$4; limit=$5; t=$6; bad_need=$7; hard=$8; \
+            start=$(date +%s); ok=0; bad=0; last='not probed yet'; \
             while :; do \
               line=$(timeout \"$t\" bash -c 'exec 3<>\"/dev/tcp/$0/$1\" || exit 7; printf \"GET %s HTTP/1.1\\r\\nHost: %s:%s\\r\\nUser-Agent: berth-probe\\r\\nConnection: close\\r\\n\\r\\n\" \"$2\" \"$0\" \"$1\" >&3; IFS= read -r l <&3; printf \"%s\\n\" \"$l\"' \"$ip\" \"$port\" \"$path\" 2>/dev/null); rc=$?; \
               set -- ${line%$'\\r'}; \
+              elapsed=$(( $(date +%s) - start )); \
               case \"$2\" in \
-                2??|3??) ok=$((ok+1)); last=\"HTTP $2\";; \
-                '') ok=0; case $rc in 7) last='no answer: connection refused';; 124|143) last=\"no answer: timed out after ${t}s\";; *) last='no answer: the connection closed without an answer';; esac;; \
-                *) ok=0; last=\"HTTP $2\";; \
+                2??|3??) ok=$((ok+1)); bad=0; last=\"HTTP $2\";; \
+                '') ok=0; [ $elapsed -ge \"$limit\" ] && bad=$((bad+1)); case $rc in 7) last='no answer: connection refused';; 124|143) last=\"no answer: timed out after ${t}s\";; *) last='no answer: the connection closed without an answer';; esac;; \
+                *) ok=0; [ $elapsed -ge \"$limit\" ] && bad=$((bad+1)); last=\"HTTP $2\";; \
               esac; \
               [ $ok -ge \"$need\" ] && { echo \"healthy $last\"; exit 0; }; \
-              [ $(( $(date +%s) - start )) -ge \"$limit\" ] && { echo \"unhealthy $last\"; exit 1; }; \
-              if [ \"$rc\" = 7 ]; then sleep 0.05; else sleep \"$pause\"; fi; \
+              [ $bad -ge \"$bad_need\" ] && { echo \"unhealthy $last; $bad probes in a row failed after the start period (unhealthy_threshold)\"; exit 1; }; \
+              [ $elapsed -ge \"$hard\" ] && { echo \"unhealthy $last\"; exit 1; }; \
+              if [ \"$rc\" = 7 ] && [ $elapsed -lt \"$limit\" ]; then sleep 0.05; else sleep \"$pause\"; fi; \
             done";
-        let limit_secs = limit.as_secs_f64().ceil().max(1.0) as u64;
+        let limit_secs = gate.start_period.as_secs_f64().ceil().max(1.0) as u64;
+        let hard = gate.hard_limit();
+        let hard_secs = hard.as_secs_f64().ceil().max(1.0) as u64;
         let out = self
             .host
             .exec(
@@ -572,12 +597,14 @@ impl<'a> IngressHost<'a> {
                     ip,
                     port,
                     path,
-                    &format!("{:.3}", interval.as_secs_f64()),
-                    &threshold.max(1).to_string(),
+                    &format!("{:.3}", gate.interval.as_secs_f64()),
+                    &gate.healthy_threshold.max(1).to_string(),
                     &limit_secs.to_string(),
                     &secs.to_string(),
+                    &gate.unhealthy_threshold.max(1).to_string(),
+                    &hard_secs.to_string(),
                 ]),
-                limit + timeout + EXEC_TIMEOUT,
+                hard + gate.timeout + EXEC_TIMEOUT,
             )
             .await?;
         let line = out.stdout_text();

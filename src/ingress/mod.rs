@@ -40,7 +40,7 @@ pub mod routes;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use host::{IngressError, IngressHost, IngressView, PinImage, SwitchOutcome};
+pub use host::{IngressError, IngressHost, IngressView, PinImage, ProbeGate, SwitchOutcome};
 pub use routes::{AppRoutes, Conflict, Exposure, HostRoutes, Server, ServiceRoutes};
 
 /// The proxy's image by default: the official HAProxy image (the LTS

@@ -94,6 +94,19 @@ impl Diagnostics {
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
+    /// `other`, less what says the same as one already here (the same
+    /// severity, attribute and detail): one mistake, one error.
+    pub fn extend_distinct(&mut self, other: Diagnostics) {
+        for d in other.0 {
+            let known = self
+                .0
+                .iter()
+                .any(|k| k.severity == d.severity && k.path == d.path && k.detail == d.detail);
+            if !known {
+                self.0.push(d);
+            }
+        }
+    }
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(|d| d.severity == Severity::Error)
     }

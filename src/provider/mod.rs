@@ -495,7 +495,7 @@ impl Provider {
         match self.resource(type_name) {
             Some(r) => {
                 let mut d = resource::validate_declared(&r.schema(), config);
-                d.extend(r.validate(config));
+                d.extend_distinct(r.validate(config));
                 d
             }
             None => unknown_type("resource", type_name),
@@ -503,22 +503,26 @@ impl Provider {
     }
 
     /// PlanResourceChange. A null proposed state is a destroy: planned null.
+    /// With the plan, the warnings planning gave (terraform shows them).
     pub async fn plan_resource(
         &self,
         type_name: &str,
         prior: &Value,
         proposed: &Value,
         config: &Value,
-    ) -> Result<Plan, Diagnostics> {
+    ) -> Result<(Plan, Diagnostics), Diagnostics> {
         let r = self.resource_or_error(type_name)?;
         let schema = r.schema();
         if proposed.is_null() {
-            return Ok(Plan {
-                prior: prior.clone(),
-                config: config.clone(),
-                planned: Value::Null,
-                requires_replace: vec![],
-            });
+            return Ok((
+                Plan {
+                    prior: prior.clone(),
+                    config: config.clone(),
+                    planned: Value::Null,
+                    requires_replace: vec![],
+                },
+                Diagnostics::default(),
+            ));
         }
         let mut plan = resource::plan_declared(&schema, prior, proposed, config);
         let ctx = self.context();
@@ -532,9 +536,8 @@ impl Provider {
                 }
             })
             .await?;
-        let _ = diags;
         resource::strip_write_only(&schema, &mut plan.planned);
-        Ok(plan)
+        Ok((plan, diags))
     }
 
     /// ApplyResourceChange: create, update or delete as the plan says.

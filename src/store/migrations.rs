@@ -185,6 +185,7 @@ mod tests {
             tables,
             [
                 "apps",
+                "deploy_hooks",
                 "known_images",
                 "leases",
                 "meta",
@@ -219,9 +220,13 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), 3);
         assert_eq!(count(&conn, "planned_digests"), 1);
         assert_eq!(count(&conn, "known_images"), 0);
-        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        migrate_to(&mut conn, Path::new(":memory:"), 4).unwrap();
         assert_eq!(user_version(&conn).unwrap(), 4);
         assert_eq!(count(&conn, "known_images"), 1);
+        assert_eq!(count(&conn, "deploy_hooks"), 0);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 5);
+        assert_eq!(count(&conn, "deploy_hooks"), 1);
     }
 
     #[test]

@@ -94,15 +94,44 @@ pub fn diagnostics(d: Diagnostics) -> Vec<pb::Diagnostic> {
 }
 
 fn diagnostic(d: Diagnostic) -> pb::Diagnostic {
+    let (attribute, detail) = match d.path {
+        Some(full) => {
+            let shown = elaborable(&full);
+            // Deeper than terraform can point: it shows the lines of the
+            // element (which include the offending one), the detail names
+            // the exact attribute.
+            let detail = if shown.0.len() < full.0.len() && !d.detail.contains(&full.to_string()) {
+                format!("{full}: {}", d.detail)
+            } else {
+                d.detail
+            };
+            (Some(path(&shown)), detail)
+        }
+        None => (None, d.detail),
+    };
     pb::Diagnostic {
         severity: match d.severity {
             Severity::Error => pb::diagnostic::Severity::Error,
             Severity::Warning => pb::diagnostic::Severity::Warning,
         } as i32,
         summary: d.summary,
-        detail: d.detail,
-        attribute: d.path.map(|p| path(&p)),
+        detail,
+        attribute,
     }
+}
+
+/// The longest prefix of `p` that terraform turns into a source range.
+/// Terraform walks diagnostic paths through nested *blocks* only; Berth's
+/// schema has nested attributes, where it resolves the top-level attribute
+/// and one index into it (the map element `services["web"]`, whose lines
+/// it prints) and falls back to the whole resource for anything deeper.
+pub fn elaborable(p: &AttributePath) -> AttributePath {
+    let keep = match p.0.as_slice() {
+        [PathStep::Attribute(_), PathStep::Key(_) | PathStep::Index(_), ..] => 2,
+        [PathStep::Attribute(_), ..] => 1,
+        _ => p.0.len(),
+    };
+    AttributePath(p.0.iter().take(keep).cloned().collect())
 }
 
 pub fn path(p: &AttributePath) -> pb::AttributePath {

@@ -283,10 +283,10 @@ impl pb::provider_server::Provider for ProviderGrpc {
                 .plan_resource(&req.type_name, &prior, &proposed, &config)
                 .await
             {
-                Ok(plan) => (
+                Ok((plan, warnings)) => (
                     Some(convert::encode(&plan.planned, &ty)),
                     plan.requires_replace.iter().map(convert::path).collect(),
-                    Diagnostics::default(),
+                    warnings,
                 ),
                 Err(d) => (None, vec![], d),
             },

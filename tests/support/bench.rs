@@ -45,8 +45,8 @@ use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
 use berth::devtools::fixtures::{push_demo, Pushed, PLAIN_REGISTRY};
 use berth::docker::Hosts;
-use berth::engine::spec::AppSpec;
 use berth::engine::apps::{Apps, DeployRequest};
+use berth::engine::spec::AppSpec;
 use berth::engine::{Engine, Target};
 use berth::reference::Reference;
 use berth::registry::{RegistryClient, RegistryOptions};
@@ -756,8 +756,16 @@ impl Bench {
             None,
         )
         .await?;
-        docker(&["pull", "-q", &format!("{PLAIN_REGISTRY}/{BENCH_REPO}@{}", v1.digest)]).await?;
-        if docker(&["network", "inspect", &self.cli_network]).await.is_err() {
+        docker(&[
+            "pull",
+            "-q",
+            &format!("{PLAIN_REGISTRY}/{BENCH_REPO}@{}", v1.digest),
+        ])
+        .await?;
+        if docker(&["network", "inspect", &self.cli_network])
+            .await
+            .is_err()
+        {
             docker(&[
                 "network",
                 "create",
@@ -771,7 +779,9 @@ impl Bench {
     }
 
     async fn deploy_vs_docker(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
-        let (v1, v2, v2_tag) = self.push_v1_v2("deploy-v1", "deploy-v2", "v2 bench").await?;
+        let (v1, v2, v2_tag) = self
+            .push_v1_v2("deploy-v1", "deploy-v2", "v2 bench")
+            .await?;
         let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
         let v1_pinned = format!("{repo}@{}", v1.digest);
         let v2_pinned = format!("{repo}@{}", v2.digest);
@@ -1162,7 +1172,9 @@ impl Bench {
                 berth_bin.display()
             );
         }
-        let (v1, v2, v2_tag) = self.push_v1_v2("hook-v1", "hook-v2", "v2 hook bench").await?;
+        let (v1, v2, v2_tag) = self
+            .push_v1_v2("hook-v1", "hook-v2", "v2 hook bench")
+            .await?;
         let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
         let v1_pinned = format!("{repo}@{}", v1.digest);
         let v2_pinned = format!("{repo}@{}", v2.digest);
