@@ -206,6 +206,11 @@ fn running_env(app: &str) -> Vec<String> {
         .args(&ids)
         .output()
         .expect("docker inspect");
+    assert!(
+        out.status.success(),
+        "docker inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("true "))
@@ -708,6 +713,14 @@ fn keepers_rotate_the_key_and_bad_input_is_named() {
     let out = bad.fails(&["plan", "-input=false", "-no-color"]);
     assert!(
         out.contains("base_url") && out.contains("query string"),
+        "{out}"
+    );
+    // Plain HTTP to another machine plans, with a warning at base_url
+    // (a warning from plan modification: terraform shows it).
+    bad.config("resource \"berth_deploy_hook\" \"x\" {\n  app      = \"no-such-app\"\n  base_url = \"http://deploy.example.com\"\n}\n");
+    let out = bad.ok(&["plan", "-input=false", "-no-color"]);
+    assert!(
+        out.contains("Warning: Deploy hook URL in clear text") && out.contains("base_url"),
         "{out}"
     );
     bad.config("resource \"berth_deploy_hook\" \"x\" {\n  app      = \"no-such-app\"\n  base_url = \"https://deploy.example.com\"\n}\n");

@@ -468,6 +468,11 @@ resource "berth_app" "tls" {{
             .args(args)
             .output()
             .expect("docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .count()

@@ -115,6 +115,20 @@ fn docker(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Runs the docker CLI for what a test checks: it must succeed.
+fn docker_ok(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -288,8 +302,8 @@ fn apply_update_rollback_and_destroy_an_app() {
     assert_eq!(rolled["digest"], fixtures.demo_v1.digest.as_str());
     assert_eq!(get(&endpoint(&rolled)), "berth demo v1\n");
     let filter = format!("label=io.berth.app={app}");
-    let running = docker(&["ps", "-q", "--filter", &filter]);
-    let env = docker(&[
+    let running = docker_ok(&["ps", "-q", "--filter", &filter]);
+    let env = docker_ok(&[
         "inspect",
         "--format",
         "{{json .Config.Env}}",
@@ -341,7 +355,7 @@ fn apply_update_rollback_and_destroy_an_app() {
     // destroy: nothing left; a second destroy is fine.
     let output = scratch.ok(&["destroy", &app]);
     assert!(text(&output.stdout).contains("removed"), "{output:?}");
-    assert_eq!(docker(&["ps", "-aq", "--filter", &filter]).trim(), "");
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &filter]).trim(), "");
     let output = scratch.ok(&["destroy", &app]);
     assert!(
         text(&output.stdout).contains("nothing to remove"),

@@ -357,7 +357,7 @@ async fn docker_layer_against_the_real_engine() {
     assert!(started.elapsed() < Duration::from_secs(30));
 
     // Job containers are gone afterwards.
-    let names = docker(&[
+    let names = docker_ok(&[
         "ps",
         "-a",
         "--format",
@@ -460,7 +460,7 @@ async fn docker_layer_against_the_real_engine() {
     assert!(matches!(err, DockerError::NotManaged { .. }), "{err}");
 
     host.remove_networks(&app).await.expect("remove networks");
-    let left = docker(&[
+    let left = docker_ok(&[
         "network",
         "ls",
         "--format",

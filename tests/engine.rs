@@ -224,3 +224,35 @@ fn components_reach_each_other_by_alias_on_the_shared_network() {
         assert!(app_containers(&name).is_empty());
     });
 }
+
+#[test]
+fn concurrent_first_deploys_of_many_apps_on_one_host_all_start() {
+    // Each first deploy picks fixed addresses on Berth's network from the
+    // same observation; a dozen at once must not fight over the same few.
+    require_env();
+    const APPS: usize = 12;
+    let names: Vec<String> = (0..APPS).map(|_| unique_app("eng-many")).collect();
+    let _guards: Vec<AppGuard> = names.iter().cloned().map(AppGuard).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let engine = engine(dir.path()).await;
+        let results = futures::future::join_all(names.iter().map(|name| {
+            let (engine, t) = (&engine, target(name, &set.demo_v1));
+            async move { engine.deploy(&t).await }
+        }))
+        .await;
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {APPS} failed: {failed:#?}",
+            failed.len()
+        );
+        for name in &names {
+            engine.destroy(name).await.expect("destroy");
+        }
+    });
+}

@@ -220,17 +220,16 @@ async fn terraform_like_session_over_mtls_then_shutdown_exits_promptly() {
     let relay = tls_relay(plugin.handshake.addr, config).await.unwrap();
     let channel = grpc_channel(relay).await.expect("gRPC channel");
     let mut provider = ProviderClient::new(channel.clone());
-    match provider
+    let schema = provider
         .get_provider_schema(get_provider_schema::Request::default())
         .await
-    {
-        Ok(_) => {}
-        Err(status) => assert_eq!(
-            status.code(),
-            tonic::Code::Unimplemented,
-            "GetProviderSchema must complete over TLS: {status:?}"
-        ),
-    }
+        .expect("GetProviderSchema completes over TLS")
+        .into_inner();
+    assert!(
+        schema.resource_schemas.contains_key("berth_app"),
+        "the schema names berth_app: {:?}",
+        schema.resource_schemas.keys().collect::<Vec<_>>()
+    );
 
     let mut controller = GrpcControllerClient::new(channel);
     let asked = Instant::now();
@@ -418,13 +417,15 @@ async fn debug_mode_prints_reattach_config_and_serves_plain_grpc_until_interrupt
         .connect()
         .await
         .unwrap();
-    match ProviderClient::new(channel.clone())
+    let schema = ProviderClient::new(channel.clone())
         .get_provider_schema(get_provider_schema::Request::default())
         .await
-    {
-        Ok(_) => {}
-        Err(status) => assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}"),
-    }
+        .expect("GetProviderSchema over the debug listener")
+        .into_inner();
+    assert!(
+        schema.resource_schemas.contains_key("berth_app"),
+        "the schema names berth_app"
+    );
     // Terraform commands come and go; Shutdown does not end a debug plugin.
     GrpcControllerClient::new(channel)
         .shutdown(Empty {})

@@ -106,9 +106,24 @@ impl NetworkInfo {
     /// held now and not in `taken` (addresses already handed out by the
     /// caller). `None` without a subnet or when the range is full.
     pub fn free_address(&self, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        self.free_address_from(taken, 0)
+    }
+
+    /// As [`free_address`](Self::free_address), scanning from the
+    /// `seed`-th address of the range (wrapping around), so that deploys
+    /// running at once, each from its own observation, start far apart
+    /// instead of all asking for the lowest free address.
+    pub fn free_address_from(&self, taken: &BTreeSet<Ipv4Addr>, seed: u64) -> Option<Ipv4Addr> {
         let subnet = self.subnet?;
-        subnet
-            .fixed_range()
+        let range: Vec<Ipv4Addr> = subnet.fixed_range().collect();
+        if range.is_empty() {
+            return None;
+        }
+        let start = (seed % range.len() as u64) as usize;
+        range[start..]
+            .iter()
+            .chain(&range[..start])
+            .copied()
             .find(|a| !self.used.contains(a) && !taken.contains(a))
     }
 }
@@ -116,6 +131,28 @@ impl NetworkInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_scans_start_apart_and_wrap() {
+        let network = NetworkInfo {
+            name: "berth".into(),
+            subnet: Some("10.9.0.0/28".parse().unwrap()),
+            used: BTreeSet::from(["10.9.0.9".parse().unwrap()]),
+        };
+        let range: Vec<Ipv4Addr> = network.subnet.unwrap().fixed_range().collect();
+        let none = BTreeSet::new();
+        assert_eq!(
+            network.free_address(&none),
+            Some(range[1]),
+            "range[0] is used"
+        );
+        assert_eq!(network.free_address_from(&none, 3), Some(range[3]));
+        // Wraps past the end to what is free at the start.
+        let late: BTreeSet<Ipv4Addr> = range[4..].iter().copied().collect();
+        assert_eq!(network.free_address_from(&late, 5), Some(range[1]));
+        let all: BTreeSet<Ipv4Addr> = range.iter().copied().collect();
+        assert_eq!(network.free_address_from(&all, 2), None);
+    }
 
     #[test]
     fn subnets_parse_print_and_split() {

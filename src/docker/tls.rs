@@ -247,10 +247,14 @@ mod tests {
     #[test]
     fn key_never_appears_in_an_error() {
         let mut tls = material();
+        // A key block whose body is not base64: refused, and the error
+        // must not quote it.
         tls.key =
-            Secret::new("-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n-----END PRIVATE KEY-----\n");
-        if let Err(err) = check_tls_material(&tls) {
-            assert!(!err.to_string().contains("SECRETSECRET"), "{err}");
+            Secret::new("-----BEGIN PRIVATE KEY-----\nSECRET!SECRET\n-----END PRIVATE KEY-----\n");
+        let err = check_tls_material(&tls).expect_err("a broken key is refused");
+        assert_eq!(err.part, TlsPart::Key);
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("SECRET!SECRET"), "{shown}");
         }
     }
 

@@ -82,6 +82,25 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A warning when `url` sends the key in clear text to another machine
+/// (plain `http://` to a host that is not loopback).
+pub fn clear_text_warning(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .trim_start_matches('[');
+    let host = host.split([']', ':']).next().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!("{url:?} is plain HTTP to another machine: the hook's key would cross the network in clear text, and anyone who sees it can deploy. Serve `berth serve` over HTTPS (`--tls-cert`/`--tls-key`, or a reverse proxy) and use an https:// base URL.")
+    })
+}
+
 /// Whether `image` may be deployed by a hook of an app whose image is
 /// `configured`: the same registry and repository (another tag or digest).
 pub fn same_repository(configured: &Reference, image: &Reference) -> bool {
@@ -150,6 +169,16 @@ impl Apps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_warns_unless_loopback() {
+        assert!(clear_text_warning("http://deploy.example.com").is_some());
+        assert!(clear_text_warning("http://10.0.0.5:7070/x").is_some());
+        assert!(clear_text_warning("http://127.0.0.1:7070").is_none());
+        assert!(clear_text_warning("http://localhost:7070").is_none());
+        assert!(clear_text_warning("http://[::1]:7070").is_none());
+        assert!(clear_text_warning("https://deploy.example.com").is_none());
+    }
 
     #[test]
     fn keys_are_256_random_bits_in_url_safe_text() {

@@ -268,7 +268,7 @@ impl Engine {
     ) -> Result<Started<'c>, DockerError> {
         let mut spec = container_spec(target, comp, slot, release, NETWORK, self.test_label);
         for attempt in 0.. {
-            let address = network.free_address(taken);
+            let address = network.free_address_from(taken, address_seed(&spec.name, attempt));
             if let Some(a) = address {
                 taken.insert(a);
             }
@@ -784,6 +784,15 @@ impl Engine {
             log_tail: s.host.log_tail(&s.id, 20).await,
         }
     }
+}
+
+/// Where an instance's scan for a free address starts: spread by its
+/// container name (unique per release and slot) and the attempt, so
+/// concurrent deploys on one host rarely ask for the same address.
+fn address_seed(container: &str, attempt: usize) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{container}#{attempt}").as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
 }
 
 /// The health gate's count of probes in a row: healthy after

@@ -10,7 +10,7 @@ use super::resource::{Plan, Resource};
 use super::schema::{Attribute, Schema, Type, Validator};
 use super::value::{object, Value};
 use super::Context;
-use crate::engine::hooks::{check_base_url, hook_url, key_of_url};
+use crate::engine::hooks::{check_base_url, clear_text_warning, hook_url, key_of_url};
 use crate::engine::spec::check_name;
 use crate::engine::AppsError;
 
@@ -79,6 +79,17 @@ impl Resource for DeployHookResource {
                     .at(AttributePath::root("base_url")),
                 ),
             }
+        }
+        if let Some(warning) = plan
+            .planned
+            .get("base_url")
+            .as_str()
+            .and_then(clear_text_warning)
+        {
+            diags.push(
+                Diagnostic::warning("Deploy hook URL in clear text", warning)
+                    .at(AttributePath::root("base_url")),
+            );
         }
         diags
     }

@@ -289,6 +289,12 @@ pub fn app_containers(app: &str) -> Vec<String> {
         ])
         .output()
         .expect("docker ps");
+    // An empty list must mean no containers, not a failed command.
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.trim().to_string())
