@@ -2,7 +2,7 @@
 //! Docker hosts, driven declaratively by Terraform/OpenTofu (the
 //! `terraform-provider-berth` binary) or by the `berth` command.
 //!
-//! Layout (dependencies point one way, see `../shared/DESIGN.md`):
+//! Layout (dependencies point one way, see `ARCHITECTURE.md`):
 //!
 //! - [`reference`]: parse, validate and normalize image references. Pure.
 //! - [`registry`]: the only code that talks to registries (resolve a tag to

@@ -597,8 +597,27 @@ heal_default_bridge() {
 	ip link set "$name" up
 }
 
-cmd_up() {
+# What must already be on the machine (the README's "Before you start").
+check_prerequisites() {
 	[[ "$(id -u)" -eq 0 ]] || die "run as root (starts dockerd, installs packages)"
+	command -v apt-get >/dev/null || die "apt-get not found: Berth's dev environment needs Debian 12 (bookworm)"
+	if [[ -r /etc/os-release ]] && ! grep -q '^VERSION_CODENAME=bookworm' /etc/os-release; then
+		log "warning: this is not Debian 12 (bookworm); the packages may differ"
+	fi
+	command -v terraform >/dev/null ||
+		die "terraform not found on PATH: install terraform >= 1.11 (https://developer.hashicorp.com/terraform/install), e.g. into /usr/local/bin"
+	local version
+	version="$(terraform version -json 2>/dev/null | sed -n 's/.*"terraform_version": *"\([0-9.]*\)".*/\1/p')"
+	local major minor
+	IFS=. read -r major minor _ <<<"${version:-0.0.0}"
+	if ((major < 1 || (major == 1 && minor < 11))); then
+		die "terraform ${version:-of unknown version} is too old: Berth needs >= 1.11 (plugin protocol 6.8)"
+	fi
+	command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
+}
+
+cmd_up() {
+	check_prerequisites
 	install_packages
 	mkdir -p "$STATE_DIR"
 	ensure_docker

@@ -14,8 +14,8 @@
 //!   the old one finishes its in-flight requests (the drain, observed by
 //!   Berth as the old worker's exit) and answers each idle keep-alive
 //!   connection once more with `Connection: close`. No request fails, so a
-//!   client that never retries sees none fail (measured, see
-//!   `../shared/NOTES-ingress.md` and the tests).
+//!   client that never retries sees none fail (measured: the load tests in
+//!   `tests/acceptance_ingress.rs` count failed requests, and `make bench`).
 //! - `berth-ingress-tls`: Caddy, only on hosts with `domains` and
 //!   `tls != "off"`. Certificates (ACME, or its local CA), TLS, HTTP → HTTPS;
 //!   every request goes on to HAProxy's internal socket. Caddy reloads
