@@ -286,6 +286,13 @@ pub fn parse_spec(name: &str, text: &str) -> Result<AppSpec, String> {
                  (see `berth schema`)"
             ));
         }
+        // The YAML reader takes time quadratic in flow nesting (`[[[…`):
+        // a few thousand levels took it minutes. No app spec nests deep.
+        if let Some(line) = flow_nesting_beyond(text, MAX_FLOW_NESTING) {
+            return Err(format!(
+                "{name}:{line}: nests `[` or `{{` deeper than {MAX_FLOW_NESTING} levels, which no app spec does"
+            ));
+        }
         serde_norway::from_str(text).map_err(|e| {
             let message = e.to_string();
             match e.location() {
@@ -298,6 +305,55 @@ pub fn parse_spec(name: &str, text: &str) -> Result<AppSpec, String> {
             }
         })
     }
+}
+
+/// How deep `[`/`{` may nest in a YAML spec file.
+const MAX_FLOW_NESTING: usize = 64;
+
+/// The line where YAML flow collections nest deeper than `limit`, if they
+/// do. Quoted scalars and comments are skipped; a bracket in a plain
+/// scalar counts, which errs on the safe side.
+fn flow_nesting_beyond(text: &str, limit: usize) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut chars = text.chars().peekable();
+    let mut previous = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' if previous.is_whitespace() => while chars.next_if(|&n| n != '\n').is_some() {},
+            '"' => {
+                while let Some(n) = chars.next() {
+                    match n {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        '\n' => line += 1,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' if !previous.is_alphanumeric() => {
+                while let Some(n) = chars.next() {
+                    match n {
+                        '\'' if chars.next_if_eq(&'\'').is_none() => break,
+                        '\n' => line += 1,
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(line);
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    None
 }
 
 // ------------------------------------------------------------ the context
@@ -1359,5 +1415,110 @@ services:
         let properties = &schema["properties"];
         assert!(properties.get("services").is_some(), "{schema}");
         assert!(properties.get("secret_env_wo").is_none(), "{schema}");
+    }
+}
+
+/// Property tests: the app spec file is the user's. No text may panic the
+/// reader or the validation, and every problem names its field. `make
+/// fuzz` runs more cases.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec_like() -> impl Strategy<Value = String> {
+        let scalar = prop::sample::select(vec![
+            "0",
+            "-1",
+            "1e400",
+            "\"\"",
+            "null",
+            "[]",
+            "{}",
+            "true",
+            "x",
+            "'a b",
+            "\"/\"",
+            "99999999999999999999",
+        ]);
+        let field = prop::sample::select(vec![
+            "instances",
+            "http_port",
+            "memory_mb",
+            "cpus",
+            "command",
+            "public_port",
+            "domains",
+            "routes",
+            "health_check",
+            "env",
+            "drain_seconds",
+        ]);
+        (
+            prop::sample::select(vec!["shop", "Shop!", "", "a-"]),
+            prop::sample::select(vec![
+                "127.0.0.1:5000/berth/demo:v1",
+                "UPPER",
+                "",
+                "x@sha256:1",
+            ]),
+            prop::collection::vec((field, scalar), 0..5),
+        )
+            .prop_map(|(name, image, fields)| {
+                let mut text = format!("name: {name:?}\nimage: {image:?}\nservices:\n  web:\n");
+                for (f, v) in fields {
+                    text.push_str(&format!("    {f}: {v}\n"));
+                }
+                text
+            })
+    }
+
+    fn exercise(text: &str) -> Result<(), TestCaseError> {
+        for name in ["app.yaml", "app.json"] {
+            if let Ok(spec) = parse_spec(name, text) {
+                for e in spec.validate() {
+                    prop_assert!(!e.field.is_empty(), "{:?}: {}", text, e.message);
+                }
+                if spec.validate().is_empty() {
+                    let _ = spec.components();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        for text in [
+            format!("name: {}", "[".repeat(100_000)),
+            format!("{{\"name\": {}", "[".repeat(100_000)),
+            format!("name: {}x", "- ".repeat(50_000)),
+            "a: &a [*a, *a, *a]\nb: *a\n".to_owned(),
+        ] {
+            assert!(parse_spec("app.yaml", &text).is_err());
+        }
+        let deep = format!("name: shop\nenv: {}\n", "[".repeat(65));
+        let refused = parse_spec("app.yaml", &deep).unwrap_err();
+        assert!(refused.contains("app.yaml:2: nests"), "{refused}");
+        // Brackets in quotes and comments do not count.
+        let quoted = format!(
+            "name: shop # {}\nimage: \"{}\"\ncommand: '{}'\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        assert!(flow_nesting_beyond(&quoted, MAX_FLOW_NESTING).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn prop_any_text_parses_or_is_refused(text in any::<String>()) {
+            exercise(&text)?;
+        }
+
+        #[test]
+        fn prop_spec_like_files_never_panic_and_name_fields(text in spec_like()) {
+            exercise(&text)?;
+        }
     }
 }

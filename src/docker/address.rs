@@ -131,6 +131,7 @@ fn split_host_port(
     host_port: &str,
     default_port: u16,
 ) -> Result<(String, u16), AddressError> {
+    let bracketed = host_port.starts_with('[');
     let (host, port) = if let Some(inner) = host_port.strip_prefix('[') {
         // [v6]:port or [v6]
         let Some((host, after)) = inner.split_once(']') else {
@@ -157,6 +158,22 @@ fn split_host_port(
     if host.is_empty() {
         return Err(AddressError(format!(
             "`{address}` names no host; {EXPECTED}"
+        )));
+    }
+    if let Some(bad) = host.chars().find(|&c| {
+        matches!(c, '@' | '[' | ']' | '/' | '?' | '#')
+            || (c == ':' && !bracketed)
+            || c.is_whitespace()
+            || c.is_control()
+    }) {
+        let hint = match bad {
+            '@' => " (only ssh:// addresses name a user: ssh://user@host)",
+            ':' => " (write an IPv6 host in brackets: tcp://[::1]:2376)",
+            _ => "",
+        };
+        return Err(AddressError(format!(
+            "`{address}`: the host `{host}` cannot contain `{}`{hint}",
+            bad.escape_default()
         )));
     }
     let port = match port {
@@ -267,6 +284,68 @@ mod tests {
         ] {
             let parsed = HostAddress::parse(text, false).unwrap();
             assert_eq!(parsed.to_string(), text);
+        }
+    }
+}
+
+/// Property tests: host addresses come from users' configurations. No
+/// string may panic the reader, and what it reads prints back to an
+/// address that reads the same. `make fuzz` runs more cases.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn address_like() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["unix", "tcp", "ssh", "TCP", "http", "", "ssh+x"]),
+            prop::option::of("[a-z]{1,6}@"),
+            prop::sample::select(vec![
+                "host",
+                "10.0.0.1",
+                "[::1]",
+                "::1",
+                "[fe80::1%eth0]",
+                "",
+                "h st",
+                "/var/run/docker.sock",
+            ]),
+            prop::option::of(prop::sample::select(vec![
+                ":22", ":0", ":65535", ":65536", ":x", ":",
+            ])),
+            prop::option::of("/[a-z/]{0,8}"),
+        )
+            .prop_map(|(scheme, user, host, port, path)| {
+                format!(
+                    "{scheme}://{}{host}{}{}",
+                    user.unwrap_or_default(),
+                    port.unwrap_or_default(),
+                    path.unwrap_or_default()
+                )
+            })
+    }
+
+    fn check(input: &str) -> Result<(), TestCaseError> {
+        for tls in [false, true] {
+            if let Ok(address) = HostAddress::parse(input, tls) {
+                let printed = address.to_string();
+                let again = HostAddress::parse(&printed, tls)
+                    .map_err(|e| TestCaseError::fail(format!("{input:?} → {printed:?}: {e}")))?;
+                prop_assert_eq!(again, address, "{:?} printed as {:?}", input, printed);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn prop_any_string_reads_or_is_refused(input in any::<String>()) {
+            check(&input)?;
+        }
+
+        #[test]
+        fn prop_address_like_strings_round_trip(input in address_like()) {
+            check(&input)?;
         }
     }
 }

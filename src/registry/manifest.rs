@@ -487,3 +487,113 @@ mod tests {
         assert_eq!(format_gb(u64::MAX), "18446744073.7 GB");
     }
 }
+
+/// Property tests: manifests and indexes come from any registry, so no
+/// document may panic the reader or the platform choice. `make fuzz` runs
+/// them with many more cases.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON documents shaped like manifests and indexes, with every field
+    /// optionally missing, mistyped or odd.
+    fn document_like() -> impl Strategy<Value = String> {
+        let media = prop::sample::select(vec![
+            OCI_IMAGE_INDEX_MEDIA_TYPE,
+            IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+            OCI_IMAGE_MEDIA_TYPE,
+            IMAGE_MANIFEST_MEDIA_TYPE,
+            "application/json",
+            "",
+        ]);
+        let descriptor = (
+            prop::option::of(prop::sample::select(vec![
+                "\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"",
+                "\"sha256:x\"",
+                "12",
+                "null",
+            ])),
+            prop::option::of(prop::sample::select(vec![
+                "0",
+                "-1",
+                "18446744073709551615",
+                "1e30",
+                "\"9\"",
+            ])),
+            prop::option::of(prop::sample::select(vec![
+                r#"{"os":"linux","architecture":"amd64"}"#,
+                r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#,
+                r#"{"os":"unknown","architecture":"unknown"}"#,
+                r#"{}"#,
+                "[]",
+            ])),
+        )
+            .prop_map(|(digest, size, platform)| {
+                let mut fields = Vec::new();
+                if let Some(d) = digest {
+                    fields.push(format!("\"digest\":{d}"));
+                }
+                if let Some(s) = size {
+                    fields.push(format!("\"size\":{s}"));
+                }
+                if let Some(p) = platform {
+                    fields.push(format!("\"platform\":{p}"));
+                }
+                format!("{{{}}}", fields.join(","))
+            });
+        (
+            prop::option::of(prop::sample::select(vec!["2", "1", "\"2\"", "null"])),
+            prop::option::of(media),
+            prop::option::of(prop::collection::vec(descriptor.clone(), 0..4)),
+            prop::option::of(descriptor.clone()),
+            prop::option::of(prop::collection::vec(descriptor, 0..4)),
+        )
+            .prop_map(|(version, media, manifests, config, layers)| {
+                let mut fields = Vec::new();
+                if let Some(v) = version {
+                    fields.push(format!("\"schemaVersion\":{v}"));
+                }
+                if let Some(m) = media {
+                    fields.push(format!("\"mediaType\":\"{m}\""));
+                }
+                if let Some(m) = manifests {
+                    fields.push(format!("\"manifests\":[{}]", m.join(",")));
+                }
+                if let Some(c) = config {
+                    fields.push(format!("\"config\":{c}"));
+                }
+                if let Some(l) = layers {
+                    fields.push(format!("\"layers\":[{}]", l.join(",")));
+                }
+                format!("{{{}}}", fields.join(","))
+            })
+    }
+
+    fn exercise(raw: &[u8]) {
+        match parse_document(raw) {
+            Ok(Document::Index { manifests }) => {
+                let _ = select_linux_amd64(&manifests);
+            }
+            Ok(Document::Image { layers, .. }) => {
+                let _ = layers.len();
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+        let _ = config_platform(raw);
+    }
+
+    proptest! {
+        #[test]
+        fn prop_arbitrary_bytes_never_panic_the_manifest_reader(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            exercise(&bytes);
+        }
+
+        #[test]
+        fn prop_manifest_like_documents_never_panic(doc in document_like()) {
+            exercise(doc.as_bytes());
+        }
+    }
+}

@@ -34,6 +34,9 @@ fn err(path: &str, reason: impl Into<String>) -> DecodeError {
     }
 }
 
+/// How deep a value decoded from terraform may nest.
+const MAX_DEPTH: usize = 64;
+
 /// What terraform writes for an unknown value: fixext1, type 0, data 0.
 const UNKNOWN_EXT: i8 = 0;
 
@@ -43,7 +46,10 @@ pub fn from_msgpack(bytes: &[u8], ty: &Type) -> Result<Value, DecodeError> {
         return Ok(Value::Null);
     }
     let mut rd = bytes;
-    let mp = rmpv::decode::read_value(&mut rd).map_err(|e| err("", e.to_string()))?;
+    // Bounded: unbounded nesting overflowed the stack (found by the
+    // property tests). Berth's schema nests a few levels.
+    let mp = rmpv::decode::read_value_with_max_depth(&mut rd, MAX_DEPTH)
+        .map_err(|e| err("", e.to_string()))?;
     mp_to_value(&mp, ty, "")
 }
 
@@ -419,6 +425,119 @@ mod tests {
     fn garbage_never_panics() {
         for bytes in [&b"\xc1"[..], b"\x92", b"\xdc\xff\xff", b"\x81\xa1a"] {
             let _ = from_msgpack(bytes, &obj_type());
+        }
+    }
+}
+
+/// Property tests: the decoders take terraform's bytes, so no input may
+/// panic them, and what Berth encodes decodes to the same value.
+/// `make fuzz` runs them with many more cases.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shape() -> Type {
+        Type::Object(BTreeMap::from([
+            ("name".into(), Type::String),
+            ("count".into(), Type::Number),
+            ("on".into(), Type::Bool),
+            ("tags".into(), Type::map(Type::String)),
+            ("ports".into(), Type::list(Type::Number)),
+            ("any".into(), Type::Dynamic),
+        ]))
+    }
+
+    fn unknown_or_null(known: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Value> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => Just(Value::Unknown),
+            6 => known,
+        ]
+        .boxed()
+    }
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::int),
+            // Finite floats that are not whole (whole ones read back as ints).
+            (-1.0e12f64..1.0e12).prop_filter_map("not whole", |f| {
+                (f.fract() != 0.0).then_some(Value::Number(Number::Float(f)))
+            }),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        (
+            unknown_or_null(any::<String>().prop_map(Value::String)),
+            unknown_or_null(number()),
+            unknown_or_null(any::<bool>().prop_map(Value::Bool)),
+            unknown_or_null(
+                prop::collection::btree_map(
+                    any::<String>(),
+                    any::<String>().prop_map(Value::String),
+                    0..4,
+                )
+                .prop_map(Value::Map),
+            ),
+            unknown_or_null(prop::collection::vec(number(), 0..4).prop_map(Value::List)),
+        )
+            .prop_map(|(name, count, on, tags, ports)| {
+                Value::Object(BTreeMap::from([
+                    ("name".into(), name),
+                    ("count".into(), count),
+                    ("on".into(), on),
+                    ("tags".into(), tags),
+                    ("ports".into(), ports),
+                    ("any".into(), Value::Null),
+                ]))
+            })
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // 0x91: an array of one, 200,000 times; `[` as deep in JSON.
+        let mut bytes = vec![0x91_u8; 200_000];
+        bytes.push(0xc0);
+        assert!(from_msgpack(&bytes, &shape()).is_err());
+        assert!(from_msgpack(&bytes, &Type::Dynamic).is_err());
+        let json = "[".repeat(200_000);
+        assert!(from_json(json.as_bytes(), &Type::Dynamic).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn prop_msgpack_round_trips(v in value()) {
+            let ty = shape();
+            let bytes = to_msgpack(&v, &ty);
+            let back = from_msgpack(&bytes, &ty).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, v);
+        }
+
+        #[test]
+        fn prop_arbitrary_bytes_never_panic_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let ty = shape();
+            let _ = from_msgpack(&bytes, &ty);
+            let _ = from_json(&bytes, &ty);
+            let _ = from_msgpack(&bytes, &Type::Dynamic);
+            let _ = from_json(&bytes, &Type::Dynamic);
+        }
+
+        #[test]
+        fn prop_corrupted_encodings_never_panic(
+            v in value(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let ty = shape();
+            let mut bytes = to_msgpack(&v, &ty);
+            for (at, byte) in &edits {
+                let i = at.index(bytes.len());
+                bytes[i] = *byte;
+            }
+            let _ = from_msgpack(&bytes, &ty);
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = from_msgpack(&bytes, &ty);
         }
     }
 }
