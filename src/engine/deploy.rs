@@ -663,6 +663,22 @@ impl Engine {
                     owner: holder,
                     expires_at,
                 } => {
+                    // Left by a process of this machine that was killed:
+                    // taken over at once instead of waiting out its TTL.
+                    if crate::store::lease_owner_is_gone(&holder)
+                        && self
+                            .store
+                            .take_over_lease(
+                                app.to_string(),
+                                holder.clone(),
+                                owner.clone(),
+                                LEASE_TTL,
+                            )
+                            .await?
+                    {
+                        info!(app = %app, previous = %holder, "took over the deploy lease of a process that is gone");
+                        break;
+                    }
                     if start.elapsed() >= self.lock_wait {
                         let expires_in = expires_at
                             .duration_since(SystemTime::now())

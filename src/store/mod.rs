@@ -295,7 +295,55 @@ pub fn lease_owner() -> String {
             .unwrap_or(0);
         bytes.copy_from_slice(&nanos.to_be_bytes()[1..]);
     }
-    format!("{host}:{}:{}", std::process::id(), hex::encode(bytes))
+    let pid = std::process::id();
+    match process_start(pid) {
+        Some(start) => format!("{host}:{pid}@{start}:{}", hex::encode(bytes)),
+        None => format!("{host}:{pid}:{}", hex::encode(bytes)),
+    }
+}
+
+/// When process `pid` started (clock ticks after boot, field 22 of
+/// `/proc/PID/stat`): with the pid, it names one process even after the
+/// pid is reused.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The machine's name as [`lease_owner`] writes it.
+fn owner_host(owner: &str) -> Option<&str> {
+    owner.split(':').next()
+}
+
+/// Whether the lease `owner` (written by [`lease_owner`]) is a process of
+/// this machine that no longer runs: gone, or its pid now another
+/// process. Owners on other machines, or in a form not understood, are
+/// never called gone: their leases expire instead.
+pub fn lease_owner_is_gone(owner: &str) -> bool {
+    let this = lease_owner();
+    if owner_host(owner) != owner_host(&this) {
+        return false;
+    }
+    let Some(process) = owner.split(':').nth(1) else {
+        return false;
+    };
+    let (pid, start) = match process.split_once('@') {
+        Some((pid, start)) => (pid, start.parse::<u64>().ok()),
+        None => (process, None),
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return false;
+    }
+    match (process_start(pid), start) {
+        (None, _) => true,
+        (Some(now), Some(then)) => now != then,
+        (Some(_), None) => false,
+    }
 }
 
 /// The record operations every backend provides. Synchronous on purpose:
@@ -390,6 +438,15 @@ pub trait Records: Send + Sync {
     fn renew_lease(&self, app: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Gives the lease up if `owner` holds it; otherwise does nothing.
     fn release_lease(&self, app: &str, owner: &str) -> Result<(), StoreError>;
+    /// Hands the lease from `from` (a process that is gone) to `to`, if
+    /// `from` still holds it; whether it did.
+    fn take_over_lease(
+        &self,
+        app: &str,
+        from: &str,
+        to: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     /// Records the digest a plan resolved for `image` of `app`, given the
     /// digest the app had (`prior`, empty for a new app).
     fn record_planned_digest(
@@ -651,5 +708,17 @@ impl Store {
     /// See [`Records::release_lease`].
     pub async fn release_lease(&self, app: String, owner: String) -> Result<(), StoreError> {
         self.run(move |r| r.release_lease(&app, &owner)).await
+    }
+
+    /// See [`Records::take_over_lease`].
+    pub async fn take_over_lease(
+        &self,
+        app: String,
+        from: String,
+        to: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.run(move |r| r.take_over_lease(&app, &from, &to, ttl))
+            .await
     }
 }

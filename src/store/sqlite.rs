@@ -833,6 +833,20 @@ impl Records for SqliteStore {
         Ok(())
     }
 
+    fn take_over_lease(
+        &self,
+        app: &str,
+        from: &str,
+        to: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let changed = self.lock().execute(
+            "UPDATE leases SET owner = ?3, expires_at = ?4 WHERE app = ?1 AND owner = ?2",
+            params![app, from, to, expiry_millis(now_millis(), ttl)],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn record_planned_digest(
         &self,
         app: &str,
@@ -1597,8 +1611,54 @@ mod tests {
         assert_eq!(parts.len(), 3, "{a}");
         assert_eq!(parts[0].len(), 6);
         assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{a}");
-        assert_eq!(parts[1], std::process::id().to_string());
+        let (pid, start) = parts[1].split_once('@').expect("pid@start");
+        assert_eq!(pid, std::process::id().to_string());
+        assert!(start.parse::<u64>().is_ok(), "{a}");
         assert!(!parts[2].is_empty());
+    }
+
+    #[test]
+    fn a_lease_is_taken_over_only_from_its_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        let long = Duration::from_secs(60);
+        store.acquire_lease("web", "dead", long).unwrap();
+        assert!(!store.take_over_lease("web", "other", "me", long).unwrap());
+        assert!(store.take_over_lease("web", "dead", "me", long).unwrap());
+        assert!(store.renew_lease("web", "me", long).unwrap());
+        assert!(!store.renew_lease("web", "dead", long).unwrap());
+        // Nothing to take over for an app without a lease.
+        assert!(!store.take_over_lease("api", "dead", "me", long).unwrap());
+    }
+
+    #[test]
+    fn only_a_gone_process_of_this_machine_loses_its_lease() {
+        use super::super::{lease_owner, lease_owner_is_gone};
+        let mine = lease_owner();
+        let host = mine.split(':').next().unwrap().to_owned();
+        assert!(!lease_owner_is_gone(&mine), "this process runs");
+        // A process that ran and exited.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(lease_owner_is_gone(&format!("{host}:{pid}@1:abcdef")));
+        assert!(lease_owner_is_gone(&format!("{host}:{pid}:abcdef")));
+        // pid 1 runs, but not the process that started at tick 1 after
+        // boot... unless it did: read its start to know.
+        let init_start = super::super::process_start(1).unwrap();
+        assert!(!lease_owner_is_gone(&format!(
+            "{host}:1@{init_start}:abcdef"
+        )));
+        assert!(lease_owner_is_gone(&format!(
+            "{host}:1@{}:abcdef",
+            init_start + 1
+        )));
+        // Another machine's, or an unreadable owner: never called gone.
+        assert!(!lease_owner_is_gone(&format!(
+            "elsewhere-{host}:{pid}@1:abcdef"
+        )));
+        assert!(!lease_owner_is_gone("a"));
+        assert!(!lease_owner_is_gone(&format!("{host}:x:abcdef")));
     }
 
     #[tokio::test]
