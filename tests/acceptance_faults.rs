@@ -1,12 +1,15 @@
 //! Faults, with the real terraform and Docker: what happens when the
 //! provider process dies in the middle of a deploy.
 
+#[path = "support/own_registry.rs"]
+mod own_registry;
 mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use own_registry::OwnRegistry;
 use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
 
 fn config(name: &str, image: &str, health: &str) -> String {
@@ -171,4 +174,174 @@ fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_leas
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(app_containers(&name).is_empty());
+}
+
+#[test]
+fn registry_gone_between_plan_and_pull_fails_clearly_and_v1_keeps_serving() {
+    require_env();
+    let user = "puller";
+    let password = "pull-pass";
+    let mut registry = OwnRegistry::start(user, password);
+    let addr = registry.addr.clone();
+    let name = unique_app("acc-regdown");
+    let _guard = AppGuard(name.clone());
+    // v1 and a v2 unique to this test, so the host has to pull it.
+    let push = |tag: &str, version: &str| {
+        block_on(fixtures::push_demo(
+            &addr,
+            "berth/private",
+            tag,
+            version,
+            Some((user, password)),
+        ))
+        .expect("push")
+    };
+    push("v1", "v1");
+    let v2 = push("v2", &format!("v2 {name}"));
+    let app = |tag: &str| {
+        format!(
+            r#"
+resource "berth_registry_credential" "ci" {{
+  name     = "{name}"
+  registry = "{addr}"
+  username = "{user}"
+  token    = "{password}"
+}}
+resource "berth_app" "demo" {{
+  name                   = "{name}"
+  image                  = "{addr}/berth/private:{tag}"
+  registry_credential_id = berth_registry_credential.ci.id
+  services = {{
+    web = {{ http_port = 8080 }}
+  }}
+}}
+output "endpoint" {{ value = berth_app.demo.endpoints["web"][0] }}
+"#
+        )
+    };
+    let tf = Tf::new();
+    tf.config(&app("v1"));
+    tf.init();
+    tf.apply();
+    let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some("berth demo v1\n")
+    );
+
+    // Plan resolves v2 while the registry answers; then it stops.
+    tf.config(&app("v2"));
+    tf.ok(&["plan", "-input=false", "-no-color", "-out=v2.plan"]);
+    let pinned = format!("{addr}/berth/private@{}", v2.digest);
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", &pinned])
+        .output();
+    registry.stop();
+    let out = tf.fails(&["apply", "-input=false", "-no-color", "v2.plan"]);
+    assert!(out.contains("PULL"), "names the phase: {out}");
+    assert!(out.contains("local"), "names the host: {out}");
+    assert!(out.contains(&addr), "names the registry: {out}");
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some("berth demo v1\n"),
+        "the running release is untouched"
+    );
+    assert_eq!(app_containers(&name).len(), 1);
+
+    // Back: the next apply converges.
+    registry.set_password(password);
+    tf.apply();
+    let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some(format!("berth demo v2 {name}\n").as_str())
+    );
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
+
+#[test]
+fn a_read_only_or_full_state_directory_fails_clearly_and_corrupts_nothing() {
+    // Inside a mount namespace of its own (`unshare -m`), Berth's state
+    // directory is a 4 MiB tmpfs that the script makes read-only, then
+    // full, then gives back; the `berth` command deploys through it.
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-disk");
+    let _guard = AppGuard(name.clone());
+    let work = tempfile::tempdir().expect("dir");
+    let spec = |image: &str| {
+        format!("name: {name}\nimage: {image}\nservices:\n  web:\n    http_port: 8080\n")
+    };
+    std::fs::write(work.path().join("v1.yaml"), spec(&set.demo_v1.reference)).expect("v1");
+    std::fs::write(work.path().join("v2.yaml"), spec(&set.demo_v2.reference)).expect("v2");
+    let state = work.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let script = r#"
+set -u
+berth() { "$BERTH" "$@"; }
+serving() { docker ps -q --filter "label=io.berth.app=$APP" --filter "label=io.berth.release=$1" | wc -l; }
+mount -t tmpfs -o size=4m tmpfs "$BERTH_STATE_DIR" || exit 90
+berth apply -f "$WORK/v1.yaml" >/dev/null 2>&1; echo "v1=$?"
+mount -o remount,ro "$BERTH_STATE_DIR"
+berth apply -f "$WORK/v2.yaml" 2>"$WORK/ro.err" >/dev/null; echo "ro=$?"
+echo "ro_serving=$(serving 1)"
+mount -o remount,rw "$BERTH_STATE_DIR"
+dd if=/dev/zero of="$BERTH_STATE_DIR/fill" bs=64k 2>/dev/null
+berth apply -f "$WORK/v2.yaml" 2>"$WORK/full.err" >/dev/null; echo "full=$?"
+echo "full_serving=$(serving 1)"
+rm -f "$BERTH_STATE_DIR/fill"
+echo "integrity=$(sqlite3 "$BERTH_STATE_DIR/berth.db" 'PRAGMA integrity_check')"
+berth apply -f "$WORK/v2.yaml" >/dev/null 2>"$WORK/back.err"; echo "back=$?"
+berth releases "$APP" --json > "$WORK/releases.json"; echo "releases=$?"
+berth destroy "$APP" >/dev/null 2>&1; echo "destroy=$?"
+"#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", script])
+        .env("BERTH", env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_STATE_DIR", &state)
+        .env("BERTH_TEST_LABEL", "1")
+        .env_remove("BERTH_SECRET_KEY")
+        .env("WORK", work.path())
+        .env("APP", &name)
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let read = |file: &str| std::fs::read_to_string(work.path().join(file)).unwrap_or_default();
+    let says = |line: &str| text.lines().any(|l| l == line);
+    let context = format!(
+        "{text}\nread-only: {}\nfull: {}\nback: {}\nstderr: {}",
+        read("ro.err"),
+        read("full.err"),
+        read("back.err"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(says("v1=0"), "{context}");
+    // Read-only: refused with a message that says so; v1 serves on.
+    assert!(says("ro=1"), "{context}");
+    assert!(
+        read("ro.err").to_lowercase().contains("read-only"),
+        "{context}"
+    );
+    assert!(
+        read("ro.err").contains(&state.display().to_string()),
+        "{context}"
+    );
+    assert!(says("ro_serving=1"), "{context}");
+    // Full: refused, says the disk is full; v1 serves on.
+    assert!(says("full=1"), "{context}");
+    assert!(read("full.err").contains("full"), "{context}");
+    assert!(
+        read("full.err").to_lowercase().contains("free some space"),
+        "{context}"
+    );
+    assert!(says("full_serving=1"), "{context}");
+    // The store is whole, and with space back the deploy goes through.
+    assert!(says("integrity=ok"), "{context}");
+    assert!(says("back=0"), "{context}");
+    assert!(says("releases=0"), "{context}");
+    let journal: serde_json::Value =
+        serde_json::from_str(&read("releases.json")).expect("releases --json");
+    assert_eq!(journal["releases"][0]["outcome"], "succeeded", "{journal}");
+    assert_eq!(journal["releases"][0]["release"], 2, "{journal}");
+    assert!(says("destroy=0"), "{context}");
 }

@@ -30,7 +30,7 @@ pub enum StoreError {
     },
 
     /// The database file cannot be opened or configured.
-    #[error("cannot open the state database {path}: {source}")]
+    #[error("cannot open the state database {path}: {source}{}", advice(source))]
     Open {
         /// The database file.
         path: PathBuf,
@@ -65,7 +65,7 @@ pub enum StoreError {
     },
 
     /// Any other SQLite failure while reading or writing records.
-    #[error("state database error: {0}")]
+    #[error("state database error: {0}{advice}", advice = advice(.0))]
     Sqlite(#[from] rusqlite::Error),
 
     /// `PRAGMA integrity_check` reported problems.
@@ -206,4 +206,23 @@ pub enum StoreError {
 fn list_apps(apps: &[String]) -> String {
     let names: Vec<String> = apps.iter().map(|a| format!("app `{a}`")).collect();
     names.join(", ")
+}
+
+/// What to do about a SQLite failure that comes from the disk: SQLite
+/// says only "disk I/O error" when the file system is full at the wrong
+/// moment. Nothing half-written stays: SQLite rolls the transaction back.
+fn advice(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => {
+            " (the disk holding Berth's state directory is full: free some space and run again; nothing was half-written)"
+        }
+        Some(ErrorCode::SystemIoFailure) => {
+            " (is the disk holding Berth's state directory full, or gone? Free some space and run again; nothing was half-written)"
+        }
+        Some(ErrorCode::ReadOnly) => {
+            " (the state directory is read-only: Berth needs to write its records there)"
+        }
+        _ => "",
+    }
 }

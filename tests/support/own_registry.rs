@@ -104,7 +104,8 @@ impl OwnRegistry {
         }
     }
 
-    fn stop(&mut self) {
+    /// Stops the registry (it answers nothing until `set_password`).
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
