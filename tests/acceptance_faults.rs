@@ -345,3 +345,145 @@ berth destroy "$APP" >/dev/null 2>&1; echo "destroy=$?"
     assert_eq!(journal["releases"][0]["release"], 2, "{journal}");
     assert!(says("destroy=0"), "{context}");
 }
+
+const HOST_B: &str = "unix:///run/berth-dev/docker-b.sock";
+const DOCKER_B_PIDFILE: &str = "/var/lib/berth-dev/docker-b/dockerd.pid";
+
+/// `docker -H HOST_B ps -aq` for the app (and a release, when given).
+fn on_b(app: &str, release: Option<u64>) -> Vec<String> {
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["-H", HOST_B, "ps", "-aq", "--filter"])
+        .arg(format!("label=io.berth.app={app}"));
+    if let Some(r) = release {
+        cmd.arg("--filter")
+            .arg(format!("label=io.berth.release={r}"));
+    }
+    let out = cmd.output().expect("docker ps");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes the app from host b when the test ends.
+struct HostBGuard(String);
+
+impl Drop for HostBGuard {
+    fn drop(&mut self) {
+        let ids = on_b(&self.0, None);
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["-H", HOST_B, "rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["-H", HOST_B, "network", "rm", &format!("berth-{}", self.0)])
+            .output();
+    }
+}
+
+/// Restarts the dev environment's second daemon (host b): SIGTERM to the
+/// pid in its pidfile (a daemon tests/devenv.sh started), wait for it to
+/// exit, start it again with `tests/devenv.sh up`.
+fn restart_docker_b() {
+    let pid = std::fs::read_to_string(DOCKER_B_PIDFILE).expect("host b's pidfile");
+    let pid = pid.trim().to_owned();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(term.success(), "SIGTERM to dockerd b ({pid})");
+    let begun = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "dockerd b did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let up = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/devenv.sh"))
+        .arg("up")
+        .env("BERTH_DEV_SKIP_FIXTURES", "1")
+        .output()
+        .expect("devenv up");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+}
+
+#[test]
+fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-dockerd");
+    let _guard = HostBGuard(name.clone());
+    let app = |image: &str, health: &str| {
+        format!(
+            "provider \"berth\" {{\n  hosts = {{\n    b = {{\n      address         = \"{HOST_B}\"\n      publish_address = \"127.0.0.2\"\n    }}\n  }}\n}}\n{}",
+            config(&name, image, health)
+        )
+    };
+    let tf = Tf::new();
+    tf.config(&app(&set.demo_v1.reference, ""));
+    tf.init();
+    tf.apply();
+    let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some("berth demo v1\n")
+    );
+
+    // Release 2 (probed for two minutes) is rolling when the daemon restarts.
+    tf.config(&app(
+        &set.unhealthy.reference,
+        "health_check = { start_period_seconds = 120 }",
+    ));
+    let apply = tf
+        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("terraform apply");
+    let begun = Instant::now();
+    while on_b(&name, Some(2)).is_empty() {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "release 2 never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    restart_docker_b();
+    let out = apply.wait_with_output().expect("terraform apply ends");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It fails, saying what failed on which host, within its bounds.
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ROLL failed"), "{text}");
+    assert!(text.contains("Docker host `b`"), "{text}");
+
+    // The next apply converges: v2, one instance, nothing of release 2.
+    tf.config(&app(&set.demo_v2.reference, ""));
+    tf.apply();
+    assert!(on_b(&name, Some(2)).is_empty(), "orphan of release 2");
+    assert_eq!(on_b(&name, None).len(), 1, "one instance");
+    let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some("berth demo v2\n")
+    );
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(on_b(&name, None).is_empty());
+}
