@@ -87,11 +87,11 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
 pub fn clear_text_warning(url: &str) -> Option<String> {
     let rest = url.strip_prefix("http://")?;
     let authority = rest.split('/').next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, h)| h)
-        .trim_start_matches('[');
-    let host = host.split([']', ':']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
     let loopback = host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
