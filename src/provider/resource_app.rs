@@ -312,9 +312,11 @@ impl Resource for AppResource {
                 plan.set(a, prior.get(a).clone());
             }
         } else {
+            // A repair may make a new release too (an instance created
+            // from another spec is replaced by a release of this one).
             plan.set(
                 "release",
-                if same_release {
+                if same_release && !had_drift {
                     prior.get("release").clone()
                 } else {
                     Value::Unknown
