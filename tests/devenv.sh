@@ -40,7 +40,7 @@ set -euo pipefail
 readonly STATE_DIR="${BERTH_DEV_DIR:-/var/lib/berth-dev}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
-readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl haproxy caddy)
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl haproxy caddy sqlite3 util-linux systemd)
 readonly TEST_LABEL="io.berth.test=1"
 
 readonly PLAIN_ADDR="127.0.0.1:5000"
