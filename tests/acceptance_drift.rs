@@ -37,7 +37,12 @@ fn labels_of(id: &str) -> BTreeMap<String, String> {
 }
 
 /// Runs a container by hand carrying `labels` (Berth's, as if it made it).
-fn run_with_labels(labels: &BTreeMap<String, String>, extra: &[&str], image: &str, cmd: &[&str]) {
+fn run_with_labels(
+    labels: &BTreeMap<String, String>,
+    extra: &[&str],
+    image: &str,
+    cmd: &[&str],
+) -> String {
     let mut args: Vec<String> = vec!["run".into(), "-d".into()];
     for (k, v) in labels {
         args.push("--label".into());
@@ -47,7 +52,7 @@ fn run_with_labels(labels: &BTreeMap<String, String>, extra: &[&str], image: &st
     args.push(image.into());
     args.extend(cmd.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&refs);
+    docker(&refs)
 }
 
 /// `terraform plan`: it must show changes, and say `words`.
@@ -121,12 +126,32 @@ fn every_kind_of_host_drift_is_found_in_words_and_repaired() {
     let victim = pick();
     let (labels, image) = (labels_of(&victim), image_of(&victim));
     docker(&["rm", "-f", &victim]);
-    run_with_labels(
+    let looping = run_with_labels(
         &labels,
         &["--restart", "always"],
         &image,
         &["/bin/busybox", "false"],
     );
+    // Until Docker's restart backoff is long enough that the container is
+    // seen restarting, not in the millisecond it runs.
+    let begun = std::time::Instant::now();
+    loop {
+        let state = docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Restarting}} {{.RestartCount}}",
+            &looping,
+        ]);
+        let (restarting, count) = state.split_once(' ').expect("state");
+        if restarting == "true" && count.parse::<u32>().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(
+            begun.elapsed() < std::time::Duration::from_secs(30),
+            "never crash-looping: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     plan_says(&tf, "crash-looping");
     tf.apply();
     serves(&tf, &name, 2, "berth demo v1\n");

@@ -70,14 +70,16 @@ fn children(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_lease() {
-    require_env();
-    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
-    let name = unique_app("acc-kill");
-    let _guard = AppGuard(name.clone());
-    let tf = Tf::new();
-    tf.config(&config(&name, &set.demo_v1.reference, ""));
+/// Applies `v1` (a config serving the demo v1), checks it serves, and
+/// starts applying `rolling` (an unhealthy release probed for two
+/// minutes) in the background; returns v1's endpoint and the apply.
+fn serve_v1_then_roll(
+    tf: &Tf,
+    v1: &str,
+    rolling: &str,
+    capture: bool,
+) -> (String, std::process::Child) {
+    tf.config(v1);
     tf.init();
     tf.apply();
     let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
@@ -85,20 +87,39 @@ fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_leas
         http_body(&endpoint, "/").as_deref(),
         Some("berth demo v1\n")
     );
-
-    // Release 2 never becomes healthy and is probed for a minute: ROLL
-    // lasts while the provider is killed.
-    tf.config(&config(
-        &name,
-        &set.unhealthy.reference,
-        "health_check = { start_period_seconds = 120 }",
-    ));
-    let mut apply = tf
+    tf.config(rolling);
+    let apply = tf
         .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("terraform apply");
+    (endpoint, apply)
+}
+
+const ROLLING: &str = "health_check = { start_period_seconds = 120 }";
+
+#[test]
+fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_lease() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-kill");
+    let _guard = AppGuard(name.clone());
+    let tf = Tf::new();
+    let (endpoint, mut apply) = serve_v1_then_roll(
+        &tf,
+        &config(&name, &set.demo_v1.reference, ""),
+        &config(&name, &set.unhealthy.reference, ROLLING),
+        false,
+    );
     let begun = Instant::now();
     while release_containers(&name, 2).is_empty() {
         assert!(
@@ -433,26 +454,12 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
         )
     };
     let tf = Tf::new();
-    tf.config(&app(&set.demo_v1.reference, ""));
-    tf.init();
-    tf.apply();
-    let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
-    assert_eq!(
-        http_body(&endpoint, "/").as_deref(),
-        Some("berth demo v1\n")
+    let (_, apply) = serve_v1_then_roll(
+        &tf,
+        &app(&set.demo_v1.reference, ""),
+        &app(&set.unhealthy.reference, ROLLING),
+        true,
     );
-
-    // Release 2 (probed for two minutes) is rolling when the daemon restarts.
-    tf.config(&app(
-        &set.unhealthy.reference,
-        "health_check = { start_period_seconds = 120 }",
-    ));
-    let apply = tf
-        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("terraform apply");
     let begun = Instant::now();
     while on_b(&name, Some(2)).is_empty() {
         assert!(
