@@ -307,3 +307,76 @@ fn destroy_after_the_containers_were_removed_by_hand() {
         "the app's network is left: {networks}"
     );
 }
+
+#[test]
+fn secret_env_wo_reaches_the_container_and_never_the_state_or_a_plan_file() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-wo");
+    let _guard = AppGuard(name.clone());
+    let secret = "wo-secret-7f3a9c";
+    let cfg = |value: &str, version: u32| {
+        format!(
+            r#"
+resource "berth_app" "demo" {{
+  name                  = "{name}"
+  image                 = "{}"
+  secret_env_wo         = {{ API_KEY = "{value}" }}
+  secret_env_wo_version = {version}
+  services = {{
+    web = {{ http_port = 8080 }}
+  }}
+}}
+"#,
+            set.demo_v1.reference
+        )
+    };
+    let env_of = |name: &str| -> Vec<String> {
+        let id = app_containers(name)
+            .into_iter()
+            .next()
+            .expect("a container");
+        serde_json::from_str(&docker(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Env}}",
+            &id,
+        ]))
+        .expect("env")
+    };
+    let tf = Tf::new();
+    tf.config(&cfg(secret, 1));
+    tf.init();
+    tf.ok(&["plan", "-input=false", "-no-color", "-out=wo.plan"]);
+    tf.ok(&["apply", "-input=false", "-no-color", "wo.plan"]);
+    assert!(env_of(&name).contains(&format!("API_KEY={secret}")));
+    tf.assert_converged();
+
+    // A new value with a new version: deployed, and again nowhere else.
+    let rotated = "wo-secret-rotated-51be";
+    tf.config(&cfg(rotated, 2));
+    tf.ok(&["plan", "-input=false", "-no-color", "-out=wo2.plan"]);
+    tf.ok(&["apply", "-input=false", "-no-color", "wo2.plan"]);
+    assert!(env_of(&name).contains(&format!("API_KEY={rotated}")));
+
+    let state = std::fs::read_to_string(tf.dir.path().join("terraform.tfstate")).expect("state");
+    for value in [secret, rotated] {
+        assert!(!state.contains(value), "{value} in the state");
+    }
+    // A plan file: neither the planned values, the prior state nor the
+    // changes hold it. (Its snapshot of the configuration holds what the
+    // .tf files say literally: terraform's, which is why the docs pass
+    // write-only values through an ephemeral variable.)
+    for file in ["wo.plan", "wo2.plan"] {
+        let shown: serde_json::Value =
+            serde_json::from_str(&tf.ok(&["show", "-json", file])).expect("show -json");
+        for part in ["planned_values", "prior_state", "resource_changes"] {
+            let text = shown[part].to_string();
+            assert!(
+                !text.contains(secret) && !text.contains(rotated),
+                "{file}: {part}: {text}"
+            );
+        }
+    }
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
