@@ -548,13 +548,14 @@ impl<'a> IngressHost<'a> {
         })
     }
 
-    /// Probes `address` from inside the proxy container every `interval`
-    /// until `threshold` answers in a row are 2xx or 3xx (`Ok` with the
-    /// last answer) or `limit` has passed (`Err` with the last answer, in
-    /// words): one command for the whole wait, where one per probe would
-    /// cost three API calls each. A refused connection (the server is not
-    /// listening yet) is tried again after 50 ms.
-    #[allow(clippy::too_many_arguments)]
+    /// Probes `address` from inside the proxy container every
+    /// `gate.interval` until `gate.healthy_threshold` answers in a row are
+    /// 2xx or 3xx (`Ok` with the last answer), or, after the start period,
+    /// `gate.unhealthy_threshold` in a row were not, or the gate's bound
+    /// has passed (`Err` with the last answer, in words): one command for
+    /// the whole wait, where one per probe would cost three API calls
+    /// each. A refused connection during the start period is tried again
+    /// after 50 ms.
     pub async fn probe_until_healthy(
         &self,
         proxy_id: &str,
