@@ -256,3 +256,64 @@ fn concurrent_first_deploys_of_many_apps_on_one_host_all_start() {
         }
     });
 }
+
+#[test]
+fn a_deploy_longer_than_its_lease_keeps_the_lease_renewed_until_it_ends() {
+    require_env();
+    let name = unique_app("eng-renew");
+    let _guard = AppGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let ttl = Duration::from_millis(900);
+        let engine = engine(dir.path()).await.with_lease_ttl(ttl);
+        // A pre-deploy command makes this deploy last several lease lives.
+        let mut t = target(&name, &set.demo_v1);
+        t.spec.pre_deploy_command = Some("/bin/busybox sleep 4".into());
+        let started = std::time::Instant::now();
+        let deploy = engine.deploy(&t);
+        tokio::pin!(deploy);
+        // Another runner tries to take the lease all along; it must never
+        // get it while the deploy runs, though the TTL passes many times.
+        let mut tries = 0u32;
+        let outcome = loop {
+            tokio::select! {
+                out = &mut deploy => break out,
+                _ = tokio::time::sleep(Duration::from_millis(150)) => {
+                    let got = engine
+                        .store
+                        .acquire_lease(name.clone(), "intruder:1:000000".into(), ttl)
+                        .await
+                        .expect("lease query");
+                    assert!(
+                        matches!(got, LeaseOutcome::HeldBy { .. }),
+                        "another runner got the lease {:?} into the deploy",
+                        started.elapsed()
+                    );
+                    tries += 1;
+                }
+            }
+        };
+        let out = outcome.expect("deploy");
+        assert_eq!(out.release, 1);
+        assert!(
+            started.elapsed() > ttl * 4,
+            "the deploy must outlast the lease several times to test renewal: {:?}",
+            started.elapsed()
+        );
+        assert!(tries >= 10, "tried {tries} times");
+        // Released at the end: the next runner gets it at once.
+        let after = engine
+            .store
+            .acquire_lease(name.clone(), "next:1:000000".into(), ttl)
+            .await
+            .expect("lease");
+        assert_eq!(after, LeaseOutcome::Acquired);
+        engine
+            .store
+            .release_lease(name.clone(), "next:1:000000".into())
+            .await
+            .expect("release");
+        engine.destroy(&name).await.expect("destroy");
+    });
+}

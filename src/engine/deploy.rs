@@ -169,6 +169,8 @@ pub struct Engine {
     pub hosts: Hosts,
     pub store: Store,
     lock_wait: Duration,
+    /// How long a deploy's lease lives without renewal (renewed every third).
+    lease_ttl: Duration,
     list_cache: Mutex<BTreeMap<String, CachedList>>,
     view_cache: Mutex<BTreeMap<String, CachedView>>,
     /// Marks every container with `io.berth.test=1`, for test clean-up.
@@ -190,6 +192,7 @@ impl Engine {
             hosts,
             store,
             lock_wait: DEFAULT_LOCK_WAIT,
+            lease_ttl: LEASE_TTL,
             list_cache: Mutex::new(BTreeMap::new()),
             view_cache: Mutex::new(BTreeMap::new()),
             test_label: false,
@@ -227,6 +230,14 @@ impl Engine {
     /// Overrides how long a deploy waits for another one of the same app.
     pub fn with_lock_wait(mut self, wait: Duration) -> Engine {
         self.lock_wait = wait;
+        self
+    }
+
+    /// Overrides how long a deploy lease lives between renewals
+    /// ([`LEASE_TTL`] by default). A killed runner's lease blocks others
+    /// this long, unless it ran on this machine (then it is taken over).
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Engine {
+        self.lease_ttl = ttl.max(Duration::from_millis(300));
         self
     }
 
@@ -651,11 +662,12 @@ impl Engine {
     /// deploy to finish, and keeps it renewed until released.
     pub(super) async fn lock(&self, app: &str) -> Result<Lease, DeployError> {
         let owner = crate::store::lease_owner();
+        let ttl = self.lease_ttl;
         let start = Instant::now();
         loop {
             match self
                 .store
-                .acquire_lease(app.to_string(), owner.clone(), LEASE_TTL)
+                .acquire_lease(app.to_string(), owner.clone(), ttl)
                 .await?
             {
                 LeaseOutcome::Acquired => break,
@@ -672,7 +684,7 @@ impl Engine {
                                 app.to_string(),
                                 holder.clone(),
                                 owner.clone(),
-                                LEASE_TTL,
+                                ttl,
                             )
                             .await?
                     {
@@ -699,10 +711,10 @@ impl Engine {
         let (app_c, owner_c) = (app.to_string(), owner.clone());
         let renew = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE_TTL / 3).await;
+                tokio::time::sleep(ttl / 3).await;
                 if !matches!(
                     store
-                        .renew_lease(app_c.clone(), owner_c.clone(), LEASE_TTL)
+                        .renew_lease(app_c.clone(), owner_c.clone(), ttl)
                         .await,
                     Ok(true)
                 ) {
