@@ -494,3 +494,154 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(on_b(&name, None).is_empty());
 }
+
+/// An app whose every deploy lasts a few seconds (a pre-deploy command),
+/// so two applies started together overlap.
+fn slow_config(name: &str, image: &str, who: &str) -> String {
+    format!(
+        r#"
+resource "berth_app" "demo" {{
+  name               = "{name}"
+  image              = "{image}"
+  env                = {{ APPLIED_BY = "{who}" }}
+  pre_deploy_command = "/bin/busybox sleep 3"
+  services = {{
+    web = {{ http_port = 8080 }}
+  }}
+}}
+"#
+    )
+}
+
+/// Runs `terraform apply` in both directories at once; their outputs.
+fn apply_both(a: &Tf, b: &Tf) -> [std::process::Output; 2] {
+    let spawn = |tf: &Tf| {
+        tf.command(&["apply", "-auto-approve", "-input=false", "-no-color"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn terraform apply")
+    };
+    let (pa, pb) = (spawn(a), spawn(b));
+    [
+        pa.wait_with_output().expect("apply a"),
+        pb.wait_with_output().expect("apply b"),
+    ]
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The env var `APPLIED_BY` of a container.
+fn applied_by(id: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .Config.Env}}", id])
+        .output()
+        .expect("docker inspect");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env: Vec<String> = serde_json::from_slice(&out.stdout).expect("env json");
+    env.iter()
+        .find_map(|e| e.strip_prefix("APPLIED_BY=").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_concurrent_applies_of_one_app_serialize_and_never_take_over_each_other() {
+    require_env();
+    let name = unique_app("acc-twoapply");
+    let _guard = AppGuard(name.clone());
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let image = &set.demo_v1.reference;
+    // Two working directories (two runners) sharing one Berth store.
+    let a = Tf::new();
+    let b = a.sibling();
+    a.config(&slow_config(&name, image, "a"));
+    b.config(&slow_config(&name, image, "b"));
+    a.init();
+    b.init();
+
+    // Both create the app at once: one does, the other is refused and
+    // told to import; it never deploys over the first one's app.
+    let [oa, ob] = apply_both(&a, &b);
+    let ok: Vec<_> = [&oa, &ob].iter().map(|o| o.status.success()).collect();
+    assert_eq!(
+        ok.iter().filter(|s| **s).count(),
+        1,
+        "exactly one create succeeds:\n--- a\n{}\n--- b\n{}",
+        text(&oa),
+        text(&ob)
+    );
+    let (winner, loser, loser_out) = if ok[0] { (&a, &b, &ob) } else { (&b, &a, &oa) };
+    let refused = support::squash(&text(loser_out));
+    assert!(refused.contains("App already exists"), "{refused}");
+    assert!(refused.contains("terraform import"), "{refused}");
+    assert!(refused.contains("berth_app.demo"), "{refused}");
+    let running = app_containers(&name);
+    assert_eq!(running.len(), 1, "one instance of one release: {running:?}");
+    assert_eq!(release_containers(&name, 1).len(), 1);
+    assert_eq!(release_containers(&name, 2).len(), 0, "no second release");
+    let won_by = if std::ptr::eq(winner, &a) { "a" } else { "b" };
+    assert_eq!(applied_by(&running[0]), won_by);
+
+    // The refused runner imports it: now both manage it, and both apply
+    // a change at once. The lease serializes them: both succeed, one after
+    // the other, and the app ends on the release journaled last.
+    loser.ok(&["import", "-no-color", "berth_app.demo", &name]);
+    a.config(&slow_config(&name, image, "a, again"));
+    b.config(&slow_config(&name, image, "b, again"));
+    let [oa, ob] = apply_both(&a, &b);
+    assert!(oa.status.success(), "{}", text(&oa));
+    assert!(ob.status.success(), "{}", text(&ob));
+    let store = block_on(berth::store::Store::open(berth::store::StoreOptions {
+        state_dir: a.state_dir.path().to_path_buf(),
+        secret_key: None,
+    }))
+    .expect("store");
+    let releases = block_on(store.list_releases(name.clone(), 10)).expect("releases");
+    let mut numbers: Vec<u64> = releases.iter().map(|r| r.release).collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2, 3], "{releases:?}");
+    let last = releases.iter().max_by_key(|r| r.release).expect("last");
+    assert_eq!(
+        last.outcome,
+        berth::store::ReleaseOutcome::Succeeded,
+        "{last:?}"
+    );
+    // The second waited for the first's lease: its lock phase took
+    // about a deploy's length, not nothing.
+    let waited = last
+        .phases
+        .iter()
+        .find(|(p, _)| p == "lock")
+        .map(|(_, ms)| *ms)
+        .unwrap_or(0);
+    assert!(
+        waited >= 1000,
+        "the later deploy waited {waited} ms: {:?}",
+        last.phases
+    );
+    let running = app_containers(&name);
+    assert_eq!(running.len(), 1, "no orphan of either release: {running:?}");
+    assert_eq!(release_containers(&name, 3), running);
+    let spec: serde_json::Value = serde_json::from_str(&last.spec_json).expect("spec json");
+    assert_eq!(
+        applied_by(&running[0]),
+        spec["env"]["APPLIED_BY"].as_str().unwrap_or("?")
+    );
+    // Each runner's next plan shows the other's change as a diff to
+    // undo, never an error.
+    for tf in [&a, &b] {
+        tf.ok(&["plan", "-no-color", "-input=false"]);
+    }
+    a.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(app_containers(&name).is_empty());
+}

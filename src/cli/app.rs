@@ -31,7 +31,7 @@ use crate::engine::apps::Recorded;
 use crate::engine::deploy::TEST_LABEL_ENV;
 use crate::engine::plan::{self as engine_plan, Drift, Instance, InstanceHealth};
 use crate::engine::spec::{AppSpec, Component};
-use crate::engine::{Apps, AppsError, DeployError, DeployRequest, Engine, Outcome};
+use crate::engine::{Apps, AppsError, DeployError, DeployRequest, Engine, Outcome, Record};
 use crate::labels;
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError, RegistryOptions};
@@ -802,7 +802,7 @@ async fn apply(args: SpecFileArgs) -> Result<(), CliError> {
             image: prepared.reference,
             digest: prepared.digest,
             trigger: APPLY_TRIGGER.to_owned(),
-            record: true,
+            record: Record::Replace,
         })
         .await
         .map_err(|e| apps_error(&app, e))?;

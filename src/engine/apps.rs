@@ -160,9 +160,20 @@ pub struct DeployRequest {
     pub digest: String,
     /// `terraform`, `berth apply`, `hook`, `rollback`.
     pub trigger: String,
-    /// Record the spec as the app's (not for a hook: the app keeps its
-    /// configured image and spec).
-    pub record: bool,
+    /// Whether the spec becomes the app's record.
+    pub record: Record,
+}
+
+/// What a deploy does with the app's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Keeps it (a hook: the app keeps its configured image and spec).
+    Keep,
+    /// Creates or replaces it (`berth apply`, a terraform update, rollback).
+    Replace,
+    /// Creates it, refusing an app that exists (a terraform create: it must
+    /// not take over an app that another configuration manages).
+    New,
 }
 
 /// Berth's store as the registry layer's memory of resolved digests (see
@@ -303,13 +314,20 @@ impl Apps {
     /// Records `spec` as the app's: the public spec, and sealed its secret
     /// values and this engine's hosts and ingress settings.
     pub async fn record(&self, spec: &AppSpec) -> Result<(), AppsError> {
-        self.store()
-            .upsert_app(
-                spec.name.clone(),
-                spec.registry_credential_id.clone(),
-                public_spec_json(spec),
-            )
-            .await?;
+        self.write_record(spec, Record::Replace).await
+    }
+
+    async fn write_record(&self, spec: &AppSpec, how: Record) -> Result<(), AppsError> {
+        let (name, credential, json) = (
+            spec.name.clone(),
+            spec.registry_credential_id.clone(),
+            public_spec_json(spec),
+        );
+        match how {
+            Record::Keep => return Ok(()),
+            Record::Replace => self.store().upsert_app(name, credential, json).await?,
+            Record::New => self.store().create_app(name, credential, json).await?,
+        };
         let private = Private {
             secret_env: spec.secret_env.clone(),
             secret_env_wo: spec.secret_env_wo.clone(),
@@ -330,10 +348,10 @@ impl Apps {
     pub async fn deploy(&self, request: DeployRequest) -> Result<Outcome, AppsError> {
         let (_, login) = self.credentials(&request.spec, &request.image).await?;
         let app = request.spec.name.clone();
-        let first = request.record && self.store().get_app(app.clone()).await?.is_none();
-        if request.record {
-            self.record(&request.spec).await?;
-        }
+        let first = request.record == Record::New
+            || (request.record == Record::Replace
+                && self.store().get_app(app.clone()).await?.is_none());
+        self.write_record(&request.spec, request.record).await?;
         let mut journaled = request.spec;
         journaled.image = request.image.to_string();
         let target = Target {
@@ -508,7 +526,7 @@ impl Apps {
                 image,
                 digest: chosen.digest.clone(),
                 trigger: ROLLBACK_TRIGGER.to_owned(),
-                record: true,
+                record: Record::Replace,
             })
             .await?;
         Ok((outcome, chosen))

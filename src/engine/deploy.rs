@@ -680,12 +680,7 @@ impl Engine {
                     if crate::store::lease_owner_is_gone(&holder)
                         && self
                             .store
-                            .take_over_lease(
-                                app.to_string(),
-                                holder.clone(),
-                                owner.clone(),
-                                ttl,
-                            )
+                            .take_over_lease(app.to_string(), holder.clone(), owner.clone(), ttl)
                             .await?
                     {
                         info!(app = %app, previous = %holder, "took over the deploy lease of a process that is gone");
@@ -713,9 +708,7 @@ impl Engine {
             loop {
                 tokio::time::sleep(ttl / 3).await;
                 if !matches!(
-                    store
-                        .renew_lease(app_c.clone(), owner_c.clone(), ttl)
-                        .await,
+                    store.renew_lease(app_c.clone(), owner_c.clone(), ttl).await,
                     Ok(true)
                 ) {
                     warn!(app = %app_c, "lost the deploy lease");

@@ -13,5 +13,5 @@ pub mod probe;
 mod rollout;
 pub mod spec;
 
-pub use apps::{Apps, AppsError, DeployRequest};
+pub use apps::{Apps, AppsError, DeployRequest, Record};
 pub use deploy::{DeployError, Engine, Outcome, Target};

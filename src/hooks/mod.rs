@@ -40,7 +40,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::engine::apps::HOOK_TRIGGER;
 use crate::engine::hooks::{same_repository, IMAGE_PARAM, KEY_PARAM};
-use crate::engine::{Apps, AppsError, DeployRequest};
+use crate::engine::{Apps, AppsError, DeployRequest, Record};
 use crate::reference::Reference;
 use crate::registry::RegistryError;
 use limit::Limiter;
@@ -168,7 +168,7 @@ impl EngineRunner {
                 image,
                 digest: job.digest.clone(),
                 trigger: HOOK_TRIGGER.to_owned(),
-                record: false,
+                record: Record::Keep,
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -16,8 +16,9 @@ use super::value::{Number, Value};
 use super::Context;
 use crate::engine::apps::HOOK_DRIFT_MARK;
 use crate::engine::spec::{check_name, AppSpec, HealthCheck, ServiceSpec, WorkerSpec};
-use crate::engine::{plan as engine_plan, AppsError, DeployRequest, Engine};
+use crate::engine::{plan as engine_plan, AppsError, DeployRequest, Engine, Record};
 use crate::reference::Reference;
+use crate::store::StoreError;
 
 pub const TYPE_NAME: &str = "berth_app";
 
@@ -328,11 +329,11 @@ impl Resource for AppResource {
     }
 
     async fn create(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
-        self.deploy(ctx, plan).await
+        self.deploy(ctx, plan, Record::New).await
     }
 
     async fn update(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
-        self.deploy(ctx, plan).await
+        self.deploy(ctx, plan, Record::Replace).await
     }
 
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics> {
@@ -619,7 +620,12 @@ impl AppResource {
         }))
     }
 
-    async fn deploy(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
+    async fn deploy(
+        &self,
+        ctx: &Context,
+        plan: &Plan,
+        record: Record,
+    ) -> Result<Value, Diagnostics> {
         let spec = spec_from(&plan.planned, &plan.config)?;
         let digest = plan
             .planned
@@ -640,10 +646,14 @@ impl AppResource {
                 image: reference,
                 digest: digest.clone(),
                 trigger: "terraform".into(),
-                record: true,
+                record,
             })
             .await
             .map_err(|e| match e {
+                AppsError::Store(StoreError::AppExists { .. }) => Diagnostics::from(
+                    Diagnostic::error("App already exists", e.to_string())
+                        .at(AttributePath::root("name")),
+                ),
                 AppsError::NoCredential { .. } | AppsError::WrongRegistry { .. } => {
                     Diagnostics::from(
                         Diagnostic::error("Registry credential not usable", e.to_string())

@@ -165,6 +165,14 @@ pub enum StoreError {
         name: String,
     },
 
+    /// An app record with this name exists already (a create must not
+    /// take over an app another configuration or runner manages).
+    #[error("app `{name}` already exists in Berth's store (another configuration, runner or `berth apply` manages it): import it with `terraform import <address> {name}`, or choose another name")]
+    AppExists {
+        /// The app.
+        name: String,
+    },
+
     /// The release is already in the journal.
     #[error("release {release} of app `{app}` is already in the releases journal")]
     ReleaseExists {

@@ -374,6 +374,14 @@ pub trait Records: Send + Sync {
         credential_id: Option<&str>,
         spec_json: &str,
     ) -> Result<AppRecord, StoreError>;
+    /// Creates the app record `name`; [`StoreError::AppExists`] when it
+    /// exists already.
+    fn create_app(
+        &self,
+        name: &str,
+        credential_id: Option<&str>,
+        spec_json: &str,
+    ) -> Result<AppRecord, StoreError>;
     /// The app record `name`, if any.
     fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError>;
     /// Deletes an app record; `Ok(false)` when it did not exist.
@@ -544,6 +552,17 @@ impl Store {
         spec_json: String,
     ) -> Result<AppRecord, StoreError> {
         self.run(move |r| r.upsert_app(&name, credential_id.as_deref(), &spec_json))
+            .await
+    }
+
+    /// See [`Records::create_app`].
+    pub async fn create_app(
+        &self,
+        name: String,
+        credential_id: Option<String>,
+        spec_json: String,
+    ) -> Result<AppRecord, StoreError> {
+        self.run(move |r| r.create_app(&name, credential_id.as_deref(), &spec_json))
             .await
     }
 

@@ -189,6 +189,55 @@ fn expiry_millis(now: i64, ttl: Duration) -> i64 {
 }
 
 impl SqliteStore {
+    /// Writes an app record; `only_new` refuses one that exists.
+    fn write_app(
+        &self,
+        name: &str,
+        credential_id: Option<&str>,
+        spec_json: &str,
+        only_new: bool,
+    ) -> Result<AppRecord, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(id) = credential_id {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM registry_credentials WHERE id = ?1)",
+                [id],
+                |row| row.get(0),
+            )?;
+            if !exists {
+                return Err(StoreError::CredentialNotFound { id: id.to_owned() });
+            }
+        }
+        if only_new {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM apps WHERE name = ?1)",
+                [name],
+                |row| row.get(0),
+            )?;
+            if exists {
+                return Err(StoreError::AppExists {
+                    name: name.to_owned(),
+                });
+            }
+        }
+        let now = now_millis();
+        tx.execute(
+            "INSERT INTO apps (name, credential_id, spec_json, updated_at) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET credential_id = excluded.credential_id, \
+             spec_json = excluded.spec_json, updated_at = excluded.updated_at",
+            params![name, credential_id, spec_json, now],
+        )?;
+        tx.commit()?;
+        Ok(AppRecord {
+            name: name.to_owned(),
+            credential_id: credential_id.map(str::to_owned),
+            spec_json: spec_json.to_owned(),
+            updated_at: from_millis(now),
+        })
+    }
+
     /// Opens `<state_dir>/berth.db`, creating the directory (0700), the
     /// database (0600) and the key file as needed, migrating the schema, and
     /// checking that the key is the one the database was created with.
@@ -497,33 +546,16 @@ impl Records for SqliteStore {
         credential_id: Option<&str>,
         spec_json: &str,
     ) -> Result<AppRecord, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(id) = credential_id {
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM registry_credentials WHERE id = ?1)",
-                [id],
-                |row| row.get(0),
-            )?;
-            if !exists {
-                return Err(StoreError::CredentialNotFound { id: id.to_owned() });
-            }
-        }
-        let now = now_millis();
-        tx.execute(
-            "INSERT INTO apps (name, credential_id, spec_json, updated_at) \
-             VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (name) DO UPDATE SET credential_id = excluded.credential_id, \
-             spec_json = excluded.spec_json, updated_at = excluded.updated_at",
-            params![name, credential_id, spec_json, now],
-        )?;
-        tx.commit()?;
-        Ok(AppRecord {
-            name: name.to_owned(),
-            credential_id: credential_id.map(str::to_owned),
-            spec_json: spec_json.to_owned(),
-            updated_at: from_millis(now),
-        })
+        self.write_app(name, credential_id, spec_json, false)
+    }
+
+    fn create_app(
+        &self,
+        name: &str,
+        credential_id: Option<&str>,
+        spec_json: &str,
+    ) -> Result<AppRecord, StoreError> {
+        self.write_app(name, credential_id, spec_json, true)
     }
 
     fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
@@ -943,6 +975,31 @@ mod tests {
 
     fn raw(store: &SqliteStore) -> MutexGuard<'_, Connection> {
         store.lock()
+    }
+
+    #[test]
+    fn create_app_refuses_an_existing_app_and_keeps_its_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        store.create_app("web", None, "{\"v\":1}").unwrap();
+        let err = store.create_app("web", None, "{\"v\":2}").unwrap_err();
+        assert!(
+            matches!(err, StoreError::AppExists { ref name } if name == "web"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("terraform import"), "{err}");
+        assert_eq!(
+            store.get_app("web").unwrap().unwrap().spec_json,
+            "{\"v\":1}"
+        );
+        // An update replaces it; after a delete, a create works again.
+        store.upsert_app("web", None, "{\"v\":3}").unwrap();
+        assert_eq!(
+            store.get_app("web").unwrap().unwrap().spec_json,
+            "{\"v\":3}"
+        );
+        assert!(store.delete_app("web").unwrap());
+        store.create_app("web", None, "{}").unwrap();
     }
 
     #[test]

@@ -45,7 +45,7 @@ use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
 use berth::devtools::fixtures::{push_demo, Pushed, PLAIN_REGISTRY};
 use berth::docker::Hosts;
-use berth::engine::apps::{Apps, DeployRequest};
+use berth::engine::apps::{Apps, DeployRequest, Record};
 use berth::engine::spec::AppSpec;
 use berth::engine::{Engine, Target};
 use berth::reference::Reference;
@@ -1206,7 +1206,7 @@ impl Bench {
                 image: Reference::parse(&spec.image)?,
                 digest: v1.digest.clone(),
                 trigger: "bench".to_owned(),
-                record: true,
+                record: Record::Replace,
             })
             .await
             .with_context(|| format!("deploying v1 of {app}"))
