@@ -672,3 +672,91 @@ fn a_port_held_outside_berth_fails_the_apply_and_the_release_keeps_serving() {
     assert_eq!(body_at(&format!("127.0.0.1:{port}")), "berth demo v1");
     drop(held);
 }
+
+/// A `web` command for the demo image that serves like the image does,
+/// plus `/cgi-bin/crash`: the first request to it makes the container
+/// exit 3. Only requests sent through the public port after the switch
+/// reach it, so it crashes inside the monitor window.
+const CRASH_ON_TRAFFIC: &str = r##"command = "/bin/busybox sh -c '/bin/busybox mkdir -p /www/cgi-bin && printf \"#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho crashing\\necho > /tmp/crash\\n\" > /www/cgi-bin/crash && /bin/busybox chmod +x /www/cgi-bin/crash && /bin/busybox httpd -p 8080 -h /www && while [ ! -e /tmp/crash ]; do sleep 0.1; done; exit 3'""##;
+
+#[test]
+fn new_instances_failing_after_the_switch_send_traffic_back_to_the_old_ones() {
+    require_env();
+    let _shared = INGRESS.read().unwrap_or_else(|p| p.into_inner());
+    let name = unique_app("ing-monitor");
+    let _guard = AppGuard(name.clone());
+    let tag = unique_tag("ingmon");
+    push(&tag, "v1");
+    let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let tf = Tf::new();
+    tf.config(&format!(
+        "{}{}",
+        provider(),
+        app(&name, &image, port, 1, "")
+    ));
+    tf.init();
+    tf.apply();
+    assert_eq!(body_at(&addr), "berth demo v1");
+    let old = app_containers(&name);
+    assert_eq!(old.len(), 1, "{old:?}");
+
+    // The new release is healthy, takes traffic, and crashes on it.
+    tf.config(&format!(
+        "{}{}",
+        provider(),
+        app(&name, &image, port, 1, CRASH_ON_TRAFFIC)
+    ));
+    let mut apply = tf
+        .command(&["apply", "-auto-approve", "-input=false", "-no-color"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn apply");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut crashed = false;
+    while apply.try_wait().expect("wait apply").is_none() {
+        assert!(std::time::Instant::now() < deadline, "apply did not end");
+        let (code, body) = curl(&["--max-time", "2", &format!("http://{addr}/cgi-bin/crash")]);
+        crashed |= code == 0 && body.contains("crashing");
+    }
+    let out = apply.wait_with_output().expect("apply output");
+    let text = support::squash(&format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ));
+    assert!(!out.status.success(), "the apply must fail: {text}");
+    assert!(
+        crashed,
+        "no request reached the new instance after the switch"
+    );
+    assert!(text.contains("MONITOR failed after the switch"), "{text}");
+    assert!(text.contains("of taking traffic"), "{text}");
+    assert!(
+        text.contains("Traffic went back to the previous instances"),
+        "{text}"
+    );
+    // The old instance kept running the whole time and serves again; the
+    // crashed release's container is gone.
+    assert_eq!(app_containers(&name), old, "only the old instance is left");
+    for _ in 0..20 {
+        assert_eq!(body_at(&addr), "berth demo v1");
+    }
+    // Not a loop: the failed release stays failed until the next apply,
+    // which shows the change again.
+    let plan = tf.plan_json();
+    let changes = plan["resource_changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["change"]["actions"] == serde_json::json!(["update"])),
+        "{plan}"
+    );
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(app_containers(&name).is_empty());
+}
