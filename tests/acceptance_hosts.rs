@@ -416,8 +416,8 @@ fn tcp_host_with_tls_against_dockerd_tlsverify() {
         assert!(text.contains("ca_pem must be the CA"), "{text}");
     });
 
-    // The same through terraform: a worker (no published port: the daemon
-    // has no bridge) deployed to host c over TLS, converged, destroyed.
+    // The same through terraform: a health-checked web service and a
+    // worker deployed to host c over TLS, serving, converged, destroyed.
     let name = unique_app("acc-tls");
     let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
     let tf = Tf::new();
@@ -444,16 +444,31 @@ provider "berth" {{
 resource "berth_app" "tls" {{
   name  = "{name}"
   image = "{image}"
+  services = {{
+    web = {{
+      http_port    = 8080
+      health_check = {{ path = "/healthz", healthy_threshold = 2 }}
+    }}
+  }}
   workers = {{
     queue = {{ command = "/bin/busybox sleep 100000" }}
   }}
 }}
+
+output "web" {{ value = berth_app.tls.endpoints["web"][0] }}
 "#,
         address = daemon.address(),
         image = set.demo_v1.reference,
     ));
     tf.init();
     tf.apply();
+    let web = tf.output("web");
+    let web = web.as_str().expect("web endpoint");
+    assert_eq!(
+        http_body(web, "/").as_deref().map(str::trim),
+        Some("berth demo v1"),
+        "the service on the TLS host answers at {web}"
+    );
     let cli_dir = tf.dir.path().display().to_string();
     let docker_c = |args: &[&str]| {
         let tls = [
@@ -480,7 +495,7 @@ resource "berth_app" "tls" {{
     let filter = format!("label=io.berth.app={name}");
     assert_eq!(
         docker_c(&["ps", "-q", "--filter", &filter]),
-        1,
+        2,
         "{}",
         daemon.log()
     );
