@@ -522,3 +522,133 @@ fn pki_other_client() -> (String, String) {
     let other = pki();
     (other.client_cert, other.client_key)
 }
+
+// ------------------------------------------------- hosts at plan time
+
+#[test]
+fn a_host_address_not_known_until_apply_plans_what_it_can_then_deploys() {
+    // kreuzwerker/terraform-provider-docker#483: the host is created in
+    // the same apply, so its address is unknown while planning.
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let name = unique_app("acc-unknown-host");
+    let _guard = TwoHostGuard(name.clone());
+    let tf = Tf::new();
+    tf.config(&format!(
+        r#"
+resource "terraform_data" "host" {{
+  input = "{HOST_A}"
+}}
+
+provider "berth" {{
+  hosts = {{
+    a = {{ address = terraform_data.host.output }}
+  }}
+}}
+
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{image}"
+  services = {{
+    web = {{ http_port = 8080 }}
+  }}
+}}
+
+output "endpoint" {{ value = berth_app.demo.endpoints["web"][0] }}
+"#,
+        image = set.demo_v1.reference,
+    ));
+    tf.init();
+    let plan = tf.plan_json();
+    let app = plan["resource_changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["address"] == "berth_app.demo")
+        .cloned()
+        .expect("berth_app.demo in the plan");
+    assert_eq!(app["change"]["actions"], serde_json::json!(["create"]));
+    // What needs the host waits for it; what does not is known now.
+    assert_eq!(app["change"]["after_unknown"]["endpoints"], true, "{app}");
+    assert_eq!(
+        app["change"]["after"]["image_digest"], set.demo_v1.digest,
+        "the digest is resolved without the host: {app}"
+    );
+    tf.apply();
+    let endpoint = tf.output("endpoint");
+    assert_eq!(
+        http_body(endpoint.as_str().expect("endpoint"), "/").as_deref(),
+        Some("berth demo v1\n")
+    );
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
+}
+
+#[test]
+fn an_unreachable_host_at_plan_time_is_named_with_the_reason() {
+    require_two_daemons();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let name = unique_app("acc-gone-host");
+    let _guard = TwoHostGuard(name.clone());
+    // A port nothing listens on: host b as if its machine went away.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = |b: &str| {
+        format!(
+            r#"
+provider "berth" {{
+  hosts = {{
+    a = {{ address = "{HOST_A}" }}
+    b = {{
+      address         = "{b}"
+      publish_address = "{PUBLISH_B}"
+    }}
+  }}
+}}
+
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{image}"
+  services = {{
+    web = {{
+      http_port = 8080
+      instances = 2
+    }}
+  }}
+}}
+"#,
+            image = set.demo_v1.reference,
+        )
+    };
+    let tf = Tf::new();
+    tf.config(&config(HOST_B));
+    tf.init();
+    tf.apply();
+    assert_eq!(containers_on(HOST_B, &name).len(), 1);
+
+    let gone = format!("tcp://127.0.0.1:{dead}");
+    tf.config(&config(&gone));
+    for args in [
+        &["plan", "-input=false", "-no-color"][..],
+        &["apply", "-auto-approve", "-input=false", "-no-color"][..],
+    ] {
+        let out = tf.fails(args);
+        assert!(out.contains("Docker host `b`"), "the host is named: {out}");
+        assert!(out.contains(&gone), "the address is named: {out}");
+        assert!(
+            out.to_lowercase().contains("refused"),
+            "the reason is named: {out}"
+        );
+    }
+    // Nothing was touched on the host that answers.
+    assert_eq!(containers_on(HOST_A, &name).len(), 1);
+    tf.config(&config(HOST_B));
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
+    assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
+}
