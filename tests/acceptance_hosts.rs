@@ -652,3 +652,177 @@ resource "berth_app" "demo" {{
     assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
     assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
 }
+
+/// `docker -H host ps -q` of `app`'s containers of `release`.
+fn release_on(host: &str, app: &str, release: u64) -> Vec<String> {
+    let mut ids: Vec<String> = docker(
+        host,
+        &[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.berth.app={app}"),
+            "--filter",
+            &format!("label=io.berth.release={release}"),
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn rollout_drift_and_a_failure_on_one_of_two_hosts() {
+    require_two_daemons();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let name = unique_app("acc-two-roll");
+    let _guard = TwoHostGuard(name.clone());
+    let config = |image: &str| {
+        format!(
+            r#"
+provider "berth" {{
+  hosts = {{
+    a = {{ address = "{HOST_A}" }}
+    b = {{
+      address         = "{HOST_B}"
+      publish_address = "{PUBLISH_B}"
+    }}
+  }}
+}}
+
+resource "berth_app" "demo" {{
+  name  = "{name}"
+  image = "{image}"
+  services = {{
+    web = {{
+      http_port    = 8080
+      instances    = 2
+      health_check = {{ path = "/healthz", healthy_threshold = 6 }}
+    }}
+  }}
+}}
+
+output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
+"#
+        )
+    };
+    let serves = |tf: &Tf, want: &str| {
+        let endpoints = tf.output("endpoints");
+        let endpoints = endpoints.as_array().expect("endpoints");
+        assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+        for e in endpoints {
+            let e = e.as_str().expect("endpoint");
+            assert_eq!(http_body(e, "/").as_deref(), Some(want), "{e}");
+        }
+    };
+    let tf = Tf::new();
+    tf.config(&config(&set.demo_v1.reference));
+    tf.init();
+    tf.apply();
+    serves(&tf, "berth demo v1\n");
+    let (a1, b1) = (release_on(HOST_A, &name, 1), release_on(HOST_B, &name, 1));
+    assert_eq!((a1.len(), b1.len()), (1, 1));
+
+    // Drift on host b only: found there, repaired there; host a untouched.
+    docker(HOST_B, &["rm", "-f", &b1[0]]);
+    let out = tf.ok(&["plan", "-no-color", "-input=false"]);
+    assert!(
+        support::squash(&out).contains("is missing on host b (removed outside Berth?)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("on host a"),
+        "nothing is said of host a: {out}"
+    );
+    tf.apply();
+    assert_eq!(release_on(HOST_A, &name, 1), a1, "host a's instance kept");
+    let b1 = release_on(HOST_B, &name, 1);
+    assert_eq!(b1.len(), 1, "host b repaired within release 1");
+    serves(&tf, "berth demo v1\n");
+    tf.assert_converged();
+
+    // v2 where host b's new instance dies while it is probed: the whole
+    // deploy fails and rolls back on both hosts; release 1 keeps serving.
+    let events = Command::new("docker")
+        .args(["-H", HOST_B, "events", "--format", "{{.ID}}"])
+        .args(["--filter", "event=start"])
+        .args(["--filter", &format!("label=io.berth.app={name}")])
+        .args(["--filter", "label=io.berth.release=2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker events");
+    let events_pid = events.id();
+    let killer = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut events = events;
+        let stdout = events.stdout.take().expect("events stdout");
+        let id = std::io::BufReader::new(stdout).lines().next();
+        let killed = match id {
+            Some(Ok(id)) => Command::new("docker")
+                .args(["-H", HOST_B, "kill", id.trim()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false),
+            _ => false,
+        };
+        let _ = events.kill();
+        let _ = events.wait();
+        killed
+    });
+    tf.config(&config(&set.demo_v2.reference));
+    let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    // The apply is over: stop waiting for an event that may not come.
+    let _ = Command::new("kill").arg(events_pid.to_string()).status();
+    assert!(
+        killer.join().expect("killer"),
+        "no release 2 instance started on b"
+    );
+    assert!(
+        out.contains("on host b"),
+        "the failing host is named: {out}"
+    );
+    assert_eq!(release_on(HOST_A, &name, 1), a1, "host a: release 1 kept");
+    assert_eq!(release_on(HOST_B, &name, 1), b1, "host b: release 1 kept");
+    assert!(
+        release_on(HOST_A, &name, 2).is_empty(),
+        "no release 2 left on a"
+    );
+    assert!(
+        release_on(HOST_B, &name, 2).is_empty(),
+        "no release 2 left on b"
+    );
+    serves(&tf, "berth demo v1\n");
+
+    // Without the fault the next apply rolls both hosts to v2.
+    tf.apply();
+    serves(&tf, "berth demo v2\n");
+    assert!(release_on(HOST_A, &name, 1).is_empty());
+    assert!(release_on(HOST_B, &name, 1).is_empty());
+    let released = |host| {
+        let out = docker(
+            host,
+            &[
+                "ps",
+                "--filter",
+                &format!("label=io.berth.app={name}"),
+                "--format",
+                "{{.Label \"io.berth.release\"}}",
+            ],
+        );
+        out.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(released(HOST_A).len(), 1);
+    assert_eq!(
+        released(HOST_A),
+        released(HOST_B),
+        "one release on both hosts"
+    );
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
+    assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
+}
