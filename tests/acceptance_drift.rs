@@ -6,19 +6,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
 use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
 
+/// `docker ARGS…` on host a, its output trimmed.
+#[track_caller]
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    support::hosts::docker(support::hosts::HOST_A, args)
+        .trim()
+        .to_owned()
 }
 
 /// The image reference a container was created from.

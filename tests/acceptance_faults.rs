@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
 use own_registry::OwnRegistry;
+use support::hosts::{ids_on, TwoHostGuard, DOCKER_B_PIDFILE, HOST_A, HOST_B};
 use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
 
 fn config(name: &str, image: &str, health: &str) -> String {
@@ -29,26 +30,6 @@ resource "berth_app" "demo" {{
 output "endpoint" {{ value = berth_app.demo.endpoints["web"][0] }}
 "#
     )
-}
-
-/// Containers of `app` carrying `io.berth.release=<release>`.
-fn release_containers(app: &str, release: u64) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=io.berth.app={app}"))
-        .arg("--filter")
-        .arg(format!("label=io.berth.release={release}"))
-        .output()
-        .expect("docker ps");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The pids of the processes whose parent is `parent`.
@@ -121,7 +102,7 @@ fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_leas
         false,
     );
     let begun = Instant::now();
-    while release_containers(&name, 2).is_empty() {
+    while ids_on(HOST_A, &name, Some(2)).is_empty() {
         assert!(
             begun.elapsed() < Duration::from_secs(60),
             "release 2 never started"
@@ -183,7 +164,7 @@ fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_leas
             .join("\n")
     );
     assert!(
-        release_containers(&name, 2).is_empty(),
+        ids_on(HOST_A, &name, Some(2)).is_empty(),
         "orphan of release 2 left"
     );
     assert_eq!(app_containers(&name).len(), 1, "one instance");
@@ -367,48 +348,6 @@ berth destroy "$APP" >/dev/null 2>&1; echo "destroy=$?"
     assert!(says("destroy=0"), "{context}");
 }
 
-const HOST_B: &str = "unix:///run/berth-dev/docker-b.sock";
-const DOCKER_B_PIDFILE: &str = "/var/lib/berth-dev/docker-b/dockerd.pid";
-
-/// `docker -H HOST_B ps -aq` for the app (and a release, when given).
-fn on_b(app: &str, release: Option<u64>) -> Vec<String> {
-    let mut cmd = std::process::Command::new("docker");
-    cmd.args(["-H", HOST_B, "ps", "-aq", "--filter"])
-        .arg(format!("label=io.berth.app={app}"));
-    if let Some(r) = release {
-        cmd.arg("--filter")
-            .arg(format!("label=io.berth.release={r}"));
-    }
-    let out = cmd.output().expect("docker ps");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Removes the app from host b when the test ends.
-struct HostBGuard(String);
-
-impl Drop for HostBGuard {
-    fn drop(&mut self) {
-        let ids = on_b(&self.0, None);
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["-H", HOST_B, "rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-        let _ = std::process::Command::new("docker")
-            .args(["-H", HOST_B, "network", "rm", &format!("berth-{}", self.0)])
-            .output();
-    }
-}
-
 /// Restarts the dev environment's second daemon (host b): SIGTERM to the
 /// pid in its pidfile (a daemon tests/devenv.sh started), wait for it to
 /// exit, start it again with `tests/devenv.sh up`.
@@ -446,7 +385,7 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
     require_env();
     let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let name = unique_app("acc-dockerd");
-    let _guard = HostBGuard(name.clone());
+    let _guard = TwoHostGuard(name.clone());
     let app = |image: &str, health: &str| {
         format!(
             "provider \"berth\" {{\n  hosts = {{\n    b = {{\n      address         = \"{HOST_B}\"\n      publish_address = \"127.0.0.2\"\n    }}\n  }}\n}}\n{}",
@@ -461,7 +400,7 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
         true,
     );
     let begun = Instant::now();
-    while on_b(&name, Some(2)).is_empty() {
+    while ids_on(HOST_B, &name, Some(2)).is_empty() {
         assert!(
             begun.elapsed() < Duration::from_secs(60),
             "release 2 never started"
@@ -483,8 +422,11 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
     // The next apply converges: v2, one instance, nothing of release 2.
     tf.config(&app(&set.demo_v2.reference, ""));
     tf.apply();
-    assert!(on_b(&name, Some(2)).is_empty(), "orphan of release 2");
-    assert_eq!(on_b(&name, None).len(), 1, "one instance");
+    assert!(
+        ids_on(HOST_B, &name, Some(2)).is_empty(),
+        "orphan of release 2"
+    );
+    assert_eq!(ids_on(HOST_B, &name, None).len(), 1, "one instance");
     let endpoint = tf.output("endpoint").as_str().expect("endpoint").to_owned();
     assert_eq!(
         http_body(&endpoint, "/").as_deref(),
@@ -492,7 +434,7 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
     );
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    assert!(on_b(&name, None).is_empty());
+    assert!(ids_on(HOST_B, &name, None).is_empty());
 }
 
 /// An app whose every deploy lasts a few seconds (a pre-deploy command),
@@ -587,8 +529,8 @@ fn two_concurrent_applies_of_one_app_serialize_and_never_take_over_each_other() 
     assert!(refused.contains("berth_app.demo"), "{refused}");
     let running = app_containers(&name);
     assert_eq!(running.len(), 1, "one instance of one release: {running:?}");
-    assert_eq!(release_containers(&name, 1).len(), 1);
-    assert_eq!(release_containers(&name, 2).len(), 0, "no second release");
+    assert_eq!(ids_on(HOST_A, &name, Some(1)).len(), 1);
+    assert_eq!(ids_on(HOST_A, &name, Some(2)).len(), 0, "no second release");
     let won_by = if std::ptr::eq(winner, &a) { "a" } else { "b" };
     assert_eq!(applied_by(&running[0]), won_by);
 
@@ -631,7 +573,7 @@ fn two_concurrent_applies_of_one_app_serialize_and_never_take_over_each_other() 
     );
     let running = app_containers(&name);
     assert_eq!(running.len(), 1, "no orphan of either release: {running:?}");
-    assert_eq!(release_containers(&name, 3), running);
+    assert_eq!(ids_on(HOST_A, &name, Some(3)), running);
     let spec: serde_json::Value = serde_json::from_str(&last.spec_json).expect("spec json");
     assert_eq!(
         applied_by(&running[0]),

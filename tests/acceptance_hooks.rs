@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,65 +26,7 @@ use support::{
 const NOT_FOUND: &str =
     r#"{"error":{"code":"not_found","message":"no such deploy hook, or a wrong key"}}"#;
 
-/// A `berth serve` process on a free loopback port, sharing `tf`'s Berth
-/// state directory; its stderr (the log) goes to a file. Killed by pid
-/// when dropped.
-struct HookServer {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    _log_dir: tempfile::TempDir,
-}
-
-impl HookServer {
-    fn start(tf: &Tf, log_filter: &str) -> HookServer {
-        let log_dir = tempfile::tempdir().expect("tempdir");
-        let log = log_dir.path().join("serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("BERTH_STATE_DIR", tf.state_dir.path())
-            .env("BERTH_TEST_LABEL", "1")
-            .env("BERTH_LOG", log_filter)
-            .env_remove("BERTH_SECRET_KEY")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start berth serve");
-        // The first line on stdout names the address; bounded wait.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("berth serve printed no address within 20 s");
-        let base = line
-            .trim()
-            .strip_prefix("berth serve: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from berth serve: {line:?}"))
-            .to_owned();
-        HookServer {
-            child,
-            base,
-            log,
-            _log_dir: log_dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for HookServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::serve::Serve as HookServer;
 
 /// An HTTP answer: status, headers (lowercased names) and body.
 struct Answer {
@@ -367,7 +308,7 @@ fn hook_calls_deploy_refuse_and_never_leak_the_key() {
     let image = format!("{PLAIN_REGISTRY}/{repo}:{tag}");
     let port = free_port();
     let tf = Tf::new();
-    let server = HookServer::start(&tf, "trace");
+    let server = HookServer::start(tf.state_dir.path(), "trace");
     tf.config(&format!(
         "{}{}",
         provider(&server.base),
@@ -543,7 +484,7 @@ fn twenty_concurrent_calls_run_one_queue_one_and_the_last_digest_wins() {
     push(repo, &tag, "q0", Variant::Demo);
     let port = free_port();
     let tf = Tf::new();
-    let server = HookServer::start(&tf, "info");
+    let server = HookServer::start(tf.state_dir.path(), "info");
     tf.config(&format!(
         "{}{}",
         provider(&server.base),
@@ -637,7 +578,7 @@ fn keepers_rotate_the_key_and_bad_input_is_named() {
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
     let port = free_port();
     let tf = Tf::new();
-    let server = HookServer::start(&tf, "info");
+    let server = HookServer::start(tf.state_dir.path(), "info");
     let config = |keepers: &str| {
         format!(
             "{}{}",
@@ -748,6 +689,7 @@ fn keepers_rotate_the_key_and_bad_input_is_named() {
 
     // Repeated bad keys from one address are slowed down, right key or not.
     let wrong = new.replace("key=", "key=x");
+    let first_strike = std::time::Instant::now();
     let mut limited = None;
     for _ in 0..12 {
         let answer = call("POST", &wrong);
@@ -763,11 +705,16 @@ fn keepers_rotate_the_key_and_bad_input_is_named() {
         "{}",
         limited.headers
     );
-    assert_eq!(
-        call("POST", &new).status,
-        429,
-        "the limit holds for the address"
-    );
+    // Right key too: 429, unless this slow machine took so long that the
+    // address has earned a strike back (one per 6 s) since the first one.
+    let right = call("POST", &new).status;
+    if right != 429 {
+        assert!(
+            first_strike.elapsed() >= berth::hooks::limit::REFILL,
+            "the limit did not hold for the address: {right} after {:?}",
+            first_strike.elapsed()
+        );
+    }
 
     // Removing the hook ends its URL.
     tf.config(&format!(
@@ -781,7 +728,7 @@ fn keepers_rotate_the_key_and_bad_input_is_named() {
     tf.apply();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     drop(server);
-    let server = HookServer::start(&tf, "info");
+    let server = HookServer::start(tf.state_dir.path(), "info");
     let answer = call(
         "POST",
         &new.replace(new.split("/deploy/").next().unwrap(), &server.base),

@@ -10,94 +10,10 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use support::hosts::{
+    docker, ids_on, require_two_daemons, TwoHostGuard, HOST_A, HOST_B, PUBLISH_B,
+};
 use support::{block_on, http_body, require_env, unique_app, Tf};
-
-const HOST_A: &str = "unix:///var/run/docker.sock";
-const HOST_B: &str = "unix:///run/berth-dev/docker-b.sock";
-/// Both daemons run on this machine and each picks ephemeral host ports on
-/// its own, blind to the other's: host b publishes on another loopback
-/// address so the two can never pick the same address and port.
-const PUBLISH_B: &str = "127.0.0.2";
-
-/// `docker -H <host> ARGS…`, panicking with its stderr unless it succeeds.
-fn docker(host: &str, args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker -H {host} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Ids of the containers of `app` on one daemon.
-fn containers_on(host: &str, app: &str) -> Vec<String> {
-    docker(
-        host,
-        &[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.berth.app={app}"),
-        ],
-    )
-    .lines()
-    .map(str::trim)
-    .filter(|l| !l.is_empty())
-    .map(String::from)
-    .collect()
-}
-
-/// Fails, with the fix, unless both daemons answer.
-fn require_two_daemons() {
-    require_env();
-    for host in [HOST_A, HOST_B] {
-        let ok = Command::new("docker")
-            .args(["-H", host, "info", "--format", "{{.ID}}"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "the Docker daemon at {host} does not answer: run `bash tests/devenv.sh up` (it starts the second daemon, host b)"
-        );
-    }
-}
-
-/// Removes an app's containers and network from both daemons when the test
-/// ends, passed or not.
-struct TwoHostGuard(String);
-
-impl Drop for TwoHostGuard {
-    fn drop(&mut self) {
-        for host in [HOST_A, HOST_B] {
-            let filter = format!("label=io.berth.app={}", self.0);
-            if let Ok(out) = Command::new("docker")
-                .args(["-H", host, "ps", "-aq", "--filter", &filter])
-                .output()
-            {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker")
-                        .args(["-H", host, "rm", "-f"])
-                        .args(&ids)
-                        .output();
-                }
-            }
-            let _ = Command::new("docker")
-                .args(["-H", host, "network", "rm", &format!("berth-{}", self.0)])
-                .output();
-        }
-    }
-}
 
 #[test]
 fn two_instances_land_one_on_each_daemon() {
@@ -137,8 +53,8 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     tf.apply();
 
     // One instance on each daemon, each serving v1 on its own endpoint.
-    let on_a = containers_on(HOST_A, &name);
-    let on_b = containers_on(HOST_B, &name);
+    let on_a = ids_on(HOST_A, &name, None);
+    let on_b = ids_on(HOST_B, &name, None);
     assert_eq!(on_a.len(), 1, "one instance on host a: {on_a:?}");
     assert_eq!(on_b.len(), 1, "one instance on host b: {on_b:?}");
     let endpoints: Vec<String> = tf
@@ -169,8 +85,8 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     tf.assert_converged();
 
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
-    assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
+    assert!(ids_on(HOST_A, &name, None).is_empty(), "left on host a");
+    assert!(ids_on(HOST_B, &name, None).is_empty(), "left on host b");
 }
 
 // ------------------------------------------------------- tcp:// with TLS
@@ -582,7 +498,7 @@ output "endpoint" {{ value = berth_app.demo.endpoints["web"][0] }}
     );
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
+    assert!(ids_on(HOST_A, &name, None).is_empty(), "left on host a");
 }
 
 #[test]
@@ -628,7 +544,7 @@ resource "berth_app" "demo" {{
     tf.config(&config(HOST_B));
     tf.init();
     tf.apply();
-    assert_eq!(containers_on(HOST_B, &name).len(), 1);
+    assert_eq!(ids_on(HOST_B, &name, None).len(), 1);
 
     let gone = format!("tcp://127.0.0.1:{dead}");
     tf.config(&config(&gone));
@@ -645,32 +561,12 @@ resource "berth_app" "demo" {{
         );
     }
     // Nothing was touched on the host that answers.
-    assert_eq!(containers_on(HOST_A, &name).len(), 1);
+    assert_eq!(ids_on(HOST_A, &name, None).len(), 1);
     tf.config(&config(HOST_B));
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
-    assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
-}
-
-/// `docker -H host ps -q` of `app`'s containers of `release`.
-fn release_on(host: &str, app: &str, release: u64) -> Vec<String> {
-    let mut ids: Vec<String> = docker(
-        host,
-        &[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.berth.app={app}"),
-            "--filter",
-            &format!("label=io.berth.release={release}"),
-        ],
-    )
-    .split_whitespace()
-    .map(str::to_owned)
-    .collect();
-    ids.sort();
-    ids
+    assert!(ids_on(HOST_A, &name, None).is_empty(), "left on host a");
+    assert!(ids_on(HOST_B, &name, None).is_empty(), "left on host b");
 }
 
 #[test]
@@ -722,7 +618,10 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     tf.init();
     tf.apply();
     serves(&tf, "berth demo v1\n");
-    let (a1, b1) = (release_on(HOST_A, &name, 1), release_on(HOST_B, &name, 1));
+    let (a1, b1) = (
+        ids_on(HOST_A, &name, Some(1)),
+        ids_on(HOST_B, &name, Some(1)),
+    );
     assert_eq!((a1.len(), b1.len()), (1, 1));
 
     // Drift on host b only: found there, repaired there; host a untouched.
@@ -737,8 +636,8 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
         "nothing is said of host a: {out}"
     );
     tf.apply();
-    assert_eq!(release_on(HOST_A, &name, 1), a1, "host a's instance kept");
-    let b1 = release_on(HOST_B, &name, 1);
+    assert_eq!(ids_on(HOST_A, &name, Some(1)), a1, "host a's instance kept");
+    let b1 = ids_on(HOST_B, &name, Some(1));
     assert_eq!(b1.len(), 1, "host b repaired within release 1");
     serves(&tf, "berth demo v1\n");
     tf.assert_converged();
@@ -783,14 +682,14 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
         out.contains("on host b"),
         "the failing host is named: {out}"
     );
-    assert_eq!(release_on(HOST_A, &name, 1), a1, "host a: release 1 kept");
-    assert_eq!(release_on(HOST_B, &name, 1), b1, "host b: release 1 kept");
+    assert_eq!(ids_on(HOST_A, &name, Some(1)), a1, "host a: release 1 kept");
+    assert_eq!(ids_on(HOST_B, &name, Some(1)), b1, "host b: release 1 kept");
     assert!(
-        release_on(HOST_A, &name, 2).is_empty(),
+        ids_on(HOST_A, &name, Some(2)).is_empty(),
         "no release 2 left on a"
     );
     assert!(
-        release_on(HOST_B, &name, 2).is_empty(),
+        ids_on(HOST_B, &name, Some(2)).is_empty(),
         "no release 2 left on b"
     );
     serves(&tf, "berth demo v1\n");
@@ -798,8 +697,8 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     // Without the fault the next apply rolls both hosts to v2.
     tf.apply();
     serves(&tf, "berth demo v2\n");
-    assert!(release_on(HOST_A, &name, 1).is_empty());
-    assert!(release_on(HOST_B, &name, 1).is_empty());
+    assert!(ids_on(HOST_A, &name, Some(1)).is_empty());
+    assert!(ids_on(HOST_B, &name, Some(1)).is_empty());
     let released = |host| {
         let out = docker(
             host,
@@ -823,6 +722,6 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     );
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
-    assert!(containers_on(HOST_A, &name).is_empty(), "left on host a");
-    assert!(containers_on(HOST_B, &name).is_empty(), "left on host b");
+    assert!(ids_on(HOST_A, &name, None).is_empty(), "left on host a");
+    assert!(ids_on(HOST_B, &name, None).is_empty(), "left on host b");
 }

@@ -24,8 +24,7 @@ use support::{
     unique_app, unique_tag, AppGuard, Tf, INGRESS_HTTPS_PORT, INGRESS_HTTP_PORT,
 };
 
-const HOST_A: &str = "unix:///var/run/docker.sock";
-const HOST_B: &str = "unix:///run/berth-dev/docker-b.sock";
+use support::hosts::{HOST_A, HOST_B};
 
 /// Tests that remove the shared ingress by hand take this for writing;
 /// the others, which need it to keep serving, for reading.

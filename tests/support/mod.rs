@@ -388,3 +388,5 @@ pub fn curl(args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+pub mod hosts;
+pub mod serve;
