@@ -16,6 +16,11 @@ pub const COMPONENT: &str = "io.berth.component";
 /// `service`, `worker`, `job` (a pre-deploy run), `ingress` (the host's
 /// proxy) or `ingress-tls` (its HTTPS front for domains).
 pub const KIND: &str = "io.berth.kind";
+/// On job containers: the job's name (`report`, or `pre-deploy`,
+/// `post-deploy`, `failed-deploy` for the deploy's own).
+pub const JOB: &str = "io.berth.job";
+/// On job containers: the run's id in the job runs journal.
+pub const RUN: &str = "io.berth.run";
 /// Instance slot within the component, `0`-based.
 pub const SLOT: &str = "io.berth.slot";
 /// Release id the container was started for.

@@ -126,6 +126,41 @@ const CASES: &[Case] = &[
         line: "secret_env_wo = { TOKEN = \"b\" }",
         words: &["secret_env", "secret_env_wo", "TOKEN"],
     },
+    Case {
+        what: "an invalid cron expression",
+        app: "jobs = { nightly = { command = \"true\", schedule = \"61 3 * * *\" } }",
+        web: "",
+        line: "jobs = { nightly = { command = \"true\", schedule = \"61 3 * * *\" } }",
+        words: &["jobs[\"nightly\"].schedule", "out of range for the minute field", "MINUTE HOUR"],
+    },
+    Case {
+        what: "an unknown time zone",
+        app: "jobs = { nightly = { command = \"true\", schedule = \"@daily\", time_zone = \"Mars/Olympus\" } }",
+        web: "",
+        line: "jobs = { nightly = { command = \"true\", schedule = \"@daily\", time_zone = \"Mars/Olympus\" } }",
+        words: &["jobs[\"nightly\"].time_zone", "Europe/Berlin"],
+    },
+    Case {
+        what: "a job timeout of zero",
+        app: "jobs = { nightly = { command = \"true\", timeout_seconds = 0 } }",
+        web: "",
+        line: "jobs = { nightly = { command = \"true\", timeout_seconds = 0 } }",
+        words: &["jobs[\"nightly\"].timeout_seconds", "1 to 604800"],
+    },
+    Case {
+        what: "a job named like a service",
+        app: "jobs = { web = { command = \"true\" } }",
+        web: "",
+        line: "jobs = { web = { command = \"true\" } }",
+        words: &["services[\"web\"] has the same name", "job names must differ"],
+    },
+    Case {
+        what: "an unknown concurrency policy",
+        app: "jobs = { nightly = { command = \"true\", concurrency = \"queue\" } }",
+        web: "",
+        line: "jobs = { nightly = { command = \"true\", concurrency = \"queue\" } }",
+        words: &["forbid", "replace"],
+    },
 ];
 
 fn config(name: &str, app: &str, web: &str, services_key: &str) -> String {
@@ -225,4 +260,34 @@ fn the_spec_file_names_the_field() {
         assert_eq!(out.status.code(), Some(2), "{body}: exit code\n{text}");
         assert!(text.contains(field), "{body}: {field} not named:\n{text}");
     }
+}
+
+#[test]
+fn a_job_that_runs_every_minute_is_a_warning_with_its_next_runs() {
+    require_env();
+    let name = unique_app("acc-cronwarn");
+    let tf = Tf::new();
+    tf.config(&config(
+        &name,
+        "jobs = { tick = { command = \"true\", schedule = \"* 3 * * *\", time_zone = \"Europe/Berlin\" } }",
+        "",
+        "web",
+    ));
+    tf.init();
+    let out = tf.ok(&["validate", "-no-color"]);
+    let out = support::squash(&out);
+    assert!(
+        out.contains("Warning: Job schedule runs very often"),
+        "{out}"
+    );
+    assert!(
+        out.contains("runs every minute of the hours it names"),
+        "{out}"
+    );
+    assert!(out.contains("the next runs are"), "{out}");
+    // Three times, 03:00, 03:01, 03:02 in the job's zone.
+    for minute in ["03:00:00", "03:01:00", "03:02:00"] {
+        assert!(out.contains(minute), "{minute}: {out}");
+    }
+    assert!(out.contains("CET") || out.contains("CEST"), "{out}");
 }

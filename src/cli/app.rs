@@ -116,6 +116,18 @@ pub enum AppCommand {
     /// Print the JSON Schema of the app spec file
     #[command(after_help = AFTER_HELP)]
     Schema(SchemaArgs),
+
+    /// List an app's jobs with their next and last runs
+    #[command(after_help = AFTER_HELP)]
+    Jobs(super::jobs::JobsArgs),
+
+    /// List an app's job runs (of one job, when given), newest first
+    #[command(after_help = AFTER_HELP)]
+    Runs(super::jobs::RunsArgs),
+
+    /// Run one of an app's jobs now and wait for it to end
+    #[command(after_help = AFTER_HELP)]
+    Run(super::jobs::RunArgs),
 }
 
 /// Arguments of `berth plan` and `berth apply`.
@@ -204,6 +216,9 @@ pub async fn run(command: AppCommand) -> Result<(), CliError> {
         AppCommand::Rollback(args) => rollback(args).await,
         AppCommand::Destroy(args) => destroy(args).await,
         AppCommand::Schema(_) => schema(),
+        AppCommand::Jobs(args) => super::jobs::jobs(args).await,
+        AppCommand::Runs(args) => super::jobs::runs(args).await,
+        AppCommand::Run(args) => super::jobs::run(args).await,
     }
 }
 
@@ -360,12 +375,12 @@ fn flow_nesting_beyond(text: &str, limit: usize) -> Option<usize> {
 
 /// The app operations an app command drives: the engine's [`Apps`] over
 /// the Docker host and Berth's store.
-struct Session {
-    apps: Apps,
+pub(super) struct Session {
+    pub(super) apps: Apps,
 }
 
 impl Session {
-    async fn open(
+    pub(super) async fn open(
         insecure_registries: Vec<String>,
         ingress: Option<crate::ingress::IngressSettings>,
     ) -> Result<Session, CliError> {
@@ -394,7 +409,7 @@ impl Session {
         self.apps.engine()
     }
 
-    fn store(&self) -> &Store {
+    pub(super) fn store(&self) -> &Store {
         self.apps.store()
     }
 
@@ -455,12 +470,12 @@ fn store_open_error(error: crate::store::StoreError) -> CliError {
     )
 }
 
-fn store_error(error: crate::store::StoreError) -> CliError {
+pub(super) fn store_error(error: crate::store::StoreError) -> CliError {
     CliError::failed("Berth's store failed", error.to_string())
 }
 
 /// An app operation's failure as the command reports it.
-fn apps_error(app: &str, error: AppsError) -> CliError {
+pub(super) fn apps_error(app: &str, error: AppsError) -> CliError {
     match error {
         AppsError::Deploy(e) => deploy_error(app, e),
         AppsError::Registry(e) => registry_error(e),
@@ -705,6 +720,10 @@ struct DeployReport {
     urls: BTreeMap<String, Vec<String>>,
     endpoints: BTreeMap<String, Vec<String>>,
     steps: Vec<String>,
+    /// Problems that did not undo the release (a failed post-deploy
+    /// command); also printed on stderr.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     phases: Vec<PhaseReport>,
     /// For a rollback: the journaled release deployed again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -734,6 +753,7 @@ impl DeployReport {
             urls: outcome.urls,
             endpoints: outcome.endpoints,
             steps: outcome.steps,
+            warnings: outcome.warnings,
             phases: outcome
                 .phases
                 .into_iter()
@@ -744,6 +764,9 @@ impl DeployReport {
     }
 
     fn print(&self, json: bool) -> Result<(), CliError> {
+        for w in &self.warnings {
+            eprintln!("warning: {w}");
+        }
         if json {
             return output::print_json(self);
         }
@@ -1302,7 +1325,7 @@ fn opt<T: ToString>(value: Option<T>) -> String {
 }
 
 /// `sha256:` and the first 12 hex digits.
-fn short_digest(digest: &str) -> &str {
+pub(super) fn short_digest(digest: &str) -> &str {
     let end = digest.find(':').map_or(12, |colon| colon + 13);
     digest.get(..end).unwrap_or(digest)
 }
@@ -1320,7 +1343,7 @@ fn human_ms(ms: u64) -> String {
 }
 
 /// `2025-03-04 05:06:07Z`.
-fn utc_time(t: SystemTime) -> String {
+pub(super) fn utc_time(t: SystemTime) -> String {
     let seconds = t
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod image;
+pub mod jobs;
 pub mod output;
 pub mod serve;
 

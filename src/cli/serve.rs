@@ -11,6 +11,7 @@ use hyper::header::HeaderName;
 use super::CliError;
 use crate::docker::Hosts;
 use crate::engine::deploy::TEST_LABEL_ENV;
+use crate::engine::scheduler::Scheduler;
 use crate::engine::{Apps, Engine};
 use crate::hooks::{tls_acceptor, ServeOptions, Server, DEFAULT_MAX_CONNECTIONS};
 use crate::registry::{RegistryClient, RegistryOptions};
@@ -28,6 +29,12 @@ included), with no downtime, through the same path as `terraform apply`.
   GET|POST /deploy/ID?key=KEY[&imgURL=REF]   deploy; 202 {\"deploy\": {...}}
   GET /deploy/ID/deploys/DEPLOY?key=KEY      that deploy's status
   GET /healthz                               200 when the server and store work
+
+It also runs the apps' scheduled jobs (`jobs` with a `schedule`), each
+scheduled time once even when several `berth serve` share the store; a run
+missed while none ran starts late if it is at most the job's
+starting_deadline_seconds old, older ones are journaled as missed
+(--no-jobs: hooks only).
 
 `imgURL` names another tag or digest of the app's repository (URL-encoded);
 another repository, a wrong key or an unknown hook get the same 404. The
@@ -74,8 +81,13 @@ pub struct ServeArgs {
     max_connections: usize,
 
     /// On SIGTERM, wait at most this many seconds for running deploys
+    /// and job runs
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     shutdown_grace: u64,
+
+    /// Do not run the apps' scheduled jobs (serve deploy hooks only)
+    #[arg(long)]
+    no_jobs: bool,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -108,8 +120,9 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let engine = Engine::new(Hosts::default(), store)
         .with_test_label(process_env(TEST_LABEL_ENV).is_some())
         .with_ingress(Default::default(), std::sync::Arc::new(registry.clone()));
+    let apps = std::sync::Arc::new(Apps::new(engine, registry));
     let server = Server::new(
-        Apps::new(engine, registry),
+        apps.clone(),
         ServeOptions {
             max_connections: args.max_connections,
             client_ip_header,
@@ -132,7 +145,14 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let _ = stdout.flush();
     drop(stdout);
     tracing::info!(%address, scheme, "serving deploy hooks");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let scheduler = (!args.no_jobs).then(|| tokio::spawn(Scheduler::new(apps).run(stop_rx, grace)));
     server.serve(listener, tls, stop_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

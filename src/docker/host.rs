@@ -490,6 +490,30 @@ impl DockerHost {
         spec: &ContainerSpec,
         timeout: Duration,
     ) -> Result<JobOutcome, DockerError> {
+        self.run_job_with(spec, timeout, false, |_| {})
+            .await
+            .map(|(_, outcome)| outcome)
+    }
+
+    /// [`DockerHost::run_job`], but a run that fails (or times out) leaves
+    /// its stopped container for inspection; `started` gets the
+    /// container's id as soon as it runs. Returns the id too.
+    pub async fn run_job_keeping_failure(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Duration,
+        started: impl FnOnce(&str),
+    ) -> Result<(String, JobOutcome), DockerError> {
+        self.run_job_with(spec, timeout, true, started).await
+    }
+
+    async fn run_job_with(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Duration,
+        keep_failure: bool,
+        started: impl FnOnce(&str),
+    ) -> Result<(String, JobOutcome), DockerError> {
         let mut job = spec.clone();
         job.restart = RestartPolicy::No;
         let id = self.create_and_start(&job).await?;
@@ -497,19 +521,26 @@ impl DockerHost {
             host: Some(self.clone()),
             id: id.clone(),
         };
+        started(&id);
         let waited = self.wait_job(&id, &job.name, timeout).await;
         let log_tail = self.log_tail(&id, JOB_LOG_TAIL_LINES).await;
-        if let Err(e) = self.force_remove(&id).await {
-            tracing::warn!(host = %self.name(), container = %job.name, error = %e, "could not remove the job container");
+        let failed = !matches!(waited, Ok((0, false)));
+        if !(keep_failure && failed) {
+            if let Err(e) = self.force_remove(&id).await {
+                tracing::warn!(host = %self.name(), container = %job.name, error = %e, "could not remove the job container");
+            }
         }
         guard.host = None;
         let (exit_code, timed_out) = waited?;
         tracing::info!(host = %self.name(), container = %job.name, exit_code, timed_out, "job finished");
-        Ok(JobOutcome {
-            exit_code,
-            log_tail,
-            timed_out,
-        })
+        Ok((
+            id,
+            JobOutcome {
+                exit_code,
+                log_tail,
+                timed_out,
+            },
+        ))
     }
 
     /// The last `lines` lines of a container's output (stdout and stderr).

@@ -362,8 +362,37 @@ impl Apps {
             trigger: request.trigger,
         };
         match self.engine.deploy(&target).await {
-            Ok(outcome) => Ok(outcome),
+            Ok(mut outcome) => {
+                if let (true, Some(cmd)) = (outcome.new_release, &target.spec.post_deploy_command) {
+                    match self
+                        .deploy_job(&target, "post-deploy", cmd, Some(outcome.release), None)
+                        .await
+                    {
+                        Ok(run) => outcome
+                            .steps
+                            .push(format!("post-deploy command ran (run {}): {cmd}", run.id)),
+                        Err(why) => outcome.warnings.push(format!(
+                            "{why}. Release {} stays: it serves; run the command again by hand if needed.",
+                            outcome.release
+                        )),
+                    }
+                }
+                Ok(outcome)
+            }
             Err(e) => {
+                if let (true, Some(cmd)) = (e.ran_the_image(), &target.spec.failed_deploy_command) {
+                    match self
+                        .deploy_job(&target, "failed-deploy", cmd, None, Some(&e.to_string()))
+                        .await
+                    {
+                        Ok(run) => {
+                            tracing::info!(app = %app, run = run.id, "failed-deploy command ran")
+                        }
+                        Err(why) => {
+                            tracing::warn!(app = %app, %why, "failed-deploy command failed")
+                        }
+                    }
+                }
                 if first {
                     if let Err(forget) = self.store().delete_app(app.clone()).await {
                         tracing::warn!(app = %app, error = %forget, "could not remove the record of a failed first deploy");

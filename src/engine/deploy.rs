@@ -71,6 +71,10 @@ pub struct Outcome {
     pub steps: Vec<String>,
     /// Phase name and milliseconds.
     pub phases: Vec<(String, u64)>,
+    /// What went wrong without undoing the release (a failed post-deploy
+    /// command), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The phases, named as in DESIGN.md.
@@ -149,6 +153,23 @@ pub enum DeployError {
     FailedAfterSwitch { reason: String, switched_back: bool },
     #[error("the ingress needs its image pinned, but this front end gave the engine no way to resolve images (a bug in Berth: please report it)")]
     NoImagePinner,
+}
+
+impl DeployError {
+    /// Whether the deploy got as far as running its image (so a
+    /// failed-deploy command from that image can run): not for a pull, a
+    /// lock or a spec that failed.
+    pub fn ran_the_image(&self) -> bool {
+        match self {
+            DeployError::PreDeploy { .. }
+            | DeployError::Unhealthy { .. }
+            | DeployError::FailedAfterSwitch { .. } => true,
+            DeployError::Docker { phase, .. } | DeployError::Ingress { phase, .. } => {
+                !matches!(phase, Phase::Pull | Phase::Lock)
+            }
+            _ => false,
+        }
+    }
 }
 
 fn log_lines(lines: &[String]) -> String {
@@ -505,6 +526,7 @@ impl Engine {
                     urls: self.urls(components),
                     steps: vec!["nothing to do: the app already runs this digest and spec".into()],
                     phases: phases.clone(),
+                    warnings: Vec::new(),
                 });
             }
             plan.reasons = ingress.iter().map(|d| format!("repair: {d}")).collect();

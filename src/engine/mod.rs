@@ -8,9 +8,12 @@
 pub mod apps;
 pub mod deploy;
 pub mod hooks;
+pub mod jobs;
 pub mod plan;
 pub mod probe;
 mod rollout;
+pub mod schedule;
+pub mod scheduler;
 pub mod spec;
 
 pub use apps::{Apps, AppsError, DeployRequest, Record};

@@ -250,6 +250,7 @@ impl Engine {
             urls: self.urls(components),
             steps,
             phases: phases.clone(),
+            warnings: Vec::new(),
         })
     }
 

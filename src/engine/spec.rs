@@ -69,12 +69,24 @@ pub struct AppSpec {
     /// before any traffic moves; a non-zero exit aborts the deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_deploy_command: Option<String>,
+    /// Command run once after a new release serves (all traffic moved),
+    /// from the new image; a failure is reported, the release stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_deploy_command: Option<String>,
+    /// Command run after a deploy failed and was rolled back, from the
+    /// image that failed, with the reason in `BERTH_DEPLOY_ERROR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_deploy_command: Option<String>,
     /// Web services by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceSpec>,
     /// Background workers by name.
     #[serde(default)]
     pub workers: BTreeMap<String, WorkerSpec>,
+    /// Jobs by name: run from the app's current release on a schedule
+    /// (by `berth serve`) or on demand (`berth run`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, JobSpec>,
     /// The `berth` command only: the ingress settings of the host (the
     /// provider sets them in its `ingress` block). Not part of the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,8 +107,11 @@ impl fmt::Debug for AppSpec {
                 &self.secret_env_wo.keys().collect::<Vec<_>>(),
             )
             .field("pre_deploy_command", &self.pre_deploy_command)
+            .field("post_deploy_command", &self.post_deploy_command)
+            .field("failed_deploy_command", &self.failed_deploy_command)
             .field("services", &self.services)
             .field("workers", &self.workers)
+            .field("jobs", &self.jobs)
             .field("ingress", &self.ingress)
             .finish()
     }
@@ -184,6 +199,99 @@ pub struct WorkerSpec {
     pub memory_mb: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+/// A job: a command run to completion from the app's current release,
+/// with the app's env and secrets, on a schedule or on demand.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The command (split like a shell would, no shell run).
+    pub command: String,
+    /// Cron schedule: five fields, six with leading seconds, or
+    /// `@hourly`-style; unset, the job runs only on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Seconds a run may take before it is stopped.
+    #[serde(default = "default_job_timeout")]
+    pub timeout_seconds: u64,
+    /// `forbid` (skip a run while the last one runs), `allow` or `replace`
+    /// (stop the last one).
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// A run missed by at most this many seconds (e.g. `berth serve` was
+    /// down) runs late, once; older ones are recorded as missed.
+    #[serde(default = "default_starting_deadline")]
+    pub starting_deadline_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Environment for this job; overrides the app's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a scheduled run does while the job's last run still runs
+/// (Kubernetes CronJob's `concurrencyPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Concurrency {
+    /// Skip the new run (recorded as skipped).
+    #[default]
+    Forbid,
+    /// Run both.
+    Allow,
+    /// Stop the running one, then run.
+    Replace,
+}
+
+impl Concurrency {
+    pub fn parse(s: &str) -> Option<Concurrency> {
+        match s {
+            "forbid" => Some(Concurrency::Forbid),
+            "allow" => Some(Concurrency::Allow),
+            "replace" => Some(Concurrency::Replace),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Concurrency::Forbid => "forbid",
+            Concurrency::Allow => "allow",
+            Concurrency::Replace => "replace",
+        }
+    }
+}
+
+pub const DEFAULT_JOB_TIMEOUT: u64 = 3600;
+pub const DEFAULT_STARTING_DEADLINE: u64 = 60;
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+fn default_job_timeout() -> u64 {
+    DEFAULT_JOB_TIMEOUT
+}
+
+fn default_starting_deadline() -> u64 {
+    DEFAULT_STARTING_DEADLINE
+}
+
+impl JobSpec {
+    /// The parsed schedule, if it has one.
+    pub fn parsed_schedule(
+        &self,
+    ) -> Option<Result<super::schedule::Schedule, super::schedule::ScheduleError>> {
+        self.schedule
+            .as_deref()
+            .map(|s| super::schedule::Schedule::parse(s, &self.time_zone))
+    }
 }
 
 /// How a new service instance is judged healthy, probed from outside the
@@ -367,11 +475,18 @@ impl AppSpec {
                 ));
             }
         }
-        if let Some(cmd) = &self.pre_deploy_command {
-            if let Err(e) = split_command("pre_deploy_command", cmd) {
-                errs.push(e);
+        for (field, cmd) in [
+            ("pre_deploy_command", &self.pre_deploy_command),
+            ("post_deploy_command", &self.post_deploy_command),
+            ("failed_deploy_command", &self.failed_deploy_command),
+        ] {
+            if let Some(cmd) = cmd {
+                if let Err(e) = split_command(field, cmd) {
+                    errs.push(e);
+                }
             }
         }
+        errs.extend(self.check_jobs());
         if self.services.is_empty() && self.workers.is_empty() {
             errs.push(spec_err(
                 "services",
@@ -456,6 +571,104 @@ impl AppSpec {
             ));
         }
         errs
+    }
+
+    fn check_jobs(&self) -> Vec<SpecError> {
+        let mut errs = Vec::new();
+        for (name, j) in &self.jobs {
+            let field = format!("jobs[{name:?}]");
+            if let Err(m) = check_name(name) {
+                errs.push(spec_err(&field, m));
+            }
+            for (kind, taken) in [
+                ("services", self.services.contains_key(name)),
+                ("workers", self.workers.contains_key(name)),
+            ] {
+                if taken {
+                    errs.push(spec_err(
+                        &field,
+                        format!("{kind}[{name:?}] has the same name: job names must differ from service and worker names (they name containers)"),
+                    ));
+                }
+            }
+            if name == "pre-deploy" || name == "post-deploy" || name == "failed-deploy" {
+                errs.push(spec_err(
+                    &field,
+                    format!("{name:?} is the name of Berth's own deploy job: choose another"),
+                ));
+            }
+            if let Err(e) = split_command(&format!("{field}.command"), &j.command) {
+                errs.push(e);
+            }
+            if j.time_zone.parse::<chrono_tz::Tz>().is_err() {
+                errs.push(spec_err(
+                    format!("{field}.time_zone"),
+                    super::schedule::ScheduleError::TimeZone(j.time_zone.clone()).to_string(),
+                ));
+            } else if let Some(Err(e)) = j.parsed_schedule() {
+                errs.push(spec_err(format!("{field}.schedule"), e.to_string()));
+            }
+            if j.timeout_seconds == 0 || j.timeout_seconds > 7 * 24 * 3600 {
+                errs.push(spec_err(
+                    format!("{field}.timeout_seconds"),
+                    format!(
+                        "{} is out of range: use 1 to 604800 seconds (a week)",
+                        j.timeout_seconds
+                    ),
+                ));
+            }
+            if j.starting_deadline_seconds > 7 * 24 * 3600 {
+                errs.push(spec_err(
+                    format!("{field}.starting_deadline_seconds"),
+                    "is more than a week: use 0 to 604800 seconds",
+                ));
+            }
+            errs.extend(check_common(&field, None, 1, j.cpus, j.memory_mb, &j.env));
+        }
+        errs
+    }
+
+    /// Warnings about valid jobs that are probably not what was meant (a
+    /// schedule that runs every minute), with their next three runs.
+    pub fn job_warnings(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<SpecError> {
+        let mut out = Vec::new();
+        for (name, j) in &self.jobs {
+            let Some(Ok(schedule)) = j.parsed_schedule() else {
+                continue;
+            };
+            if let Some(why) = schedule.surprise() {
+                let next: Vec<String> = schedule
+                    .upcoming(now, 3)
+                    .iter()
+                    .map(|t| {
+                        t.with_timezone(&schedule.time_zone())
+                            .format("%Y-%m-%d %H:%M:%S %Z")
+                            .to_string()
+                    })
+                    .collect();
+                out.push(spec_err(
+                    format!("jobs[{name:?}].schedule"),
+                    format!(
+                        "{:?} {why}: the next runs are {}. If that is what you meant, ignore this warning.",
+                        schedule.text(),
+                        next.join(", ")
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The environment of a job (or a deploy job when `job` is `None`):
+    /// the app's env, secrets, then the job's own.
+    pub fn job_env(&self, job: Option<&JobSpec>) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend(self.secret_env.clone());
+        env.extend(self.secret_env_wo.clone());
+        if let Some(j) = job {
+            env.extend(j.env.clone());
+        }
+        env
     }
 
     /// The components with merged env and spec hashes. Call on a valid spec.

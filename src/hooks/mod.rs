@@ -190,8 +190,7 @@ pub struct Server {
 type Answer = Response<Full<Bytes>>;
 
 impl Server {
-    pub fn new(apps: Apps, options: ServeOptions) -> Arc<Server> {
-        let apps = Arc::new(apps);
+    pub fn new(apps: Arc<Apps>, options: ServeOptions) -> Arc<Server> {
         Arc::new(Server {
             queue: Queue::new(Arc::new(EngineRunner { apps: apps.clone() })),
             apps,

@@ -547,7 +547,7 @@ impl Provider {
         prior: &Value,
         planned: &Value,
         config: &Value,
-    ) -> Result<Value, Diagnostics> {
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
         let r = self.resource_or_error(type_name)?;
         let schema = r.schema();
         let ctx = self.context();
@@ -558,16 +558,18 @@ impl Provider {
             requires_replace: vec![],
         };
         let what = format!("Applying {type_name}");
-        let mut state = if planned.is_null() {
+        let (mut state, warnings) = if planned.is_null() {
             self.cancellable(&what, r.delete(&ctx, prior)).await?;
-            Value::Null
+            (Value::Null, Diagnostics::default())
         } else if prior.is_null() {
-            self.cancellable(&what, r.create(&ctx, &plan)).await?
+            self.cancellable(&what, r.create_warned(&ctx, &plan))
+                .await?
         } else {
-            self.cancellable(&what, r.update(&ctx, &plan)).await?
+            self.cancellable(&what, r.update_warned(&ctx, &plan))
+                .await?
         };
         resource::strip_write_only(&schema, &mut state);
-        Ok(state)
+        Ok((state, warnings))
     }
 
     /// ReadResource: the refreshed state, or null when the object is gone.

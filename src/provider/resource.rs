@@ -53,6 +53,22 @@ pub trait Resource: Send + Sync {
     }
 
     async fn create(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics>;
+    /// [`Resource::create`] with the warnings terraform shows after it.
+    async fn create_warned(
+        &self,
+        ctx: &Context,
+        plan: &Plan,
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
+        Ok((self.create(ctx, plan).await?, Diagnostics::default()))
+    }
+    /// [`Resource::update`] with the warnings terraform shows after it.
+    async fn update_warned(
+        &self,
+        ctx: &Context,
+        plan: &Plan,
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
+        Ok((self.update(ctx, plan).await?, Diagnostics::default()))
+    }
     /// Refreshes `state`; `Ok(None)` means the object is gone.
     async fn read(&self, ctx: &Context, state: &Value) -> Result<Option<Value>, Diagnostics>;
     async fn update(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics>;

@@ -15,7 +15,9 @@ use super::schema::{Attribute, Nesting, Schema, Type, Validator};
 use super::value::{Number, Value};
 use super::Context;
 use crate::engine::apps::HOOK_DRIFT_MARK;
-use crate::engine::spec::{check_name, AppSpec, HealthCheck, ServiceSpec, WorkerSpec};
+use crate::engine::spec::{
+    check_name, AppSpec, Concurrency, HealthCheck, JobSpec, ServiceSpec, WorkerSpec,
+};
 use crate::engine::{plan as engine_plan, AppsError, DeployRequest, Engine, Record};
 use crate::reference::Reference;
 use crate::store::StoreError;
@@ -126,6 +128,27 @@ impl Resource for AppResource {
                 "Number of instances. A worker is healthy while it runs without restarting.",
             )];
         worker.extend(limits());
+        let mut job = vec![
+            Attribute::string("command").required().describe(
+                "The command the job runs, from the app's current release. Split into arguments like a shell would (quotes work), but no shell runs: write `sh -c '...'` for one.",
+            ),
+            Attribute::string("schedule").optional().describe(
+                "When it runs, as cron: five fields `MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK` (`30 3 * * *`), six with a leading seconds field (`*/10 * * * * *`), or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. `berth serve` runs it (each scheduled time once, whatever the number of `berth serve` processes sharing the store). Unset: the job runs only on demand (`berth run APP JOB`).",
+            ),
+            Attribute::string("time_zone").optional().computed().default_value(Value::string("UTC")).describe(
+                "IANA time zone of `schedule` (e.g. `Europe/Berlin`). A time skipped by a daylight-saving change runs when the change ends; a repeated hour runs fixed-hour jobs once. Defaults to `UTC`.",
+            ),
+            Attribute::number("timeout_seconds").optional().computed().default_value(Value::int(crate::engine::spec::DEFAULT_JOB_TIMEOUT as i64)).describe(
+                "Seconds a run may take; then it is stopped and recorded as timed out. Defaults to `3600`.",
+            ),
+            Attribute::string("concurrency").optional().computed().default_value(Value::string("forbid")).describe(
+                "What a scheduled run does while the last run of the job still runs: `forbid` skips it (recorded as skipped), `allow` runs both, `replace` stops the running one first. As Kubernetes CronJob's `concurrencyPolicy`. Defaults to `forbid`.",
+            ),
+            Attribute::number("starting_deadline_seconds").optional().computed().default_value(Value::int(crate::engine::spec::DEFAULT_STARTING_DEADLINE as i64)).describe(
+                "A scheduled run missed (e.g. `berth serve` was down) by at most this many seconds runs late, once; older ones are recorded as missed, never run in a burst. Defaults to `60`.",
+            ),
+        ];
+        job.extend(limits().into_iter().filter(|a| a.name != "command"));
         Schema::new(
             "An app deployed from one container image: web services and background workers on the provider's Docker hosts. `terraform plan` resolves the image tag to its linux/amd64 digest and shows `image_digest` change when the tag has moved; `apply` deploys exactly that digest with no downtime (pull first, pre-deploy command, start new instances, health-check them from outside, then stop the old ones) and rolls back by itself when anything fails. Changes made on a host by hand show up in `drift` at the next plan, and apply repairs them. Every container carries the label `io.berth.app=<name>`.",
             vec![
@@ -163,6 +186,15 @@ impl Resource for AppResource {
                 Attribute::nested("workers", Nesting::Map, worker).optional().describe(
                     "Background workers by name (lowercase letters, digits, dashes).",
                 ),
+                Attribute::nested("jobs", Nesting::Map, job).optional().describe(
+                    "Jobs by name (lowercase letters, digits, dashes; not a service's or worker's name): commands run to completion in a container from the app's current release digest (never a tag resolved again), with the app's `env` and `secret_env`, on one of its hosts, on a `schedule` or on demand. Every run is journaled (`berth runs APP JOB`); finished containers are removed, the last 3 failed ones of each job kept for inspection. Changing a job never rolls out the services or workers.",
+                ),
+                Attribute::string("post_deploy_command").optional().describe(
+                    "Command run once after a new release serves (traffic moved, old instances stopped), from the new image with the app's environment. A failure does not undo the release: it is reported as a warning of the apply and in the journal.",
+                ),
+                Attribute::string("failed_deploy_command").optional().describe(
+                    "Command run after a deploy failed and was rolled back, from the image that failed, with the app's environment and the reason in `BERTH_DEPLOY_ERROR` (e.g. to notify someone). Not run when the image could not be pulled.",
+                ),
                 Attribute::string("image_digest").computed().describe(
                     "The linux/amd64 manifest digest deployed, or about to be: a moved tag shows here as a diff.",
                 ),
@@ -192,6 +224,12 @@ impl Resource for AppResource {
                 for e in spec.validate() {
                     diags.push(
                         Diagnostic::error("Invalid app", e.message.clone()).at(spec_path(&e.field)),
+                    );
+                }
+                for w in spec.job_warnings(chrono::Utc::now()) {
+                    diags.push(
+                        Diagnostic::warning("Job schedule runs very often", w.message)
+                            .at(spec_path(&w.field)),
                     );
                 }
             }
@@ -329,10 +367,26 @@ impl Resource for AppResource {
     }
 
     async fn create(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
-        self.deploy(ctx, plan, Record::New).await
+        Ok(self.create_warned(ctx, plan).await?.0)
     }
 
     async fn update(&self, ctx: &Context, plan: &Plan) -> Result<Value, Diagnostics> {
+        Ok(self.update_warned(ctx, plan).await?.0)
+    }
+
+    async fn create_warned(
+        &self,
+        ctx: &Context,
+        plan: &Plan,
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
+        self.deploy(ctx, plan, Record::New).await
+    }
+
+    async fn update_warned(
+        &self,
+        ctx: &Context,
+        plan: &Plan,
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
         self.deploy(ctx, plan, Record::Replace).await
     }
 
@@ -625,7 +679,7 @@ impl AppResource {
         ctx: &Context,
         plan: &Plan,
         record: Record,
-    ) -> Result<Value, Diagnostics> {
+    ) -> Result<(Value, Diagnostics), Diagnostics> {
         let spec = spec_from(&plan.planned, &plan.config)?;
         let digest = plan
             .planned
@@ -672,7 +726,14 @@ impl AppResource {
         fields.insert("endpoints".into(), endpoints_value(&outcome.endpoints));
         fields.insert("urls".into(), urls_value(&outcome.urls));
         fields.insert("drift".into(), Value::List(vec![]));
-        Ok(Value::Object(fields))
+        let mut warnings = Diagnostics::default();
+        for w in &outcome.warnings {
+            warnings.push(Diagnostic::warning(
+                format!("App {:?} deployed, with a problem", spec.name),
+                w.clone(),
+            ));
+        }
+        Ok((Value::Object(fields), warnings))
     }
 }
 
@@ -727,8 +788,11 @@ fn user_attrs_differ(prior: &Value, planned: &Value) -> bool {
         "secret_env",
         "secret_env_wo_version",
         "pre_deploy_command",
+        "post_deploy_command",
+        "failed_deploy_command",
         "services",
         "workers",
+        "jobs",
     ]
     .iter()
     .any(|a| prior.get(a) != planned.get(a))
@@ -922,6 +986,41 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
             },
         );
     }
+    let mut jobs = BTreeMap::new();
+    for (name, j) in obj.get("jobs").as_entries().into_iter().flatten() {
+        let p = AttributePath::root("jobs").key(name);
+        let number = |attr: &str, default: u64| -> Result<u64, Diagnostics> {
+            Ok(num_u(j.get(attr), attr, &p.clone().attr(attr))?.unwrap_or(default))
+        };
+        jobs.insert(
+            name.clone(),
+            JobSpec {
+                command: j.get("command").as_str().unwrap_or_default().to_owned(),
+                schedule: j.get("schedule").as_str().map(String::from),
+                time_zone: j.get("time_zone").as_str().unwrap_or("UTC").to_owned(),
+                timeout_seconds: number("timeout_seconds", crate::engine::spec::DEFAULT_JOB_TIMEOUT)?,
+                concurrency: match j.get("concurrency").as_str() {
+                    None => Concurrency::default(),
+                    Some(c) => Concurrency::parse(c).ok_or_else(|| {
+                        Diagnostics::from(
+                            Diagnostic::error(
+                                "Invalid concurrency",
+                                format!("jobs[{name:?}].concurrency = {c:?} is not a policy: use \"forbid\" (skip a run while the last one runs), \"allow\" or \"replace\" (stop the last one)."),
+                            )
+                            .at(p.clone().attr("concurrency")),
+                        )
+                    })?,
+                },
+                starting_deadline_seconds: number(
+                    "starting_deadline_seconds",
+                    crate::engine::spec::DEFAULT_STARTING_DEADLINE,
+                )?,
+                cpus: num_f(j.get("cpus")),
+                memory_mb: num_u(j.get("memory_mb"), "memory_mb", &p.clone().attr("memory_mb"))?,
+                env: string_map(j.get("env")),
+            },
+        );
+    }
     Ok(AppSpec {
         name: obj.get("name").as_str().unwrap_or_default().to_string(),
         image: obj.get("image").as_str().unwrap_or_default().to_string(),
@@ -932,8 +1031,11 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
         secret_env_version: obj.get("secret_env_wo_version").as_i64(),
         secret_env_wo: string_map(config.get("secret_env_wo")),
         pre_deploy_command: obj.get("pre_deploy_command").as_str().map(String::from),
+        post_deploy_command: obj.get("post_deploy_command").as_str().map(String::from),
+        failed_deploy_command: obj.get("failed_deploy_command").as_str().map(String::from),
         services,
         workers,
+        jobs,
         ingress: None,
     })
 }
@@ -1059,6 +1161,29 @@ fn spec_to_state(
             )
         })
         .collect();
+    let jobs: BTreeMap<String, Value> = spec
+        .jobs
+        .iter()
+        .map(|(name, j)| {
+            (
+                name.clone(),
+                super::value::object([
+                    ("command", Value::string(&j.command)),
+                    ("schedule", Value::opt_string(j.schedule.clone())),
+                    ("time_zone", Value::string(&j.time_zone)),
+                    ("timeout_seconds", Value::int(j.timeout_seconds as i64)),
+                    ("concurrency", Value::string(j.concurrency.as_str())),
+                    (
+                        "starting_deadline_seconds",
+                        Value::int(j.starting_deadline_seconds as i64),
+                    ),
+                    ("cpus", opt_num(j.cpus)),
+                    ("memory_mb", opt_u(j.memory_mb)),
+                    ("env", map(&j.env)),
+                ]),
+            )
+        })
+        .collect();
     super::value::object([
         ("id", Value::string(&spec.name)),
         ("name", Value::string(&spec.name)),
@@ -1096,6 +1221,22 @@ fn spec_to_state(
             } else {
                 Value::Map(workers)
             },
+        ),
+        (
+            "jobs",
+            if jobs.is_empty() {
+                Value::Null
+            } else {
+                Value::Map(jobs)
+            },
+        ),
+        (
+            "post_deploy_command",
+            Value::opt_string(spec.post_deploy_command.clone()),
+        ),
+        (
+            "failed_deploy_command",
+            Value::opt_string(spec.failed_deploy_command.clone()),
         ),
         ("image_digest", Value::opt_string(digest)),
         (

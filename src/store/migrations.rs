@@ -101,6 +101,34 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX deploy_hooks_by_app ON deploy_hooks (app);
     "#,
+    // 6: the job runs journal. A scheduled run is claimed by inserting its
+    // row: (app, job, scheduled_at) is unique; NULL (on demand, deploy
+    // jobs) never conflicts.
+    r#"
+    CREATE TABLE job_runs (
+        id               INTEGER PRIMARY KEY,
+        app              TEXT NOT NULL,
+        job              TEXT NOT NULL,
+        scheduled_at     INTEGER,
+        triggered_by     TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('running', 'succeeded',
+                         'failed', 'timed_out', 'replaced', 'skipped', 'missed', 'lost')),
+        owner            TEXT,
+        lease_expires_at INTEGER,
+        host             TEXT,
+        container_id     TEXT,
+        digest           TEXT,
+        release          INTEGER,
+        exit_code        INTEGER,
+        reason           TEXT,
+        log_tail_json    TEXT NOT NULL DEFAULT '[]',
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        UNIQUE (app, job, scheduled_at)
+    ) STRICT;
+
+    CREATE INDEX job_runs_by_job ON job_runs (app, job, id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -186,6 +214,7 @@ mod tests {
             [
                 "apps",
                 "deploy_hooks",
+                "job_runs",
                 "known_images",
                 "leases",
                 "meta",
@@ -224,9 +253,13 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), 4);
         assert_eq!(count(&conn, "known_images"), 1);
         assert_eq!(count(&conn, "deploy_hooks"), 0);
-        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        migrate_to(&mut conn, Path::new(":memory:"), 5).unwrap();
         assert_eq!(user_version(&conn).unwrap(), 5);
         assert_eq!(count(&conn, "deploy_hooks"), 1);
+        assert_eq!(count(&conn, "job_runs"), 0);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 6);
+        assert_eq!(count(&conn, "job_runs"), 1);
     }
 
     #[test]

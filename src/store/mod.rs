@@ -41,6 +41,7 @@
 
 pub mod crypto;
 mod error;
+pub mod jobs;
 mod migrations;
 pub mod paths;
 pub mod sqlite;
@@ -53,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use crate::registry::{KnownImage, Secret};
 pub use crypto::{KeySource, SecretKey};
 pub use error::{StoreError, SECRET_KEY_VAR};
+pub use jobs::{JobRunEnd, JobRunRecord, JobRunState, NewJobRun};
 pub use migrations::SCHEMA_VERSION;
 pub use paths::{resolve_state_dir, STATE_DIR_VAR};
 pub use sqlite::SqliteStore;
@@ -349,6 +351,50 @@ pub fn lease_owner_is_gone(owner: &str) -> bool {
 /// The record operations every backend provides. Synchronous on purpose:
 /// async callers go through [`Store`]. Multi-step operations are atomic.
 pub trait Records: Send + Sync {
+    /// Claims a run: inserts it as running with `new.owner`'s lease.
+    /// `Ok(None)` when the scheduled time was claimed (or recorded) before.
+    fn claim_job_run(&self, new: &NewJobRun) -> Result<Option<JobRunRecord>, StoreError>;
+    /// Records scheduled times that did not run (`Skipped`, `Missed`),
+    /// except those already recorded; how many were new.
+    fn record_job_runs_not_run(
+        &self,
+        app: &str,
+        job: &str,
+        times: &[SystemTime],
+        state: JobRunState,
+        reason: &str,
+    ) -> Result<usize, StoreError>;
+    /// Where a claimed run runs; `false` when `owner` no longer has it.
+    #[allow(clippy::too_many_arguments)]
+    fn set_job_run_container(
+        &self,
+        id: u64,
+        owner: &str,
+        host: &str,
+        container_id: &str,
+        digest: &str,
+        release: Option<u64>,
+    ) -> Result<bool, StoreError>;
+    /// Extends a running run's lease; `false` when `owner` no longer has it.
+    fn renew_job_run(&self, id: u64, owner: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Ends a running run owned by `owner`; `false` when it was ended
+    /// before (replaced, or marked lost).
+    fn finish_job_run(&self, id: u64, owner: &str, end: &JobRunEnd) -> Result<bool, StoreError>;
+    /// Ends a running run whoever owns it (`Replaced`, `Lost`).
+    fn stop_job_run(&self, id: u64, state: JobRunState, reason: &str) -> Result<bool, StoreError>;
+    /// The job's runs still running; those whose lease ran out are marked
+    /// lost first.
+    fn running_job_runs(&self, app: &str, job: &str) -> Result<Vec<JobRunRecord>, StoreError>;
+    /// Recent runs of an app (of one job, when given), newest first.
+    fn list_job_runs(
+        &self,
+        app: &str,
+        job: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRunRecord>, StoreError>;
+    /// The latest scheduled time recorded for the job (run or not).
+    fn last_scheduled_at(&self, app: &str, job: &str) -> Result<Option<SystemTime>, StoreError>;
+
     /// Stores a new credential under a generated id.
     fn insert_credential(&self, new: NewCredential) -> Result<Credential, StoreError>;
     /// The credential with `id`, decrypted; `None` when there is none.
@@ -513,6 +559,99 @@ impl Store {
         tokio::task::spawn_blocking(move || op(records.as_ref()))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// See [`Records::claim_job_run`].
+    pub async fn claim_job_run(&self, new: NewJobRun) -> Result<Option<JobRunRecord>, StoreError> {
+        self.run(move |r| r.claim_job_run(&new)).await
+    }
+
+    /// See [`Records::record_job_runs_not_run`].
+    pub async fn record_job_runs_not_run(
+        &self,
+        app: String,
+        job: String,
+        times: Vec<SystemTime>,
+        state: JobRunState,
+        reason: String,
+    ) -> Result<usize, StoreError> {
+        self.run(move |r| r.record_job_runs_not_run(&app, &job, &times, state, &reason))
+            .await
+    }
+
+    /// See [`Records::set_job_run_container`].
+    pub async fn set_job_run_container(
+        &self,
+        id: u64,
+        owner: String,
+        host: String,
+        container_id: String,
+        digest: String,
+        release: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.run(move |r| {
+            r.set_job_run_container(id, &owner, &host, &container_id, &digest, release)
+        })
+        .await
+    }
+
+    /// See [`Records::renew_job_run`].
+    pub async fn renew_job_run(
+        &self,
+        id: u64,
+        owner: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.run(move |r| r.renew_job_run(id, &owner, ttl)).await
+    }
+
+    /// See [`Records::finish_job_run`].
+    pub async fn finish_job_run(
+        &self,
+        id: u64,
+        owner: String,
+        end: JobRunEnd,
+    ) -> Result<bool, StoreError> {
+        self.run(move |r| r.finish_job_run(id, &owner, &end)).await
+    }
+
+    /// See [`Records::stop_job_run`].
+    pub async fn stop_job_run(
+        &self,
+        id: u64,
+        state: JobRunState,
+        reason: String,
+    ) -> Result<bool, StoreError> {
+        self.run(move |r| r.stop_job_run(id, state, &reason)).await
+    }
+
+    /// See [`Records::running_job_runs`].
+    pub async fn running_job_runs(
+        &self,
+        app: String,
+        job: String,
+    ) -> Result<Vec<JobRunRecord>, StoreError> {
+        self.run(move |r| r.running_job_runs(&app, &job)).await
+    }
+
+    /// See [`Records::list_job_runs`].
+    pub async fn list_job_runs(
+        &self,
+        app: String,
+        job: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<JobRunRecord>, StoreError> {
+        self.run(move |r| r.list_job_runs(&app, job.as_deref(), limit))
+            .await
+    }
+
+    /// See [`Records::last_scheduled_at`].
+    pub async fn last_scheduled_at(
+        &self,
+        app: String,
+        job: String,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        self.run(move |r| r.last_scheduled_at(&app, &job)).await
     }
 
     /// See [`Records::insert_credential`].

@@ -17,8 +17,9 @@ use super::error::StoreError;
 use super::migrations::migrate_to;
 use super::paths::ensure_state_dir;
 use super::{
-    AppRecord, Credential, CredentialUpdate, HookRecord, KnownImage, LeaseOutcome, NewCredential,
-    NewRelease, Records, ReleaseOutcome, ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
+    AppRecord, Credential, CredentialUpdate, HookRecord, JobRunEnd, JobRunRecord, JobRunState,
+    KnownImage, LeaseOutcome, NewCredential, NewJobRun, NewRelease, Records, ReleaseOutcome,
+    ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
 };
 
 /// The database file name inside the state directory.
@@ -170,6 +171,44 @@ fn release_from_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
         phases,
         started_at: from_millis(row.get(9)?),
         finished_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
+    })
+}
+
+const JOB_RUN_COLUMNS: &str = "id, app, job, scheduled_at, triggered_by, state, owner, host, \
+     container_id, digest, release, exit_code, reason, log_tail_json, started_at, finished_at";
+
+fn job_run_id(id: u64) -> Result<i64, StoreError> {
+    i64::try_from(id)
+        .map_err(|_| StoreError::InvalidRequest(format!("job run id {id} is too large")))
+}
+
+fn job_run_from_row(row: &Row<'_>) -> rusqlite::Result<JobRunRecord> {
+    let id: i64 = row.get(0)?;
+    let state: String = row.get(5)?;
+    let state = state
+        .parse::<JobRunState>()
+        .map_err(|e| conversion_failure(5, Type::Text, std::io::Error::other(e)))?;
+    let release: Option<i64> = row.get(10)?;
+    let tail: String = row.get(13)?;
+    let log_tail: Vec<String> =
+        serde_json::from_str(&tail).map_err(|e| conversion_failure(13, Type::Text, e))?;
+    Ok(JobRunRecord {
+        id: u64::try_from(id).map_err(|e| conversion_failure(0, Type::Integer, e))?,
+        app: row.get(1)?,
+        job: row.get(2)?,
+        scheduled_at: row.get::<_, Option<i64>>(3)?.map(from_millis),
+        trigger: row.get(4)?,
+        state,
+        owner: row.get(6)?,
+        host: row.get(7)?,
+        container_id: row.get(8)?,
+        digest: row.get(9)?,
+        release: release.and_then(|r| u64::try_from(r).ok()),
+        exit_code: row.get(11)?,
+        reason: row.get(12)?,
+        log_tail,
+        started_at: row.get::<_, Option<i64>>(14)?.map(from_millis),
+        finished_at: row.get::<_, Option<i64>>(15)?.map(from_millis),
     })
 }
 
@@ -420,6 +459,170 @@ impl SqliteStore {
 }
 
 impl Records for SqliteStore {
+    fn claim_job_run(&self, new: &NewJobRun) -> Result<Option<JobRunRecord>, StoreError> {
+        let now = now_millis();
+        let expires = now.saturating_add(i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX));
+        let conn = self.lock();
+        let inserted = conn.execute(
+            "INSERT INTO job_runs (app, job, scheduled_at, triggered_by, state, owner, \
+             lease_expires_at, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7) \
+             ON CONFLICT (app, job, scheduled_at) DO NOTHING",
+            params![
+                new.app,
+                new.job,
+                new.scheduled_at.map(millis),
+                new.trigger,
+                new.owner,
+                expires,
+                now
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        let id = conn.last_insert_rowid();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {JOB_RUN_COLUMNS} FROM job_runs WHERE id = ?1"),
+                [id],
+                job_run_from_row,
+            )
+            .optional()?)
+    }
+
+    fn record_job_runs_not_run(
+        &self,
+        app: &str,
+        job: &str,
+        times: &[SystemTime],
+        state: JobRunState,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_millis();
+        let mut new = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO job_runs (app, job, scheduled_at, triggered_by, state, reason, \
+                 finished_at) VALUES (?1, ?2, ?3, 'schedule', ?4, ?5, ?6) \
+                 ON CONFLICT (app, job, scheduled_at) DO NOTHING",
+            )?;
+            for t in times {
+                new += stmt.execute(params![app, job, millis(*t), state.as_str(), reason, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn set_job_run_container(
+        &self,
+        id: u64,
+        owner: &str,
+        host: &str,
+        container_id: &str,
+        digest: &str,
+        release: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let release = release.map(release_number).transpose()?;
+        let changed = self.lock().execute(
+            "UPDATE job_runs SET host = ?3, container_id = ?4, digest = ?5, release = ?6 \
+             WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            params![job_run_id(id)?, owner, host, container_id, digest, release],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn renew_job_run(&self, id: u64, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let expires =
+            now_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let changed = self.lock().execute(
+            "UPDATE job_runs SET lease_expires_at = ?3 \
+             WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            params![job_run_id(id)?, owner, expires],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn finish_job_run(&self, id: u64, owner: &str, end: &JobRunEnd) -> Result<bool, StoreError> {
+        let tail = serde_json::to_string(&end.log_tail)
+            .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
+        let changed = self.lock().execute(
+            "UPDATE job_runs SET state = ?3, exit_code = ?4, reason = ?5, log_tail_json = ?6, \
+             finished_at = ?7, lease_expires_at = NULL \
+             WHERE id = ?1 AND owner = ?2 AND state = 'running'",
+            params![
+                job_run_id(id)?,
+                owner,
+                end.state.as_str(),
+                end.exit_code,
+                end.reason,
+                tail,
+                now_millis()
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn stop_job_run(&self, id: u64, state: JobRunState, reason: &str) -> Result<bool, StoreError> {
+        let changed = self.lock().execute(
+            "UPDATE job_runs SET state = ?2, reason = ?3, finished_at = ?4, \
+             lease_expires_at = NULL WHERE id = ?1 AND state = 'running'",
+            params![job_run_id(id)?, state.as_str(), reason, now_millis()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn running_job_runs(&self, app: &str, job: &str) -> Result<Vec<JobRunRecord>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_millis();
+        tx.execute(
+            "UPDATE job_runs SET state = 'lost', finished_at = ?3, lease_expires_at = NULL, \
+             reason = 'the runner that started it stopped renewing its lease (killed, or cut off from the store)' \
+             WHERE app = ?1 AND job = ?2 AND state = 'running' AND lease_expires_at <= ?3",
+            params![app, job, now],
+        )?;
+        let runs = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {JOB_RUN_COLUMNS} FROM job_runs \
+                 WHERE app = ?1 AND job = ?2 AND state = 'running' ORDER BY id"
+            ))?;
+            let rows = stmt.query_map(params![app, job], job_run_from_row)?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(runs)
+    }
+
+    fn list_job_runs(
+        &self,
+        app: &str,
+        job: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobRunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {JOB_RUN_COLUMNS} FROM job_runs \
+             WHERE app = ?1 AND (?2 IS NULL OR job = ?2) ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let runs = stmt
+            .query_map(params![app, job, limit], job_run_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(runs)
+    }
+
+    fn last_scheduled_at(&self, app: &str, job: &str) -> Result<Option<SystemTime>, StoreError> {
+        let last: Option<i64> = self.lock().query_row(
+            "SELECT max(scheduled_at) FROM job_runs WHERE app = ?1 AND job = ?2",
+            params![app, job],
+            |row| row.get(0),
+        )?;
+        Ok(last.map(from_millis))
+    }
+
     fn insert_credential(&self, new: NewCredential) -> Result<Credential, StoreError> {
         let id = new_credential_id()?;
         let sealed = self.seal_secret(&id, &new.secret)?;
@@ -978,6 +1181,89 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_run_is_claimed_once_and_a_dead_runners_run_is_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&options(tmp.path())).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let claim = |owner: &str, at: Option<SystemTime>, ttl: Duration| NewJobRun {
+            app: "web".into(),
+            job: "report".into(),
+            scheduled_at: at,
+            trigger: "schedule".into(),
+            owner: owner.into(),
+            ttl,
+        };
+        let long = Duration::from_secs(60);
+        let run = store
+            .claim_job_run(&claim("a", Some(at), long))
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.state, JobRunState::Running);
+        assert!(store
+            .claim_job_run(&claim("b", Some(at), long))
+            .unwrap()
+            .is_none());
+        // On-demand runs never conflict.
+        assert!(store
+            .claim_job_run(&claim("b", None, long))
+            .unwrap()
+            .is_some());
+        assert!(store
+            .claim_job_run(&claim("b", None, long))
+            .unwrap()
+            .is_some());
+        // A missed or skipped time is not claimed again, and not twice.
+        let later = at + Duration::from_secs(60);
+        let n = store
+            .record_job_runs_not_run("web", "report", &[at, later], JobRunState::Missed, "down")
+            .unwrap();
+        assert_eq!(n, 1, "only the time not recorded yet");
+        assert!(store
+            .claim_job_run(&claim("b", Some(later), long))
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.last_scheduled_at("web", "report").unwrap(),
+            Some(later)
+        );
+        // Only the owner ends it; a replaced run cannot be ended again.
+        assert!(store
+            .set_job_run_container(run.id, "a", "local", "c1", "sha256:x", Some(2))
+            .unwrap());
+        let end = JobRunEnd {
+            state: JobRunState::Succeeded,
+            exit_code: Some(0),
+            reason: None,
+            log_tail: vec!["ok".into()],
+        };
+        assert!(!store.finish_job_run(run.id, "b", &end).unwrap());
+        assert!(store
+            .stop_job_run(run.id, JobRunState::Replaced, "newer")
+            .unwrap());
+        assert!(!store.finish_job_run(run.id, "a", &end).unwrap());
+        let listed = store.list_job_runs("web", Some("report"), 10).unwrap();
+        let first = listed.iter().find(|r| r.id == run.id).unwrap();
+        assert_eq!(first.state, JobRunState::Replaced);
+        assert_eq!(first.container_id.as_deref(), Some("c1"));
+        assert_eq!(first.release, Some(2));
+        // A runner that stops renewing: its run is lost at the next look.
+        let short = store
+            .claim_job_run(&claim(
+                "dead",
+                Some(at + Duration::from_secs(120)),
+                Duration::ZERO,
+            ))
+            .unwrap()
+            .unwrap();
+        let running = store.running_job_runs("web", "report").unwrap();
+        assert!(running.iter().all(|r| r.id != short.id), "{running:?}");
+        let lost = store.list_job_runs("web", Some("report"), 10).unwrap();
+        let lost = lost.iter().find(|r| r.id == short.id).unwrap();
+        assert_eq!(lost.state, JobRunState::Lost);
+        assert!(!store.renew_job_run(short.id, "dead", long).unwrap());
+    }
+
+    #[test]
     fn create_app_refuses_an_existing_app_and_keeps_its_record() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&options(tmp.path())).unwrap();
@@ -1431,6 +1717,7 @@ mod tests {
                 [
                     "apps",
                     "deploy_hooks",
+                    "job_runs",
                     "known_images",
                     "leases",
                     "meta",

@@ -324,12 +324,15 @@ impl pb::provider_server::Provider for ProviderGrpc {
                 .provider
                 .apply_resource(&req.type_name, &prior, &planned, &config)
                 .await
-                .map(|v| convert::encode(&v, &ty)),
+                .map(|(v, warnings)| (convert::encode(&v, &ty), warnings)),
             Err(d) => Err(d),
         };
         // On failure terraform keeps what we return: the prior state, so
         // nothing that exists is forgotten.
-        let (new_state, diags) = split(result, req.prior_state.clone());
+        let (new_state, diags) = match result {
+            Ok((state, warnings)) => (Some(state), warnings),
+            Err(d) => (req.prior_state.clone(), d),
+        };
         Ok(Response::new(pb::apply_resource_change::Response {
             new_state,
             private: req.planned_private.clone(),

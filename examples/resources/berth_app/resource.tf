@@ -17,6 +17,10 @@ resource "berth_app" "shop" {
 
   # Runs once per release, from the new image, before traffic moves.
   pre_deploy_command = "./manage migrate"
+  # After the release serves (a failure warns, the release stays), and
+  # after a failed deploy was rolled back (the reason in BERTH_DEPLOY_ERROR).
+  post_deploy_command   = "./manage warm-cache"
+  failed_deploy_command = "./manage notify-failure"
 
   services = {
     web = {
@@ -43,6 +47,21 @@ resource "berth_app" "shop" {
     queue = {
       command   = "./manage worker"
       instances = 1
+    }
+  }
+
+  # Run by `berth serve` from the current release's digest, with the app's
+  # env and secrets; `berth runs shop nightly-report` lists the runs.
+  jobs = {
+    nightly-report = {
+      command         = "./manage report --yesterday"
+      schedule        = "30 3 * * *"
+      time_zone       = "Europe/Berlin"
+      timeout_seconds = 1800
+    }
+    # No schedule: runs only with `berth run shop reindex`.
+    reindex = {
+      command = "./manage reindex"
     }
   }
 }
