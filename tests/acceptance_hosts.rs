@@ -15,20 +15,23 @@ use support::hosts::{
 };
 use support::{block_on, http_body, require_env, unique_app, Tf};
 
-#[test]
-fn two_instances_land_one_on_each_daemon() {
-    require_two_daemons();
-    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
-    let name = unique_app("acc-hosts");
-    let _guard = TwoHostGuard(name.clone());
-    let tf = Tf::new();
-    tf.config(&format!(
+/// A provider with hosts a and b (`b` at `address_b`) and an app with a
+/// `web` service of two instances; `web_extra` adds lines to the service,
+/// `outputs` after the resource.
+fn two_host_app(
+    name: &str,
+    address_b: &str,
+    image: &str,
+    web_extra: &str,
+    outputs: &str,
+) -> String {
+    format!(
         r#"
 provider "berth" {{
   hosts = {{
     a = {{ address = "{HOST_A}" }}
     b = {{
-      address         = "{HOST_B}"
+      address         = "{address_b}"
       publish_address = "{PUBLISH_B}"
     }}
   }}
@@ -41,13 +44,28 @@ resource "berth_app" "demo" {{
     web = {{
       http_port = 8080
       instances = 2
+      {web_extra}
     }}
   }}
 }}
+{outputs}
+"#
+    )
+}
 
-output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
-"#,
-        image = set.demo_v1.reference,
+#[test]
+fn two_instances_land_one_on_each_daemon() {
+    require_two_daemons();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let name = unique_app("acc-hosts");
+    let _guard = TwoHostGuard(name.clone());
+    let tf = Tf::new();
+    tf.config(&two_host_app(
+        &name,
+        HOST_B,
+        &set.demo_v1.reference,
+        "",
+        "output \"endpoints\" { value = berth_app.demo.endpoints[\"web\"] }",
     ));
     tf.init();
     tf.apply();
@@ -513,33 +531,7 @@ fn an_unreachable_host_at_plan_time_is_named_with_the_reason() {
         .local_addr()
         .expect("addr")
         .port();
-    let config = |b: &str| {
-        format!(
-            r#"
-provider "berth" {{
-  hosts = {{
-    a = {{ address = "{HOST_A}" }}
-    b = {{
-      address         = "{b}"
-      publish_address = "{PUBLISH_B}"
-    }}
-  }}
-}}
-
-resource "berth_app" "demo" {{
-  name  = "{name}"
-  image = "{image}"
-  services = {{
-    web = {{
-      http_port = 8080
-      instances = 2
-    }}
-  }}
-}}
-"#,
-            image = set.demo_v1.reference,
-        )
-    };
+    let config = |b: &str| two_host_app(&name, b, &set.demo_v1.reference, "", "");
     let tf = Tf::new();
     tf.config(&config(HOST_B));
     tf.init();
@@ -576,32 +568,12 @@ fn rollout_drift_and_a_failure_on_one_of_two_hosts() {
     let name = unique_app("acc-two-roll");
     let _guard = TwoHostGuard(name.clone());
     let config = |image: &str| {
-        format!(
-            r#"
-provider "berth" {{
-  hosts = {{
-    a = {{ address = "{HOST_A}" }}
-    b = {{
-      address         = "{HOST_B}"
-      publish_address = "{PUBLISH_B}"
-    }}
-  }}
-}}
-
-resource "berth_app" "demo" {{
-  name  = "{name}"
-  image = "{image}"
-  services = {{
-    web = {{
-      http_port    = 8080
-      instances    = 2
-      health_check = {{ path = "/healthz", healthy_threshold = 6 }}
-    }}
-  }}
-}}
-
-output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
-"#
+        two_host_app(
+            &name,
+            HOST_B,
+            image,
+            "health_check = { path = \"/healthz\", healthy_threshold = 6 }",
+            "output \"endpoints\" { value = berth_app.demo.endpoints[\"web\"] }",
         )
     };
     let serves = |tf: &Tf, want: &str| {
@@ -661,6 +633,7 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
         let killed = match id {
             Some(Ok(id)) => Command::new("docker")
                 .args(["-H", HOST_B, "kill", id.trim()])
+                .stdout(std::process::Stdio::null())
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false),
@@ -673,7 +646,10 @@ output "endpoints" {{ value = berth_app.demo.endpoints["web"] }}
     tf.config(&config(&set.demo_v2.reference));
     let out = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
     // The apply is over: stop waiting for an event that may not come.
-    let _ = Command::new("kill").arg(events_pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(events_pid.to_string())
+        .stderr(std::process::Stdio::null())
+        .status();
     assert!(
         killer.join().expect("killer"),
         "no release 2 instance started on b"

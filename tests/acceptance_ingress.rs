@@ -17,11 +17,11 @@ mod support;
 use std::process::Command;
 use std::sync::RwLock;
 
-use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use berth::devtools::fixtures::PLAIN_REGISTRY;
 use load::Load;
 use support::{
-    app_containers, block_on, curl, forget_routes, free_port, ingress_setting, require_env,
-    unique_app, unique_tag, AppGuard, Tf, INGRESS_HTTPS_PORT, INGRESS_HTTP_PORT,
+    app_containers, curl, forget_routes, free_port, ingress_setting, require_env, unique_app,
+    unique_tag, AppGuard, Tf, INGRESS_HTTPS_PORT, INGRESS_HTTP_PORT,
 };
 
 use support::hosts::{HOST_A, HOST_B};
@@ -78,15 +78,7 @@ resource "berth_app" "{name}" {{
 }
 
 fn push(tag: &str, version: &str) -> String {
-    block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        tag,
-        version,
-        None,
-    ))
-    .expect("push demo")
-    .digest
+    support::push_demo_tag(tag, version)
 }
 
 #[track_caller]

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use berth::devtools::fixtures::PLAIN_REGISTRY;
 use serde_json::Value;
 use support::serve::Serve;
-use support::{block_on, require_env, unique_app, unique_tag, AppGuard};
+use support::{require_env, unique_app, unique_tag, AppGuard};
 
 /// A state directory and an app of one test.
 struct Scratch {
@@ -103,15 +103,7 @@ fn with_state<'a>(runs: &'a [Value], state: &str) -> Vec<&'a Value> {
 }
 
 fn push(tag: &str, version: &str) -> String {
-    block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        tag,
-        version,
-        None,
-    ))
-    .expect("push demo")
-    .digest
+    support::push_demo_tag(tag, version)
 }
 
 fn spec(app: &str, image: &str, jobs: &str, extra: &str) -> String {
@@ -247,7 +239,9 @@ fn two_serve_processes_on_one_store_run_each_scheduled_time_once() {
     let tag = unique_tag("jobs2");
     push(&tag, "v1");
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
-    let jobs = "  hi:\n    schedule: \"*/2 * * * * *\"\n    command: /bin/busybox echo hi\n";
+    // `replace`, and a run shorter than the period: nothing may ever be
+    // replaced, least of all by the other process's run of the same time.
+    let jobs = "  hi:\n    schedule: \"*/2 * * * * *\"\n    concurrency: replace\n    command: /bin/busybox sh -c 'sleep 0.5; echo hi'\n";
     s.apply(&spec(&s.app, &image, jobs, ""));
     let a = Serve::start(s.state(), "info");
     let b = Serve::start(s.state(), "info");
@@ -263,6 +257,7 @@ fn two_serve_processes_on_one_store_run_each_scheduled_time_once() {
     times.sort();
     times.dedup();
     assert_eq!(times.len(), all, "a scheduled time ran twice: {runs:#?}");
+    assert!(with_state(&runs, "replaced").is_empty(), "{runs:#?}");
     // Both processes were scheduling (each logged the scheduler start).
     for serve in [&a, &b] {
         assert!(
@@ -423,4 +418,27 @@ output "release" {{ value = berth_app.demo.release }}
     assert_eq!(tf.output("release"), 2);
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(support::app_containers(&name).is_empty());
+}
+
+#[test]
+fn the_spec_file_warns_of_a_schedule_that_runs_every_minute() {
+    let s = Scratch::new("jobs-warn");
+    let image = format!("{PLAIN_REGISTRY}/berth/demo:v1");
+    let file = s.dir.path().join("app.yaml");
+    let jobs = "  tick:\n    schedule: \"* * * * *\"\n    command: /bin/busybox true\n";
+    std::fs::write(&file, spec(&s.app, &image, jobs, "")).expect("write");
+    let out = s.ok(&["plan", "-f", &file.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning:"), "{stderr}");
+    assert!(stderr.contains("jobs[\"tick\"].schedule"), "{stderr}");
+    assert!(stderr.contains("runs every minute"), "{stderr}");
+    assert!(stderr.contains("UTC"), "the next runs: {stderr}");
+    // A bad one is refused with its field.
+    let bad = "  tick:\n    schedule: \"* * *\"\n    command: /bin/busybox true\n";
+    std::fs::write(&file, spec(&s.app, &image, bad, "")).expect("write");
+    let out = s.berth(&["plan", "-f", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("jobs[\"tick\"].schedule"), "{stderr}");
+    assert!(stderr.contains("has 3 fields"), "{stderr}");
 }

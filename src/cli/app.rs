@@ -230,6 +230,14 @@ pub fn load_spec(file: &str) -> Result<AppSpec, CliError> {
     let spec = read_spec(file)?;
     let errors = spec.validate();
     if errors.is_empty() {
+        for w in spec.job_warnings(chrono::Utc::now()) {
+            eprintln!(
+                "warning: {}: {}: {}",
+                display_name(file),
+                w.field,
+                w.message
+            );
+        }
         Ok(spec)
     } else {
         let name = display_name(file);

@@ -153,6 +153,10 @@ impl Apps {
             .store()
             .running_job_runs(app.to_owned(), job.to_owned())
             .await?;
+        // Another runner got this very time first: it is that run.
+        if running.iter().any(|r| r.scheduled_at == scheduled_at) {
+            return Ok(false);
+        }
         if running.is_empty() || spec.concurrency == Concurrency::Allow {
             return Ok(true);
         }

@@ -287,7 +287,7 @@ async fn run() -> anyhow::Result<bool> {
     let mut notes: Notes = Vec::new();
 
     // BERTH_BENCH_ONLY=a,b runs only the sections named (plugin, data,
-    // deploy, ingress, hooks, apps), to look at one closely.
+    // deploy, ingress, hooks, apps, jobs), to look at one closely.
     let only: Option<Vec<String>> = std::env::var("BERTH_BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
@@ -319,6 +319,9 @@ async fn run() -> anyhow::Result<bool> {
     }
     if wanted("apps") {
         section(&mut rows, "plan N berth_app", bench.apps(&mut notes)).await;
+    }
+    if wanted("jobs") {
+        section(&mut rows, "jobs", bench.jobs(&mut notes)).await;
     }
     let cleanup = bench.cleanup().await;
     if let Err(e) = &cleanup {
@@ -1217,33 +1220,7 @@ impl Bench {
         let log = self.root.path().join("berth-serve.log");
         let port = free_local_port()?;
         let listen = format!("127.0.0.1:{port}");
-        let mut server = Command::new(&berth_bin)
-            .args(["serve", "--listen", &listen])
-            .env("BERTH_STATE_DIR", &state_dir)
-            .env("BERTH_TEST_LABEL", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting berth serve")?;
-        let stdout = server.stdout.take().context("berth serve's stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with("berth serve: listening on") {
-                    return Ok::<_, std::io::Error>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await;
-        if !matches!(ready, Ok(Ok(true))) {
-            bail!(
-                "berth serve did not say it listens on {listen} within 20 s: {}",
-                tail(&std::fs::read_to_string(&log).unwrap_or_default(), 10)
-            );
-        }
+        let mut server = start_serve(&berth_bin, &state_dir, &listen, &log).await?;
         let path = format!("/deploy/{}?key={}", hook.id, key.expose());
 
         let measured = self
@@ -1258,18 +1235,7 @@ impl Bench {
         };
 
         // Stop the server (SIGTERM, bounded), then the app.
-        if let Some(id) = server.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &id.to_string()])
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(20), server.wait())
-            .await
-            .is_err()
-        {
-            let _ = server.kill().await;
-        }
+        stop_serve(&mut server).await;
         let destroyed = apps.destroy(&app).await;
         let (ours, floor) = measured?;
         let latencies = latency?;
@@ -1309,6 +1275,228 @@ impl Bench {
                 Some(p99 < 50.0),
             ),
         ])
+    }
+
+    /// Scheduling jitter of `berth serve` (scheduled time → container
+    /// started, from the daemon's own start events) at [`JOB_COUNT`] jobs
+    /// due at once, over `docker run -d` of the same image at once (launch →
+    /// started); and the scheduler's idle CPU and memory with
+    /// [`IDLE_JOBS`] jobs scheduled.
+    async fn jobs(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let berth_bin = self.plugin.with_file_name("berth");
+        if !berth_bin.is_file() {
+            bail!("{} is missing: run `make bench`", berth_bin.display());
+        }
+        let (v1, _, _) = self
+            .push_v1_v2("jobs-v1", "jobs-v2", "v2 jobs bench")
+            .await?;
+        let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
+        let pinned = format!("{repo}@{}", v1.digest);
+        let state_dir = self.root.path().join("jobs-state");
+        let store = Store::open(StoreOptions {
+            state_dir: state_dir.clone(),
+            secret_key: None,
+        })
+        .await?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let engine =
+            Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true);
+        let apps = Apps::new(
+            engine,
+            RegistryClient::new(RegistryOptions {
+                insecure_registries: Vec::new(),
+            }),
+        );
+        let deploy = |app: String, jobs: serde_json::Value| {
+            let apps = &apps;
+            let digest = v1.digest.clone();
+            let image = format!("{repo}:jobs-v1");
+            async move {
+                let spec: AppSpec = serde_json::from_value(serde_json::json!({
+                    "name": app,
+                    "image": image,
+                    "workers": {"idle": {"command": "/bin/busybox sleep 100000"}},
+                    "jobs": jobs,
+                }))?;
+                apps.deploy(DeployRequest {
+                    image: Reference::parse(&spec.image)?,
+                    spec,
+                    digest,
+                    trigger: "bench".to_owned(),
+                    record: Record::Replace,
+                })
+                .await
+                .with_context(|| format!("deploying {app}"))
+            }
+        };
+        // Idle: many jobs due far away (03:00 UTC daily).
+        let idle_app = format!("{}jobsidle", self.app_prefix);
+        let daily: serde_json::Map<String, serde_json::Value> = (0..IDLE_JOBS)
+            .map(|i| {
+                (
+                    format!("daily-{i}"),
+                    serde_json::json!({"command": "/bin/busybox true", "schedule": "0 3 * * *"}),
+                )
+            })
+            .collect();
+        deploy(idle_app.clone(), serde_json::Value::Object(daily)).await?;
+        let log = self.root.path().join("jobs-serve.log");
+        let listen = format!("127.0.0.1:{}", free_local_port()?);
+        let mut server = start_serve(&berth_bin, &state_dir, &listen, &log).await?;
+        let measured = self.jobs_measure(&server, &deploy, &pinned).await;
+        stop_serve(&mut server).await;
+        let jit_app = format!("{}jobsjit", self.app_prefix);
+        for app in [&idle_app, &jit_app] {
+            let _ = apps.destroy(app).await;
+        }
+        let ((cpu, rss_mb), (ours, floor)) = measured?;
+        notes.push(format!(
+            "jobs: {JOB_COUNT} jobs of one app due at the same second (`*/{JOB_EVERY} * * * * *`), {JOB_ROUNDS} rounds; ours = scheduled time → the daemon's `start` event of the run's container; floor = {JOB_COUNT} `docker run -d` launched at once → their `start` events. Idle: a release `berth serve` with {IDLE_JOBS} daily jobs, CPU over {IDLE_SECONDS} s from /proc"
+        ));
+        Ok(vec![
+            ratio_row(
+                &format!("job scheduled → started, {JOB_COUNT} at once / docker run"),
+                &ours,
+                &floor,
+                1.2,
+                "docker run",
+            ),
+            Row::new(
+                &format!("berth serve idle with {IDLE_JOBS} jobs: CPU"),
+                format!("{cpu:.2} %"),
+                format!("of one core over {IDLE_SECONDS} s"),
+                "< 1 %",
+                Some(cpu < 1.0),
+            ),
+            Row::new(
+                &format!("berth serve idle with {IDLE_JOBS} jobs: memory"),
+                format!("{rss_mb:.1} MB"),
+                "peak resident (VmHWM)".to_owned(),
+                "< 30 MB",
+                Some(rss_mb < 30.0),
+            ),
+        ])
+    }
+
+    async fn jobs_measure<F, Fut>(
+        &self,
+        server: &tokio::process::Child,
+        deploy: &F,
+        pinned: &str,
+    ) -> anyhow::Result<((f64, f64), (Samples, Samples))>
+    where
+        F: Fn(String, serde_json::Value) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<berth::engine::Outcome>>,
+    {
+        let pid = server.id().context("berth serve's pid")?;
+        let ticks = |pid: u32| -> anyhow::Result<u64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Ok(f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0))
+        };
+        // Let it read the store once, then measure the idle scheduler.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t0 = ticks(pid)?;
+        tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
+        let cpu = (ticks(pid)? - t0) as f64 / 100.0 / IDLE_SECONDS as f64 * 100.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss_kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+
+        // Jitter: JOB_COUNT jobs due together.
+        let app = format!("{}jobsjit", self.app_prefix);
+        let every: serde_json::Map<String, serde_json::Value> = (0..JOB_COUNT)
+            .map(|i| {
+                (
+                    format!("tick-{i}"),
+                    serde_json::json!({
+                        "command": "/bin/busybox true",
+                        "schedule": format!("*/{JOB_EVERY} * * * * *"),
+                        "concurrency": "allow",
+                    }),
+                )
+            })
+            .collect();
+        let since = unix_now();
+        deploy(app.clone(), serde_json::Value::Object(every)).await?;
+        let store = Store::open(StoreOptions {
+            state_dir: self.root.path().join("jobs-state"),
+            secret_key: None,
+        })
+        .await?;
+        let begun = Instant::now();
+        loop {
+            let runs = store.list_job_runs(app.clone(), None, 1000).await?;
+            let done = runs
+                .iter()
+                .filter(|r| r.state == berth::store::JobRunState::Succeeded)
+                .count();
+            if done >= JOB_COUNT * (JOB_ROUNDS + 1) {
+                break;
+            }
+            if begun.elapsed() > Duration::from_secs(120) {
+                bail!("only {done} job runs succeeded within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let runs = store.list_job_runs(app.clone(), None, 1000).await?;
+        let started =
+            start_events(since, &format!("label=io.berth.app={app}"), "io.berth.run").await?;
+        let mut ours = Samples::default();
+        // The first round may have caught the app half-recorded: skip it.
+        let first = runs.iter().filter_map(|r| r.scheduled_at).min();
+        for r in &runs {
+            let (Some(at), Some(t)) = (r.scheduled_at, started.get(&r.id.to_string())) else {
+                continue;
+            };
+            if Some(at) == first {
+                continue;
+            }
+            let at = at.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+            ours.push_ms((t - at) * 1000.0);
+        }
+        let mut floor = Samples::default();
+        for round in 0..JOB_ROUNDS {
+            let label = format!("berth.bench.floor={}-{round}", self.pid);
+            let since = unix_now();
+            let launched = unix_now_f64();
+            let runs = (0..JOB_COUNT).map(|i| {
+                let label = label.clone();
+                async move {
+                    docker(&[
+                        "run",
+                        "-d",
+                        "--label",
+                        "io.berth.test=1",
+                        "--label",
+                        &label,
+                        "--label",
+                        &format!("berth.bench.i={i}"),
+                        pinned,
+                        "/bin/busybox",
+                        "true",
+                    ])
+                    .await
+                }
+            });
+            let ids: Vec<String> = futures::future::join_all(runs)
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<_>>()?;
+            let started = start_events(since, &format!("label={label}"), "berth.bench.i").await?;
+            for t in started.values() {
+                floor.push_ms((t - launched) * 1000.0);
+            }
+            let mut rm = vec!["rm", "-f"];
+            rm.extend(ids.iter().map(|s| s.trim()));
+            let _ = docker(&rm).await;
+        }
+        Ok(((cpu, rss_kb / 1024.0), (ours, floor)))
     }
 
     async fn hook_rounds<F, Fut>(
@@ -2021,6 +2209,116 @@ fn encode_query(value: &str) -> String {
 }
 
 /// A TCP port free on 127.0.0.1 right now.
+/// Jobs due together in the jitter measurement, their period (s), rounds.
+const JOB_COUNT: usize = 20;
+const JOB_EVERY: u64 = 4;
+const JOB_ROUNDS: usize = 3;
+/// Jobs scheduled during the idle measurement, and its length.
+const IDLE_JOBS: usize = 100;
+const IDLE_SECONDS: u64 = 10;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The daemon's `start` events since `since` (unix s) of containers
+/// matching `filter`: label `key`'s value → event time (unix s).
+async fn start_events(
+    since: u64,
+    filter: &str,
+    key: &str,
+) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let until = unix_now() + 1;
+    let format = format!("{{{{.TimeNano}}}} {{{{index .Actor.Attributes \"{key}\"}}}}");
+    let out = docker(&[
+        "events",
+        "--since",
+        &since.saturating_sub(1).to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=start",
+        "--filter",
+        filter,
+        "--format",
+        &format,
+    ])
+    .await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (nanos, value) = l.split_once(' ')?;
+            Some((value.trim().to_owned(), nanos.parse::<f64>().ok()? / 1e9))
+        })
+        .collect())
+}
+
+/// Starts `berth serve --listen LISTEN` on `state_dir` (log in `log`) and
+/// waits (at most 20 s) until it says it listens.
+async fn start_serve(
+    berth_bin: &Path,
+    state_dir: &Path,
+    listen: &str,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut server = Command::new(berth_bin)
+        .args(["serve", "--listen", listen])
+        .env("BERTH_STATE_DIR", state_dir)
+        .env("BERTH_TEST_LABEL", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting berth serve")?;
+    let stdout = server.stdout.take().context("berth serve's stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("berth serve: listening on") {
+                return Ok::<_, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    if !matches!(ready, Ok(Ok(true))) {
+        bail!(
+            "berth serve did not say it listens on {listen} within 20 s: {}",
+            tail(&std::fs::read_to_string(log).unwrap_or_default(), 10)
+        );
+    }
+    Ok(server)
+}
+
+/// SIGTERM to a `berth serve` (by its pid), then at most 20 s to exit.
+async fn stop_serve(server: &mut tokio::process::Child) {
+    if let Some(id) = server.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &id.to_string()])
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(20), server.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.kill().await;
+    }
+}
+
 fn free_local_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -390,3 +390,17 @@ pub fn curl(args: &[&str]) -> (i32, String) {
 }
 pub mod hosts;
 pub mod serve;
+
+/// Pushes the demo image answering `berth demo VERSION` as
+/// `berth/demo:TAG` to the plain registry; its digest.
+pub fn push_demo_tag(tag: &str, version: &str) -> String {
+    block_on(berth::devtools::fixtures::push_demo(
+        berth::devtools::fixtures::PLAIN_REGISTRY,
+        "berth/demo",
+        tag,
+        version,
+        None,
+    ))
+    .expect("push demo")
+    .digest
+}
