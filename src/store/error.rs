@@ -30,13 +30,13 @@ pub enum StoreError {
     },
 
     /// The database file cannot be opened or configured.
-    #[error("cannot open the state database {path}: {source}{}", advice(source))]
+    #[error("cannot open the state database {path}: {source}")]
     Open {
         /// The database file.
         path: PathBuf,
-        /// What SQLite said.
+        /// What the database said.
         #[source]
-        source: rusqlite::Error,
+        source: DatabaseError,
     },
 
     /// The database was written by a newer Berth.
@@ -59,14 +59,14 @@ pub enum StoreError {
     Migration {
         /// The version the migration leads to.
         version: i64,
-        /// What SQLite said.
+        /// What the database said.
         #[source]
-        source: rusqlite::Error,
+        source: DatabaseError,
     },
 
-    /// Any other SQLite failure while reading or writing records.
-    #[error("state database error: {0}{advice}", advice = advice(.0))]
-    Sqlite(#[from] rusqlite::Error),
+    /// Any other database failure while reading or writing records.
+    #[error("state database error: {0}")]
+    Database(#[from] DatabaseError),
 
     /// `PRAGMA integrity_check` reported problems.
     #[error("the state database failed its integrity check: {0}")]
@@ -216,21 +216,42 @@ fn list_apps(apps: &[String]) -> String {
     names.join(", ")
 }
 
-/// What to do about a SQLite failure that comes from the disk: SQLite
-/// says only "disk I/O error" when the file system is full at the wrong
-/// moment. Nothing half-written stays: SQLite rolls the transaction back.
-fn advice(e: &rusqlite::Error) -> &'static str {
-    use rusqlite::ErrorCode;
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) => {
-            " (the disk holding Berth's state directory is full: free some space and run again; nothing was half-written)"
+/// A failure of the database behind the store, whatever the backend: what
+/// it said, and what kind of failure it is (so the advice fits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}{}", .kind.advice())]
+pub struct DatabaseError {
+    pub kind: DatabaseErrorKind,
+    /// What the database said.
+    pub message: String,
+}
+
+/// The kinds of database failure a person can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseErrorKind {
+    DiskFull,
+    /// An I/O failure (SQLite says only this when the disk filled up at the
+    /// wrong moment).
+    Io,
+    ReadOnly,
+    Other,
+}
+
+impl DatabaseErrorKind {
+    /// What to do about it; nothing was half-written: the transaction was
+    /// rolled back.
+    fn advice(&self) -> &'static str {
+        match self {
+            DatabaseErrorKind::DiskFull => {
+                " (the disk holding Berth's state directory is full: free some space and run again; nothing was half-written)"
+            }
+            DatabaseErrorKind::Io => {
+                " (is the disk holding Berth's state directory full, or gone? Free some space and run again; nothing was half-written)"
+            }
+            DatabaseErrorKind::ReadOnly => {
+                " (the state directory is read-only: Berth needs to write its records there)"
+            }
+            DatabaseErrorKind::Other => "",
         }
-        Some(ErrorCode::SystemIoFailure) => {
-            " (is the disk holding Berth's state directory full, or gone? Free some space and run again; nothing was half-written)"
-        }
-        Some(ErrorCode::ReadOnly) => {
-            " (the state directory is read-only: Berth needs to write its records there)"
-        }
-        _ => "",
     }
 }

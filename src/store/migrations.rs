@@ -172,7 +172,10 @@ pub(crate) fn migrate_to(
         if version <= current {
             continue;
         }
-        let failed = |source| StoreError::Migration { version, source };
+        let failed = |source: rusqlite::Error| StoreError::Migration {
+            version,
+            source: source.into(),
+        };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed)?;

@@ -53,7 +53,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::registry::{KnownImage, Secret};
 pub use crypto::{KeySource, SecretKey};
-pub use error::{StoreError, SECRET_KEY_VAR};
+pub use error::{DatabaseError, DatabaseErrorKind, StoreError, SECRET_KEY_VAR};
 pub use jobs::{JobRunEnd, JobRunRecord, JobRunState, NewJobRun};
 pub use migrations::SCHEMA_VERSION;
 pub use paths::{resolve_state_dir, STATE_DIR_VAR};

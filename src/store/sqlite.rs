@@ -13,7 +13,7 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::crypto::{create_key_file, read_key_file, Cipher, RecordKind, KEY_FILE_NAME};
-use super::error::StoreError;
+use super::error::{DatabaseError, DatabaseErrorKind, StoreError};
 use super::migrations::migrate_to;
 use super::paths::ensure_state_dir;
 use super::{
@@ -212,6 +212,29 @@ fn job_run_from_row(row: &Row<'_>) -> rusqlite::Result<JobRunRecord> {
     })
 }
 
+// SQLite's errors as the store's, with the kind that picks the advice.
+impl From<rusqlite::Error> for DatabaseError {
+    fn from(e: rusqlite::Error) -> DatabaseError {
+        use rusqlite::ErrorCode;
+        let kind = match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => DatabaseErrorKind::DiskFull,
+            Some(ErrorCode::SystemIoFailure) => DatabaseErrorKind::Io,
+            Some(ErrorCode::ReadOnly) => DatabaseErrorKind::ReadOnly,
+            _ => DatabaseErrorKind::Other,
+        };
+        DatabaseError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(e.into())
+    }
+}
+
 /// A release number as stored (SQLite integers are signed).
 fn release_number(release: u64) -> Result<i64, StoreError> {
     i64::try_from(release).map_err(|_| {
@@ -333,9 +356,9 @@ impl SqliteStore {
     }
 
     fn connect(path: &Path) -> Result<Connection, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
             path: path.to_owned(),
-            source,
+            source: source.into(),
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
@@ -1002,8 +1025,7 @@ impl Records for SqliteStore {
             |row| row.get(0),
         )?;
         last.map(|n| {
-            u64::try_from(n)
-                .map_err(|e| StoreError::Sqlite(conversion_failure(0, Type::Integer, e)))
+            u64::try_from(n).map_err(|e| StoreError::from(conversion_failure(0, Type::Integer, e)))
         })
         .transpose()
     }
