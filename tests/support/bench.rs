@@ -2211,7 +2211,7 @@ fn encode_query(value: &str) -> String {
 /// A TCP port free on 127.0.0.1 right now.
 /// Jobs due together in the jitter measurement, their period (s), rounds.
 const JOB_COUNT: usize = 20;
-const JOB_EVERY: u64 = 4;
+const JOB_EVERY: u64 = 15;
 const JOB_ROUNDS: usize = 3;
 /// Jobs scheduled during the idle measurement, and its length.
 const IDLE_JOBS: usize = 100;
