@@ -265,11 +265,13 @@ fn a_deploy_longer_than_its_lease_keeps_the_lease_renewed_until_it_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     block_on(async {
         let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
-        let ttl = Duration::from_millis(900);
+        // Short enough to pass several times, long enough that a renewal
+        // (every third of it) late by a loaded machine still lands.
+        let ttl = Duration::from_secs(3);
         let engine = engine(dir.path()).await.with_lease_ttl(ttl);
         // A pre-deploy command makes this deploy last several lease lives.
         let mut t = target(&name, &set.demo_v1);
-        t.spec.pre_deploy_command = Some("/bin/busybox sleep 4".into());
+        t.spec.pre_deploy_command = Some("/bin/busybox sleep 13".into());
         let started = std::time::Instant::now();
         let deploy = engine.deploy(&t);
         tokio::pin!(deploy);
@@ -279,7 +281,7 @@ fn a_deploy_longer_than_its_lease_keeps_the_lease_renewed_until_it_ends() {
         let outcome = loop {
             tokio::select! {
                 out = &mut deploy => break out,
-                _ = tokio::time::sleep(Duration::from_millis(150)) => {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
                     let got = engine
                         .store
                         .acquire_lease(name.clone(), "intruder:1:000000".into(), ttl)
