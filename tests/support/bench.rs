@@ -789,15 +789,7 @@ impl Bench {
         let v1_pinned = format!("{repo}@{}", v1.digest);
         let v2_pinned = format!("{repo}@{}", v2.digest);
 
-        let state_dir = self.root.path().join("engine-state");
-        let store = Store::open(StoreOptions {
-            state_dir,
-            secret_key: None,
-        })
-        .await?;
-        let docker_host = std::env::var("DOCKER_HOST").ok();
-        let engine =
-            Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true);
+        let engine = local_engine(&self.root.path().join("engine-state")).await?;
 
         let mut ours = Samples::default();
         let mut floor = Samples::default();
@@ -1183,20 +1175,7 @@ impl Bench {
         let v2_pinned = format!("{repo}@{}", v2.digest);
 
         let state_dir = self.root.path().join("hooks-state");
-        let store = Store::open(StoreOptions {
-            state_dir: state_dir.clone(),
-            secret_key: None,
-        })
-        .await?;
-        let docker_host = std::env::var("DOCKER_HOST").ok();
-        let engine =
-            Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true);
-        let apps = Apps::new(
-            engine,
-            RegistryClient::new(RegistryOptions {
-                insecure_registries: Vec::new(),
-            }),
-        );
+        let apps = local_apps(&state_dir).await?;
         let app = format!("{}hook", self.app_prefix);
         let spec: AppSpec = serde_json::from_value(serde_json::json!({
             "name": app,
@@ -1293,20 +1272,7 @@ impl Bench {
         let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
         let pinned = format!("{repo}@{}", v1.digest);
         let state_dir = self.root.path().join("jobs-state");
-        let store = Store::open(StoreOptions {
-            state_dir: state_dir.clone(),
-            secret_key: None,
-        })
-        .await?;
-        let docker_host = std::env::var("DOCKER_HOST").ok();
-        let engine =
-            Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true);
-        let apps = Apps::new(
-            engine,
-            RegistryClient::new(RegistryOptions {
-                insecure_registries: Vec::new(),
-            }),
-        );
+        let apps = local_apps(&state_dir).await?;
         let deploy = |app: String, jobs: serde_json::Value| {
             let apps = &apps;
             let digest = v1.digest.clone();
@@ -1343,7 +1309,9 @@ impl Bench {
         let log = self.root.path().join("jobs-serve.log");
         let listen = format!("127.0.0.1:{}", free_local_port()?);
         let mut server = start_serve(&berth_bin, &state_dir, &listen, &log).await?;
-        let measured = self.jobs_measure(&server, &deploy, &pinned).await;
+        let measured = self
+            .jobs_measure(&server, &deploy, &pinned, apps.store())
+            .await;
         stop_serve(&mut server).await;
         let jit_app = format!("{}jobsjit", self.app_prefix);
         for app in [&idle_app, &jit_app] {
@@ -1383,6 +1351,7 @@ impl Bench {
         server: &tokio::process::Child,
         deploy: &F,
         pinned: &str,
+        store: &Store,
     ) -> anyhow::Result<((f64, f64), (Samples, Samples))>
     where
         F: Fn(String, serde_json::Value) -> Fut,
@@ -1424,11 +1393,6 @@ impl Bench {
             .collect();
         let since = unix_now();
         deploy(app.clone(), serde_json::Value::Object(every)).await?;
-        let store = Store::open(StoreOptions {
-            state_dir: self.root.path().join("jobs-state"),
-            secret_key: None,
-        })
-        .await?;
         let begun = Instant::now();
         loop {
             let runs = store.list_job_runs(app.clone(), None, 1000).await?;
@@ -2263,6 +2227,30 @@ async fn start_events(
             Some((value.trim().to_owned(), nanos.parse::<f64>().ok()? / 1e9))
         })
         .collect())
+}
+
+/// An engine on the local Docker host (DOCKER_HOST or the default socket)
+/// over a store of its own in `state_dir`, marking what it starts with the
+/// test label.
+async fn local_engine(state_dir: &Path) -> anyhow::Result<Engine> {
+    let store = Store::open(StoreOptions {
+        state_dir: state_dir.to_path_buf(),
+        secret_key: None,
+    })
+    .await?;
+    let docker_host = std::env::var("DOCKER_HOST").ok();
+    Ok(Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true))
+}
+
+/// The app operations over [`local_engine`] and a registry client with no
+/// extra insecure registries.
+async fn local_apps(state_dir: &Path) -> anyhow::Result<Apps> {
+    Ok(Apps::new(
+        local_engine(state_dir).await?,
+        RegistryClient::new(RegistryOptions {
+            insecure_registries: Vec::new(),
+        }),
+    ))
 }
 
 /// Starts `berth serve --listen LISTEN` on `state_dir` (log in `log`) and
