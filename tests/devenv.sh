@@ -16,6 +16,14 @@
 #     (tests/support/token_service.rs) and push what they need through it;
 #     the registry verifies its tokens with tests/fixtures/token-auth/cert.pem
 #     (a test-only key pair);
+#   - a PostgreSQL cluster of our own (Debian postgresql; the package's own
+#     cluster is never started): data directory $BERTH_DEV_DIR/postgres/data,
+#     port 127.0.0.1:5499 only, socket dir /run/berth-dev/postgres, TLS with
+#     a server certificate (localhost, 127.0.0.1) from a test CA made here
+#     ($BERTH_DEV_DIR/postgres/tls/ca.pem), role `berth` (password
+#     berth-pg-pass, may create databases: each test makes its own), role
+#     `berth_cert` that logs in with a client certificate only
+#     (tls/client.pem, tls/client.key), database `berth`;
 #   - the fixture images, built and pushed by Berth's own code
 #     (`cargo run -q --example push-fixtures`), among them the ingress
 #     image `berth/ingress:local` made from Debian's haproxy and caddy
@@ -40,7 +48,7 @@ set -euo pipefail
 readonly STATE_DIR="${BERTH_DEV_DIR:-/var/lib/berth-dev}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
-readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl haproxy caddy sqlite3 util-linux systemd)
+readonly PACKAGES=(docker.io docker-registry busybox-static apache2-utils ca-certificates iproute2 iptables curl haproxy caddy sqlite3 util-linux systemd postgresql openssl)
 readonly TEST_LABEL="io.berth.test=1"
 
 readonly PLAIN_ADDR="127.0.0.1:5000"
@@ -52,6 +60,17 @@ readonly TOKEN_REALM="http://127.0.0.1:5003/token"
 readonly TOKEN_SERVICE="berth-test-registry"
 readonly TOKEN_ISSUER="berth-test-issuer"
 readonly TOKEN_CERT="$REPO_ROOT/tests/fixtures/token-auth/cert.pem"
+
+# PostgreSQL (DESIGN.md, "Test environment"; tests/support/pg.rs).
+readonly PG_DIR="$STATE_DIR/postgres"
+readonly PG_DATA="$PG_DIR/data"
+readonly PG_TLS="$PG_DIR/tls"
+readonly PG_LOG="$PG_DIR/postgres.log"
+readonly PG_PORT=5499
+readonly PG_SOCK_DIR="/run/berth-dev/postgres"
+readonly PG_USER="berth"
+readonly PG_PASSWORD="berth-pg-pass"
+readonly PG_CERT_USER="berth_cert"
 
 readonly DOCKERD_PIDFILE="$STATE_DIR/dockerd.pid"
 readonly DOCKERD_LOG="$STATE_DIR/dockerd.log"
@@ -414,6 +433,130 @@ ensure_registry() {
 	die "registry $name did not answer on $addr within 30 s; see $dir/registry.log"
 }
 
+# -------------------------------------------------------------- postgresql
+
+pg_bin() {
+	local dir
+	dir="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)"
+	[[ -n "$dir" ]] || die "PostgreSQL binaries not found under /usr/lib/postgresql (package postgresql)"
+	echo "$dir"
+}
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+pg_answers() { as_postgres "$(pg_bin)/pg_isready" -q -h "$PG_SOCK_DIR" -p "$PG_PORT" 2>/dev/null; }
+
+# The test CA, the server certificate (localhost, 127.0.0.1) and the client
+# certificate of $PG_CERT_USER; made once, kept across restarts.
+ensure_pg_tls() {
+	[[ -s "$PG_TLS/server.key" && -s "$PG_TLS/client.key" ]] && return 0
+	log "making the PostgreSQL test CA and certificates in $PG_TLS"
+	rm -rf "$PG_TLS"
+	mkdir -p "$PG_TLS"
+	(
+		cd "$PG_TLS"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+			-subj "/CN=Berth test PostgreSQL CA" -keyout ca.key -out ca.pem 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile server.ext -out server.pem 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=$PG_CERT_USER" -keyout client.key.pem -out client.csr 2>/dev/null
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext
+		openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile client.ext -out client.pem 2>/dev/null
+		# PKCS#8, the form every TLS library reads.
+		openssl pkcs8 -topk8 -nocrypt -in client.key.pem -out client.key
+		rm -f ./*.csr ./*.ext client.key.pem
+	)
+	chown postgres:postgres "$PG_TLS/server.key" "$PG_TLS/server.pem"
+	chmod 0600 "$PG_TLS/server.key" "$PG_TLS/ca.key" "$PG_TLS/client.key"
+	chmod 0644 "$PG_TLS/ca.pem" "$PG_TLS/server.pem" "$PG_TLS/client.pem"
+	chmod 0755 "$PG_TLS"
+}
+
+init_pg_cluster() {
+	[[ -s "$PG_DATA/PG_VERSION" ]] && return 0
+	log "creating the PostgreSQL cluster in $PG_DATA"
+	mkdir -p "$PG_DATA"
+	chown postgres:postgres "$PG_DIR" "$PG_DATA"
+	chmod 0700 "$PG_DATA"
+	as_postgres "$(pg_bin)/initdb" -D "$PG_DATA" -U postgres --auth-local=peer \
+		--auth-host=reject -E UTF8 --locale=C.UTF-8 >/dev/null
+	cat >"$PG_DATA/pg_hba.conf" <<EOF
+# Written by tests/devenv.sh.
+local   all      postgres                     peer
+local   all      all                          scram-sha-256
+hostssl all      $PG_CERT_USER  127.0.0.1/32  cert
+host    all      $PG_USER       127.0.0.1/32  scram-sha-256
+host    all      all            127.0.0.1/32  reject
+EOF
+	chown postgres:postgres "$PG_DATA/pg_hba.conf"
+}
+
+start_pg() {
+	mkdir -p "$PG_SOCK_DIR"
+	chown postgres:postgres "$PG_SOCK_DIR"
+	if ss -ltn "sport = :$PG_PORT" 2>/dev/null | grep -q LISTEN; then
+		die "something not started by this script already listens on port $PG_PORT; stop it first"
+	fi
+	log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log $PG_LOG)"
+	touch "$PG_LOG"
+	chown postgres:postgres "$PG_LOG"
+	# fsync off: a test cluster, rebuilt at will; never for real data.
+	as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start -o \
+		"-p $PG_PORT -k $PG_SOCK_DIR -c listen_addresses=127.0.0.1 -c ssl=on \
+		-c ssl_cert_file=$PG_TLS/server.pem -c ssl_key_file=$PG_TLS/server.key \
+		-c ssl_ca_file=$PG_TLS/ca.pem -c max_connections=300 -c fsync=off \
+		-c synchronous_commit=off -c full_page_writes=off" >/dev/null ||
+		{
+			tail -n 20 "$PG_LOG" >&2 || true
+			die "PostgreSQL did not start; see $PG_LOG"
+		}
+}
+
+psql_admin() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK_DIR" -p "$PG_PORT" -d postgres "$@"; }
+
+ensure_pg_roles() {
+	psql_admin >/dev/null <<EOF
+SELECT 'CREATE ROLE $PG_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER')\gexec
+ALTER ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+SELECT 'CREATE ROLE $PG_CERT_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_CERT_USER')\gexec
+ALTER ROLE $PG_CERT_USER LOGIN CREATEDB;
+SELECT 'CREATE DATABASE berth OWNER $PG_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'berth')\gexec
+EOF
+}
+
+ensure_pg() {
+	ensure_pg_tls
+	init_pg_cluster
+	if pg_answers; then
+		log "PostgreSQL already answers on 127.0.0.1:$PG_PORT"
+	else
+		start_pg
+	fi
+	ensure_pg_roles
+	log "PostgreSQL answers on 127.0.0.1:$PG_PORT (roles $PG_USER, $PG_CERT_USER; CA $PG_TLS/ca.pem)"
+}
+
+# Drops the databases the tests made (berth_t_*), never any other.
+drop_test_databases() {
+	pg_answers || return 0
+	psql_admin -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'berth\_t\_%'" |
+		while read -r db; do
+			if [[ -n "$db" ]]; then psql_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; fi
+		done
+}
+
+stop_pg() {
+	[[ -s "$PG_DATA/PG_VERSION" ]] || return 0
+	pg_answers || return 0
+	log "stopping PostgreSQL ($PG_DATA)"
+	as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null || true
+}
+
 # ---------------------------------------------------------------- fixtures
 
 # fixtures_present: every fixture tag answers (contents are checked by the
@@ -627,12 +770,15 @@ cmd_up() {
 	ensure_registry token "$TOKEN_ADDR"
 	push_fixtures
 	ensure_docker_b
-	log "up: docker, docker b ($DOCKER_B_HOST), registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD), registry $TOKEN_ADDR (bearer tokens from $TOKEN_REALM, started by the tests)"
+	ensure_pg
+	log "up: docker, docker b ($DOCKER_B_HOST), postgresql 127.0.0.1:$PG_PORT, registry $PLAIN_ADDR (plain), registry $AUTH_ADDR ($AUTH_USER/$AUTH_PASSWORD), registry $TOKEN_ADDR (bearer tokens from $TOKEN_REALM, started by the tests)"
 }
 
 cmd_down() {
 	remove_test_containers
 	stop_docker_b
+	drop_test_databases
+	stop_pg
 	local name dir
 	for name in token auth plain; do
 		dir="$(registry_dir "$name")"
@@ -665,6 +811,12 @@ cmd_status() {
 		ok=1
 	else
 		echo "docker b: NOT answering on $DOCKER_B_HOST"
+		ok=1
+	fi
+	if pg_answers; then
+		echo "postgresql: answering on 127.0.0.1:$PG_PORT ($PG_DATA)"
+	else
+		echo "postgresql: NOT answering on 127.0.0.1:$PG_PORT"
 		ok=1
 	fi
 	for name in plain auth token; do

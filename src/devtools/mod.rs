@@ -2,5 +2,7 @@
 //!
 //! - [`fixtures`]: the fixture images (built from the static busybox, pushed
 //!   to the registries `tests/devenv.sh` runs).
+//! - [`pg`]: the dev PostgreSQL and a database per test.
 
 pub mod fixtures;
+pub mod pg;
