@@ -101,32 +101,7 @@ fn provider_killed_during_roll_then_apply_converges_without_waiting_for_the_leas
         &config(&name, &set.unhealthy.reference, ROLLING),
         false,
     );
-    let begun = Instant::now();
-    while ids_on(HOST_A, &name, Some(2)).is_empty() {
-        assert!(
-            begun.elapsed() < Duration::from_secs(60),
-            "release 2 never started"
-        );
-        assert!(
-            apply.try_wait().expect("wait").is_none(),
-            "apply ended early"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The plugin is terraform's child (found by parentage, killed by pid).
-    let plugins: Vec<u32> = children(apply.id())
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|exe| exe.to_string_lossy().contains("terraform-provider-berth"))
-        })
-        .collect();
-    assert_eq!(plugins.len(), 1, "one plugin process: {plugins:?}");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &plugins[0].to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    kill_plugin_during_release_2(&name, &mut apply);
     let status = apply.wait().expect("terraform exits");
     assert!(!status.success(), "apply must fail when its provider dies");
 
@@ -498,14 +473,28 @@ fn applied_by(id: &str) -> String {
 
 #[test]
 fn two_concurrent_applies_of_one_app_serialize_and_never_take_over_each_other() {
+    // Two working directories sharing one state directory's store.
+    let a = Tf::new();
+    let b = a.sibling();
+    two_concurrent_applies_of_one_app(a, b);
+}
+
+#[test]
+fn two_runners_on_one_postgresql_store_apply_one_app_one_at_a_time() {
+    // Two runners as on two machines: each its own state directory, one
+    // PostgreSQL store, the team key.
+    let a = Tf::on_postgres();
+    let b = a.second_runner();
+    assert_ne!(a.state_dir.path(), b.state_dir.path());
+    two_concurrent_applies_of_one_app(a, b);
+}
+
+fn two_concurrent_applies_of_one_app(a: Tf, b: Tf) {
     require_env();
     let name = unique_app("acc-twoapply");
     let _guard = AppGuard(name.clone());
     let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let image = &set.demo_v1.reference;
-    // Two working directories (two runners) sharing one Berth store.
-    let a = Tf::new();
-    let b = a.sibling();
     a.config(&slow_config(&name, image, "a"));
     b.config(&slow_config(&name, image, "b"));
     a.init();
@@ -543,11 +532,7 @@ fn two_concurrent_applies_of_one_app_serialize_and_never_take_over_each_other() 
     let [oa, ob] = apply_both(&a, &b);
     assert!(oa.status.success(), "{}", text(&oa));
     assert!(ob.status.success(), "{}", text(&ob));
-    let store = block_on(berth::store::Store::open(berth::store::StoreOptions {
-        state_dir: a.state_dir.path().to_path_buf(),
-        secret_key: None,
-    }))
-    .expect("store");
+    let store = a.open_store();
     let releases = block_on(store.list_releases(name.clone(), 10)).expect("releases");
     let mut numbers: Vec<u64> = releases.iter().map(|r| r.release).collect();
     numbers.sort();
@@ -585,5 +570,142 @@ fn two_concurrent_applies_of_one_app_serialize_and_never_take_over_each_other() 
         tf.ok(&["plan", "-no-color", "-input=false"]);
     }
     a.ok(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(app_containers(&name).is_empty());
+}
+
+/// Waits (bounded) until release 2 of `name` has a container, then
+/// SIGKILLs the provider plugin of `apply` (terraform's child, found by
+/// parentage, killed by pid).
+fn kill_plugin_during_release_2(name: &str, apply: &mut std::process::Child) {
+    let begun = Instant::now();
+    while ids_on(HOST_A, name, Some(2)).is_empty() {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "release 2 never started"
+        );
+        assert!(
+            apply.try_wait().expect("wait").is_none(),
+            "apply ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let plugins: Vec<u32> = children(apply.id())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe.to_string_lossy().contains("terraform-provider-berth"))
+        })
+        .collect();
+    assert_eq!(plugins.len(), 1, "one plugin process: {plugins:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &plugins[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+}
+
+#[test]
+fn a_runner_killed_holding_the_lease_blocks_another_runner_until_it_expires() {
+    require_env();
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let name = unique_app("acc-pgkill");
+    let _guard = AppGuard(name.clone());
+    // Two runners as on two machines (different runner names: neither can
+    // tell whether the other's process still runs), one PostgreSQL store.
+    // A's leases live 20 s without renewal.
+    let a = Tf::on_postgres()
+        .env("BERTH_RUNNER", "runner-a")
+        .env("BERTH_LEASE_TTL", "20");
+    let (endpoint, mut apply) = serve_v1_then_roll(
+        &a,
+        &config(&name, &set.demo_v1.reference, ""),
+        &config(&name, &set.unhealthy.reference, ROLLING),
+        false,
+    );
+    kill_plugin_during_release_2(&name, &mut apply);
+    let killed_at = Instant::now();
+    assert!(!apply.wait().expect("terraform exits").success());
+
+    // B takes the app over in its own working directory and state
+    // directory. Waiting at most 1 s, it fails naming A's lease: which
+    // runner, which process, since when.
+    let b = a
+        .second_runner()
+        .env("BERTH_RUNNER", "runner-b")
+        .env("BERTH_LOCK_WAIT", "1");
+    b.config(&config(&name, &set.demo_v2.reference, ""));
+    b.init();
+    b.ok(&[
+        "import",
+        "-no-color",
+        "-input=false",
+        "berth_app.demo",
+        &name,
+    ]);
+    let refused =
+        support::squash(&b.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]));
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(18),
+        "too slow to see the lease held ({:?}); the test proves nothing",
+        killed_at.elapsed()
+    );
+    assert!(refused.contains("another deploy of app"), "{refused}");
+    assert!(refused.contains("on host runner-a"), "{refused}");
+    assert!(refused.contains(" since 20"), "{refused}");
+    // Release 1 still serves; nothing of B's was started.
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some("berth demo v1\n")
+    );
+
+    // With the default wait, B waits for A's lease to expire, takes it,
+    // removes what A left of release 2 and deploys v2.
+    let b = b.env("BERTH_LOCK_WAIT", "60");
+    b.ok(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let store = b.open_store();
+    let releases = block_on(store.list_releases(name.clone(), 10)).expect("releases");
+    let last = releases.first().expect("a release");
+    assert_eq!(
+        last.outcome,
+        berth::store::ReleaseOutcome::Succeeded,
+        "{last:?}"
+    );
+    let waited = last
+        .phases
+        .iter()
+        .find(|(p, _)| p == "lock")
+        .map(|(_, ms)| *ms)
+        .unwrap_or(0);
+    assert!(
+        waited >= 1000,
+        "B took the lease without waiting: {:?}",
+        last.phases
+    );
+    // A's release 2 is journaled as failed by B, saying why.
+    let abandoned = releases.iter().find(|r| r.release == 2).expect("release 2");
+    assert_eq!(
+        abandoned.outcome,
+        berth::store::ReleaseOutcome::Failed,
+        "{abandoned:?}"
+    );
+    assert!(
+        abandoned
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("stopped before it finished"),
+        "{abandoned:?}"
+    );
+    assert!(
+        ids_on(HOST_A, &name, Some(2)).is_empty(),
+        "orphan of release 2 left"
+    );
+    let endpoint = b.output("endpoint").as_str().expect("endpoint").to_owned();
+    assert_eq!(
+        http_body(&endpoint, "/").as_deref(),
+        Some("berth demo v2\n")
+    );
+    b.assert_converged();
+    b.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(app_containers(&name).is_empty());
 }

@@ -388,12 +388,12 @@ fn hook_calls_deploy_refuse_and_never_leak_the_key() {
     );
     let count = releases(&tf, &name).len();
 
-    // Another repository, a wrong key, an unknown hook, no key: the same
-    // 404, byte for byte, and nothing happens.
+    // Another repository, a wrong key (one character off), an unknown
+    // hook, no key: the same 404, byte for byte, and nothing happens.
     let elsewhere = format!("{PLAIN_REGISTRY}/berth/multi:latest");
     let refusals = [
         format!("{url}&imgURL={}", encode(&elsewhere)),
-        url.replace(&key, &format!("{}A", &key[..42])),
+        url.replace(&key, &wrong_key(&key)),
         url.replace(&hook_id, "dh-0000000000000000"),
         format!("{}/deploy/{hook_id}", server.base),
     ];
@@ -734,4 +734,125 @@ fn keepers_rotate_the_key_and_bad_input_is_named() {
         &new.replace(new.split("/deploy/").next().unwrap(), &server.base),
     );
     assert_eq!((answer.status, answer.body.as_str()), (404, NOT_FOUND));
+}
+
+/// The key with its last character changed. (Replacing it with a fixed
+/// character was the key itself one time in sixteen: the last character of
+/// 32 random bytes in unpadded base64url is one of 16.)
+fn wrong_key(key: &str) -> String {
+    let (head, last) = key.split_at(key.len() - 1);
+    let other = if last == "A" { "Q" } else { "A" };
+    let wrong = format!("{head}{other}");
+    assert_ne!(wrong, key);
+    wrong
+}
+
+/// Two runners and a hook server as on three machines: each its own state
+/// directory, one PostgreSQL store, the team key. Runner A creates a
+/// registry credential, an app and its hook; runner B deploys a private
+/// app with A's credential; `berth serve` (the third) serves A's hook.
+#[test]
+fn a_credential_and_a_hook_made_by_one_runner_serve_the_others_on_postgresql() {
+    use berth::devtools::fixtures::{AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER};
+    require_env();
+    let name = unique_app("pghook");
+    let private = unique_app("pgpriv");
+    let _guards = (AppGuard(name.clone()), AppGuard(private.clone()));
+    let repo = "berth/demo";
+    let tag = unique_tag("pghook");
+    push(repo, &tag, "v1", Variant::Demo);
+    let image = format!("{PLAIN_REGISTRY}/{repo}:{tag}");
+    let port = free_port();
+    let a = Tf::on_postgres();
+    let serve_dir = tempfile::tempdir().expect("tempdir");
+    let server = HookServer::start_env(serve_dir.path(), "info", &[], &a.store_env());
+    a.config(&format!(
+        r#"{}{}
+resource "berth_registry_credential" "team" {{
+  name     = "team"
+  registry = "{AUTH_REGISTRY}"
+  username = "{AUTH_USER}"
+  token    = "{AUTH_PASSWORD}"
+}}
+output "credential_id" {{ value = berth_registry_credential.team.id }}
+"#,
+        provider(&server.base),
+        app_and_hook(&name, &image, port, "")
+    ));
+    a.init();
+    a.apply();
+    assert_eq!(serving(port), "berth demo v1");
+    let credential = a.output("credential_id").as_str().expect("id").to_owned();
+
+    // B: its own state directory, A's credential by id.
+    let b = a.second_runner();
+    assert_ne!(a.state_dir.path(), b.state_dir.path());
+    b.config(&format!(
+        r#"
+resource "berth_app" "private" {{
+  name                   = "{private}"
+  image                  = "{AUTH_REGISTRY}/berth/private:v1"
+  registry_credential_id = "{credential}"
+  services = {{
+    web = {{ http_port = 8080 }}
+  }}
+}}
+output "endpoint" {{ value = berth_app.private.endpoints["web"][0] }}
+"#
+    ));
+    b.init();
+    b.apply();
+    let endpoint = b.output("endpoint").as_str().expect("endpoint").to_owned();
+    // No health check: the process may take a moment to listen.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        match support::http_body(&endpoint, "/") {
+            Some(body) => break body,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => panic!("the private app does not answer on {endpoint}"),
+        }
+    };
+    assert!(body.starts_with("berth demo"), "{body}");
+    // A cannot delete the credential B's app uses.
+    a.config(&format!(
+        "{}{}",
+        provider(&server.base),
+        app_and_hook(&name, &image, port, "")
+    ));
+    let refused = squash(&a.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]));
+    assert!(refused.contains(&private), "{refused}");
+
+    // The hook server on the third machine deploys A's app on a call.
+    let v2 = push(repo, &tag, "v2", Variant::Demo);
+    let answer = call("POST", &url_of(&a));
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let deploy = answer.json()["deploy"].clone();
+    assert_eq!(deploy["digest"], v2.as_str(), "{deploy}");
+    let done = wait_final(
+        &server.base,
+        deploy["status_url"].as_str().expect("status_url"),
+    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(serving(port), "berth demo v2");
+    // The secret env came from the shared store, sealed by A.
+    let env = running_env(&name);
+    assert!(
+        env.iter()
+            .any(|e| e == &format!("HOOK_TEST_TOKEN=s3cret-for-{name}")),
+        "{env:?}"
+    );
+    // Both runners see the journal the hook server wrote.
+    let journal = block_on(b.open_store().list_releases(name.clone(), 5)).expect("releases");
+    assert_eq!(journal[0].trigger, "hook", "{journal:?}");
+    assert_eq!(journal[0].digest, v2);
+
+    b.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    a.config(&format!(
+        "{}{}",
+        provider(&server.base),
+        app_and_hook(&name, &image, port, "")
+    ));
+    a.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(support::app_containers(&name).is_empty());
+    assert!(support::app_containers(&private).is_empty());
 }

@@ -500,12 +500,9 @@ async fn a_digest_resolved_before_needs_only_a_head_request() {
         .await
         .expect("push v1");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(StoreOptions {
-        state_dir: dir.path().to_path_buf(),
-        secret_key: None,
-    })
-    .await
-    .expect("store");
+    let store = Store::open(StoreOptions::in_dir(dir.path().to_path_buf(), None))
+        .await
+        .expect("store");
     let known = StoredImages(&store);
     let relay = CountingRelay::start(PLAIN_REGISTRY);
     let resolve = |input: String| {

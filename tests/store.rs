@@ -1,19 +1,28 @@
-//! The store under real processes: several writers on one state directory
-//! at once, a writer killed with SIGKILL in the middle of its writes, and
-//! two processes racing for one deploy lease.
+//! The store under real processes, on both backends (SQLite in a state
+//! directory, PostgreSQL in a database of its own on the dev cluster):
+//! several writers at once, a writer killed with SIGKILL in the middle of
+//! its writes, two processes racing for one deploy lease, and five runners
+//! starting on an empty database at once (each migration applied once).
 //!
 //! The child processes are this test binary itself, re-run with
 //! `--exact child_writer` and `BERTH_STORE_TEST_ROLE=writer` (or
-//! `--exact child_leaser` and `BERTH_STORE_TEST_ROLE=leaser`); without that
-//! variable the child tests do nothing.
+//! `child_leaser`, `child_opener`); without that variable the child tests
+//! do nothing. A child opens the store the way the `berth` command does:
+//! `BERTH_STATE_DIR`, `BERTH_STORE`, `BERTH_SECRET_KEY`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use berth::devtools::pg::TestDatabase;
 use berth::registry::Secret;
-use berth::store::{lease_owner, LeaseOutcome, NewCredential, Records, SqliteStore, StoreOptions};
+use berth::store::{
+    lease_owner, open_records, process_env, KeySource, LeaseOutcome, NewCredential, Records,
+    SecretKey, StoreOptions,
+};
 
 const ROLE_VAR: &str = "BERTH_STORE_TEST_ROLE";
 const DIR_VAR: &str = "BERTH_STORE_TEST_DIR";
@@ -21,11 +30,74 @@ const WRITER_VAR: &str = "BERTH_STORE_TEST_WRITER";
 const COUNT_VAR: &str = "BERTH_STORE_TEST_COUNT";
 const STARTED_FILE: &str = "writer-started";
 
-fn options(dir: &Path) -> StoreOptions {
-    StoreOptions {
-        state_dir: dir.to_owned(),
-        secret_key: None,
+/// Where the processes of one test keep their records.
+enum Target {
+    /// The state directory's `berth.db`, its key file made by whichever
+    /// process comes first.
+    Sqlite { dir: std::path::PathBuf },
+    /// A database of its own; the team key in `BERTH_SECRET_KEY`.
+    Postgres {
+        dir: std::path::PathBuf,
+        db: TestDatabase,
+        key: String,
+    },
+}
+
+impl Target {
+    fn new(postgres: bool, tmp: &Path) -> Target {
+        let dir = tmp.join("state");
+        if postgres {
+            Target::Postgres {
+                dir,
+                db: TestDatabase::create(),
+                key: SecretKey::generate(KeySource::Environment)
+                    .unwrap()
+                    .expose_base64(),
+            }
+        } else {
+            Target::Sqlite { dir }
+        }
     }
+
+    fn dir(&self) -> &Path {
+        match self {
+            Target::Sqlite { dir } | Target::Postgres { dir, .. } => dir,
+        }
+    }
+
+    /// The environment a child (or `berth`) opens this store with.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("BERTH_STATE_DIR", self.dir().display().to_string())];
+        if let Target::Postgres { db, key, .. } = self {
+            env.push(("BERTH_STORE", db.url()));
+            env.push(("BERTH_SECRET_KEY", key.clone()));
+        }
+        env
+    }
+
+    fn apply(&self, cmd: &mut Command) {
+        cmd.env_remove("BERTH_SECRET_KEY").env_remove("BERTH_STORE");
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+    }
+
+    fn open(&self) -> Arc<dyn Records> {
+        let env = self.env();
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let options = StoreOptions::from_env_with_store(None, None, &lookup).unwrap();
+        open_records(&options).expect("open the store")
+    }
+}
+
+/// Opens the store as a child process: from the environment.
+fn open_from_env() -> Arc<dyn Records> {
+    let options = StoreOptions::from_env_with_store(None, None, &process_env).expect("options");
+    open_records(&options).expect("open store")
 }
 
 fn secret_for(name: &str) -> String {
@@ -46,7 +118,7 @@ fn child_writer() {
         .expect("count")
         .parse()
         .expect("count is a number");
-    let store = SqliteStore::open(&options(&dir)).expect("open store");
+    let store = open_from_env();
     for i in 0..count {
         let name = format!("w{writer}-{i}");
         store
@@ -59,29 +131,31 @@ fn child_writer() {
             })
             .expect("insert");
         if i == 0 {
+            std::fs::create_dir_all(&dir).expect("marker dir");
             std::fs::write(dir.join(format!("{STARTED_FILE}-{writer}")), b"").expect("marker");
         }
     }
 }
 
-fn writer_command(dir: &Path, writer: &str, count: usize) -> Command {
+fn writer_command(target: &Target, writer: &str, count: usize) -> Command {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
         .env(ROLE_VAR, "writer")
-        .env(DIR_VAR, dir)
+        .env(DIR_VAR, target.dir())
         .env(WRITER_VAR, writer)
         .env(COUNT_VAR, count.to_string())
-        .env_remove("BERTH_SECRET_KEY")
         .stdout(Stdio::null());
+    target.apply(&mut cmd);
     cmd
 }
 
 /// Opens the store and checks that every record decrypts to the secret its
 /// name implies; returns the names.
-fn verify_all(dir: &Path) -> BTreeSet<String> {
-    let store = SqliteStore::open(&options(dir)).expect("reopen after writers");
-    store.integrity_check().expect("integrity_check is ok");
+fn verify_all(target: &Target) -> BTreeSet<String> {
+    let store = target.open();
+    let info = store.info().expect("info");
+    assert!(info.problems.is_empty(), "{:?}", info.problems);
     let credentials = store.list_credentials().expect("every record decrypts");
     let mut names = BTreeSet::new();
     for credential in credentials {
@@ -93,16 +167,25 @@ fn verify_all(dir: &Path) -> BTreeSet<String> {
 }
 
 #[test]
-fn two_processes_write_at_once() {
+fn two_processes_write_at_once_sqlite() {
+    two_processes_write_at_once(false)
+}
+
+#[test]
+fn two_processes_write_at_once_postgres() {
+    two_processes_write_at_once(true)
+}
+
+fn two_processes_write_at_once(postgres: bool) {
     const PER_WRITER: usize = 150;
     let tmp = tempfile::tempdir().unwrap();
-    // A fresh directory: both writers also race to create the key file,
-    // switch the database to WAL and run the migrations.
-    let dir = tmp.path().join("state");
+    // A fresh store: both writers also race to create it (the key file,
+    // WAL, the migrations; the schema and key check on PostgreSQL).
+    let target = Target::new(postgres, tmp.path());
     let children: Vec<_> = ["a", "b"]
         .iter()
         .map(|w| {
-            writer_command(&dir, w, PER_WRITER)
+            writer_command(&target, w, PER_WRITER)
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn writer")
@@ -116,7 +199,7 @@ fn two_processes_write_at_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let names = verify_all(&dir);
+    let names = verify_all(&target);
     let expected: BTreeSet<String> = ["a", "b"]
         .iter()
         .flat_map(|w| (0..PER_WRITER).map(move |i| format!("w{w}-{i}")))
@@ -125,11 +208,21 @@ fn two_processes_write_at_once() {
 }
 
 #[test]
-fn writer_killed_mid_write_loses_no_committed_record() {
+fn writer_killed_mid_write_loses_no_committed_record_sqlite() {
+    writer_killed_mid_write_loses_no_committed_record(false)
+}
+
+#[test]
+fn writer_killed_mid_write_loses_no_committed_record_postgres() {
+    writer_killed_mid_write_loses_no_committed_record(true)
+}
+
+fn writer_killed_mid_write_loses_no_committed_record(postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
+    let target = Target::new(postgres, tmp.path());
+    let dir = target.dir().to_owned();
     // Far more than it can write before the kill; the bound is a backstop.
-    let mut child = writer_command(&dir, "k", 1_000_000)
+    let mut child = writer_command(&target, "k", 1_000_000)
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn writer");
@@ -150,7 +243,7 @@ fn writer_killed_mid_write_loses_no_committed_record() {
     child.kill().expect("SIGKILL the writer");
     child.wait().expect("reap writer");
 
-    let names = verify_all(&dir);
+    let names = verify_all(&target);
     // Inserts commit one by one in order, so what survives is exactly a
     // prefix w k-0 .. w k-(n-1): no gap, no half record.
     let n = names.len();
@@ -159,7 +252,7 @@ fn writer_killed_mid_write_loses_no_committed_record() {
     assert_eq!(names, expected);
 
     // The store stays writable after the crash.
-    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let store = target.open();
     store
         .insert_credential(NewCredential {
             name: "after".into(),
@@ -185,7 +278,7 @@ fn child_leaser() {
     }
     let dir = std::path::PathBuf::from(std::env::var_os(DIR_VAR).expect("state dir"));
     let id: String = std::env::var(WRITER_VAR).expect("leaser id");
-    let store = SqliteStore::open(&options(&dir)).expect("open store");
+    let store = open_from_env();
     let owner = lease_owner();
     std::fs::write(dir.join(format!("ready-{id}")), b"").expect("ready marker");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -197,33 +290,43 @@ fn child_leaser() {
         .acquire_lease(RACE_APP, &owner, Duration::from_secs(120))
         .expect("acquire_lease")
     {
-        LeaseOutcome::Acquired => format!("acquired {owner}"),
+        LeaseOutcome::Acquired { .. } => format!("acquired {owner}"),
         LeaseOutcome::HeldBy { owner: holder, .. } => format!("held {owner} {holder}"),
     };
     std::fs::write(dir.join(format!("result-{id}")), line).expect("result");
 }
 
 #[test]
-fn two_processes_race_for_one_lease() {
+fn two_processes_race_for_one_lease_sqlite() {
+    two_processes_race_for_one_lease(false)
+}
+
+#[test]
+fn two_processes_race_for_one_lease_postgres() {
+    two_processes_race_for_one_lease(true)
+}
+
+fn two_processes_race_for_one_lease(postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
+    let target = Target::new(postgres, tmp.path());
+    let dir = target.dir().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
     // Create the store first so the race is about the lease only.
-    drop(SqliteStore::open(&options(&dir)).unwrap());
+    drop(target.open());
     let exe = std::env::current_exe().expect("test binary path");
     let ids = ["a", "b"];
     let mut children: Vec<_> = ids
         .iter()
         .map(|id| {
-            Command::new(&exe)
-                .args(["--exact", "child_leaser", "--nocapture", "--test-threads=1"])
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--exact", "child_leaser", "--nocapture", "--test-threads=1"])
                 .env(ROLE_VAR, "leaser")
                 .env(DIR_VAR, &dir)
                 .env(WRITER_VAR, id)
-                .env_remove("BERTH_SECRET_KEY")
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn leaser")
+                .stderr(Stdio::piped());
+            target.apply(&mut cmd);
+            cmd.spawn().expect("spawn leaser")
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -269,8 +372,194 @@ fn two_processes_race_for_one_lease() {
     assert_ne!(loser_owner, winner);
 
     // The stored lease is the winner's: renewing works for it only.
-    let store = SqliteStore::open(&options(&dir)).unwrap();
+    let store = target.open();
     let ttl = Duration::from_secs(60);
     assert!(store.renew_lease(RACE_APP, winner, ttl).unwrap());
     assert!(!store.renew_lease(RACE_APP, loser_owner, ttl).unwrap());
+}
+
+/// The opener role: waits for the go file, opens the store (migrating an
+/// empty database), writes `opened-<id>`.
+#[test]
+fn child_opener() {
+    if std::env::var_os(ROLE_VAR).as_deref() != Some("opener".as_ref()) {
+        return;
+    }
+    let dir = std::path::PathBuf::from(std::env::var_os(DIR_VAR).expect("state dir"));
+    let id: String = std::env::var(WRITER_VAR).expect("opener id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join(GO_FILE).exists() {
+        assert!(Instant::now() < deadline, "never told to go");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let store = open_from_env();
+    let info = store.info().expect("info");
+    assert_eq!(info.schema_version, info.supported_version);
+    std::fs::write(dir.join(format!("opened-{id}")), b"").expect("result");
+}
+
+/// Five runners start at the same moment on an empty database: all open
+/// it, and each migration was applied exactly once (PostgreSQL records who
+/// applied it).
+#[test]
+fn five_runners_start_on_an_empty_database_and_migrate_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = Target::new(true, tmp.path());
+    let dir = target.dir().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().expect("test binary path");
+    let ids = ["1", "2", "3", "4", "5"];
+    let children: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--exact", "child_opener", "--nocapture", "--test-threads=1"])
+                .env(ROLE_VAR, "opener")
+                .env(DIR_VAR, &dir)
+                .env(WRITER_VAR, id)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            target.apply(&mut cmd);
+            cmd.spawn().expect("spawn opener")
+        })
+        .collect();
+    // Let them all start and wait at the line, then go.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.join(GO_FILE), b"").unwrap();
+    for child in children {
+        let out = child.wait_with_output().expect("wait for opener");
+        assert!(
+            out.status.success(),
+            "opener failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for id in ids {
+        assert!(dir.join(format!("opened-{id}")).exists(), "runner {id}");
+    }
+    let Target::Postgres { db, .. } = &target else {
+        unreachable!()
+    };
+    let rows = db.query("SELECT version, count(*), min(applied_by) FROM berth_migrations GROUP BY version ORDER BY version");
+    let versions: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    let expected: Vec<(String, String)> = (1..=berth::store::postgres::PG_SCHEMA_VERSION)
+        .map(|v| (v.to_string(), "1".to_owned()))
+        .collect();
+    assert_eq!(versions, expected, "each migration once");
+    // Applied by one of the five (a child process, not this one).
+    let by = rows[0][2].clone().unwrap();
+    assert!(
+        !by.contains(&format!(":{}@", std::process::id())),
+        "applied by {by}"
+    );
+    // One key check value: every runner agreed on the key.
+    let meta = db.query("SELECT count(*) FROM meta WHERE key = 'key_check'");
+    assert_eq!(meta[0][0].as_deref(), Some("1"));
+}
+
+/// Opens a PostgreSQL store at `url` with `key`; the error text when it
+/// fails.
+fn open_url(url: &str, key: &SecretKey) -> Result<Arc<dyn Records>, String> {
+    let location = berth::store::StoreLocation::parse(url, Some("BERTH_STORE"), &|_| None)
+        .map_err(|e| e.to_string())?;
+    let tmp = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        location: Some(location),
+        ..StoreOptions::in_dir(tmp.path(), Some(key.clone()))
+    };
+    open_records(&options).map_err(|e| e.to_string())
+}
+
+#[test]
+fn postgres_tls_verify_full_trusts_only_the_right_ca_and_host_name() {
+    use berth::devtools::pg::{ca_pem, tls_dir, CERT_USER, PASSWORD, PORT, USER};
+    let db = TestDatabase::create();
+    let name = &db.name;
+    let ca = ca_pem();
+    let key = SecretKey::generate(KeySource::Environment).unwrap();
+    // The right CA, the name on the certificate: works, over TLS.
+    let store = open_url(&db.url(), &key).expect("verify-full with the right CA");
+    store.upsert_app("tls", None, "{}").unwrap();
+    let ssl = db.query(&format!(
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = '{name}' AND a.application_name = 'berth'"
+    ));
+    assert_eq!(ssl[0][0].as_deref(), Some("t"), "Berth's sessions use TLS");
+    // The IP address is on the certificate too.
+    open_url(
+        &format!(
+            "postgres://{USER}:{PASSWORD}@127.0.0.1:{PORT}/{name}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        ),
+        &key,
+    )
+    .expect("verify-full by IP address");
+
+    // A CA that did not sign the server's certificate: refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let other_ca = tmp.path().join("other-ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["other CA".to_owned()]).unwrap();
+    std::fs::write(&other_ca, cert.cert.pem()).unwrap();
+    let err = open_url(
+        &format!(
+            "postgres://{USER}:{PASSWORD}@localhost:{PORT}/{name}?sslmode=verify-full&sslrootcert={}",
+            other_ca.display()
+        ),
+        &key,
+    )
+    .unwrap_err();
+    assert!(err.contains("cannot open the state database"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+    // The right CA, a name the certificate is not for (the address is the
+    // server's): refused by verify-full, accepted by verify-ca.
+    let wrong_name = format!(
+        "postgres://{USER}:{PASSWORD}@db.invalid:{PORT}/{name}?hostaddr=127.0.0.1&sslrootcert={}",
+        ca.display()
+    );
+    let err = open_url(&format!("{wrong_name}&sslmode=verify-full"), &key).unwrap_err();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    open_url(&format!("{wrong_name}&sslmode=verify-ca"), &key).expect("verify-ca ignores the name");
+    // A file that is not a CA: said so, naming the file.
+    let err = open_url(
+        &format!(
+            "postgres://{USER}:{PASSWORD}@localhost:{PORT}/{name}?sslmode=verify-full&sslrootcert=/etc/hostname"
+        ),
+        &key,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("sslrootcert /etc/hostname holds no PEM certificate"),
+        "{err}"
+    );
+
+    // A client certificate instead of a password (the cert-only role).
+    db.exec(&format!(
+        "GRANT ALL ON SCHEMA public TO {CERT_USER}; \
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO {CERT_USER}; \
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {CERT_USER}"
+    ));
+    let tls = tls_dir();
+    let by_cert = format!(
+        "postgres://{CERT_USER}@localhost:{PORT}/{name}?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+        ca.display(),
+        tls.join("client.pem").display(),
+        tls.join("client.key").display()
+    );
+    let by_cert_store = open_url(&by_cert, &key).expect("client certificate login");
+    assert_eq!(by_cert_store.get_app("tls").unwrap().unwrap().name, "tls");
+    // Without the certificate the role cannot log in.
+    let no_cert = format!(
+        "postgres://{CERT_USER}@localhost:{PORT}/{name}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    let err = open_url(&no_cert, &key).unwrap_err();
+    assert!(err.contains("cannot open the state database"), "{err}");
+
+    // Without TLS, where the server allows it.
+    let plain = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{PORT}/{name}?sslmode=disable");
+    open_url(&plain, &key).expect("sslmode=disable");
 }

@@ -392,7 +392,8 @@ impl Session {
         insecure_registries: Vec<String>,
         ingress: Option<crate::ingress::IngressSettings>,
     ) -> Result<Session, CliError> {
-        let options = StoreOptions::from_env(None, &process_env).map_err(store_open_error)?;
+        let options = StoreOptions::from_env_with_store(None, None, &process_env)
+            .map_err(store_open_error)?;
         let store = Store::open(options).await.map_err(store_open_error)?;
         let docker_host = std::env::var("DOCKER_HOST").ok();
         let hosts = Hosts::from_config_or_local(&[], docker_host.as_deref()).map_err(|e| {
@@ -404,6 +405,8 @@ impl Session {
         });
         let engine = Engine::new(hosts, store)
             .with_test_label(process_env(TEST_LABEL_ENV).is_some())
+            .with_lease_timing_from(&process_env)
+            .map_err(CliError::usage)?
             .with_ingress(
                 ingress.unwrap_or_default(),
                 std::sync::Arc::new(registry.clone()),
@@ -471,10 +474,10 @@ impl Session {
     }
 }
 
-fn store_open_error(error: crate::store::StoreError) -> CliError {
+pub(super) fn store_open_error(error: crate::store::StoreError) -> CliError {
     CliError::failed("Cannot open Berth's state", error.to_string()).with_hint(
-        "the state directory is BERTH_STATE_DIR, else $XDG_DATA_HOME/berth or \
-         ~/.local/share/berth",
+        "the store is BERTH_STORE, else berth.db in the state directory: \
+         BERTH_STATE_DIR, else $XDG_DATA_HOME/berth or ~/.local/share/berth",
     )
 }
 

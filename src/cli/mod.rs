@@ -3,7 +3,8 @@
 //!
 //! One file per command group: `image` (`berth image normalize|resolve`),
 //! `app` (`berth plan|apply|status|releases|rollback|destroy|schema`, at the
-//! top level), `serve` (the deploy-hook server); `output` holds the
+//! top level), `serve` (the deploy-hook server), `store` (`berth store
+//! migrate|check|copy`); `output` holds the
 //! `--json` switch and the human/JSON printing helpers.
 //! A new group is a variant of [`Command`], a module with its own
 //! `Subcommand`/`Args` types and a `run`, and one arm in [`run`].
@@ -17,6 +18,7 @@ pub mod image;
 pub mod jobs;
 pub mod output;
 pub mod serve;
+pub mod store;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -59,6 +61,10 @@ Environment:
                    info for `berth serve`)
   BERTH_STATE_DIR  Berth's state directory (default: $XDG_DATA_HOME/berth or
                    ~/.local/share/berth)
+  BERTH_STORE      the store: sqlite:///PATH/berth.db (default: berth.db in the
+                   state directory) or postgres://USER@HOST:PORT/DB?sslmode=…
+  BERTH_SECRET_KEY the key secrets are sealed with (base64 of 32 bytes; required
+                   for PostgreSQL, the same on every runner)
   DOCKER_HOST      the Docker host apps run on (default: unix:///var/run/docker.sock)
 
 Examples:
@@ -68,6 +74,7 @@ Examples:
   berth image normalize nginx
   berth image resolve 127.0.0.1:5000/berth/demo:v1 --json
   berth serve --listen 127.0.0.1:7070
+  BERTH_STORE=postgres://berth@db:5432/berth berth store check
   berth help image resolve";
 
 /// The `berth` command line.
@@ -99,6 +106,10 @@ enum Command {
     /// Serve deploy hooks: a call to a hook's secret URL deploys its app
     #[command(long_about = serve::LONG_ABOUT, after_help = serve::AFTER_HELP)]
     Serve(serve::ServeArgs),
+
+    /// Berth's store: migrate it, check it, copy it to another
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 impl Cli {
@@ -122,6 +133,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Image(command) => image::run(command).await,
         Command::App(command) => app::run(command).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Store(command) => store::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

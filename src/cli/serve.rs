@@ -107,11 +107,11 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(CliError::usage)?),
         _ => None,
     };
-    let options = StoreOptions::from_env(None, &process_env)
-        .map_err(|e| CliError::failed("Cannot open Berth's state", e.to_string()))?;
+    let options = StoreOptions::from_env_with_store(None, None, &process_env)
+        .map_err(super::app::store_open_error)?;
     let store = Store::open(options)
         .await
-        .map_err(|e| CliError::failed("Cannot open Berth's state", e.to_string()))?;
+        .map_err(super::app::store_open_error)?;
     let registry = RegistryClient::new(RegistryOptions {
         insecure_registries: args.insecure_registries,
     });
@@ -119,6 +119,8 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     // the store, the test label and how ingress images are pinned.
     let engine = Engine::new(Hosts::default(), store)
         .with_test_label(process_env(TEST_LABEL_ENV).is_some())
+        .with_lease_timing_from(&process_env)
+        .map_err(CliError::usage)?
         .with_ingress(Default::default(), std::sync::Arc::new(registry.clone()));
     let apps = std::sync::Arc::new(Apps::new(engine, registry));
     let server = Server::new(

@@ -579,8 +579,9 @@ impl Apps {
             return Ok(None);
         }
         let hosts = Hosts::from_config(&private.hosts)?;
-        let mut engine =
-            Engine::new(hosts, self.store().clone()).with_test_label(self.engine.test_label);
+        let mut engine = Engine::new(hosts, self.store().clone())
+            .with_test_label(self.engine.test_label)
+            .with_lease_timing_of(&self.engine);
         if let Some(pinner) = self.engine.pinner.clone() {
             engine = engine.with_ingress(private.ingress.clone().unwrap_or_default(), pinner);
         }

@@ -25,10 +25,18 @@ use crate::docker::{
 };
 use crate::ingress::{IngressError, IngressHost, IngressSettings, IngressView, PinImage};
 use crate::labels;
-use crate::store::{LeaseOutcome, NewRelease, ReleaseOutcome, Store, StoreError};
+use crate::store::{LeaseFence, LeaseOutcome, NewRelease, ReleaseOutcome, Store, StoreError};
 
 /// How long a deploy waits for another deploy of the same app.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Seconds a deploy lease lives without renewal (default [`LEASE_TTL`]):
+/// how long a runner killed on another machine blocks the others.
+pub const LEASE_TTL_ENV: &str = "BERTH_LEASE_TTL";
+
+/// Seconds a deploy waits for another deploy of the same app (default
+/// [`DEFAULT_LOCK_WAIT`]) before it fails naming the holder.
+pub const LOCK_WAIT_ENV: &str = "BERTH_LOCK_WAIT";
 /// Lease lifetime; renewed while the deploy runs, so a killed process's
 /// lease expires this long after its last renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
@@ -115,10 +123,13 @@ pub enum DeployError {
     },
     #[error("Berth's store failed: {0}")]
     Store(#[from] StoreError),
-    #[error("another deploy of app {app:?} is running (lease held by {owner}, expires in {expires_in}s); waited {waited}s. Try again when it has finished; a lease left by a killed process expires by itself")]
+    #[error("another deploy of app {app:?} is running: its lease is held by {owner} since {since} (expires in {expires_in}s unless renewed); waited {waited}s. Try again when it has finished; a lease left by a killed process expires by itself")]
     Busy {
         app: String,
+        /// The holder in words: process, host.
         owner: String,
+        /// Since when, RFC 3339 (the store's clock).
+        since: String,
         expires_in: u64,
         waited: u64,
     },
@@ -245,6 +256,41 @@ impl Engine {
     /// test suites can find and remove everything they started.
     pub fn with_test_label(mut self, on: bool) -> Engine {
         self.test_label = on;
+        self
+    }
+
+    /// Lease timing from the environment, when set: [`LEASE_TTL_ENV`] and
+    /// [`LOCK_WAIT_ENV`] (whole seconds). An invalid value is an error
+    /// naming the variable.
+    pub fn with_lease_timing_from(
+        mut self,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Engine, String> {
+        let seconds = |var: &str, min: u64| -> Result<Option<Duration>, String> {
+            let Some(value) = env(var) else {
+                return Ok(None);
+            };
+            let text = value.to_string_lossy();
+            match text.trim().parse::<u64>() {
+                Ok(n) if n >= min => Ok(Some(Duration::from_secs(n))),
+                _ => Err(format!(
+                    "{var} is {text:?}: give a whole number of seconds, at least {min}"
+                )),
+            }
+        };
+        if let Some(ttl) = seconds(LEASE_TTL_ENV, 1)? {
+            self = self.with_lease_ttl(ttl);
+        }
+        if let Some(wait) = seconds(LOCK_WAIT_ENV, 0)? {
+            self = self.with_lock_wait(wait);
+        }
+        Ok(self)
+    }
+
+    /// The lease timing of `other` (for engines made per app).
+    pub fn with_lease_timing_of(mut self, other: &Engine) -> Engine {
+        self.lease_ttl = other.lease_ttl;
+        self.lock_wait = other.lock_wait;
         self
     }
 
@@ -462,7 +508,9 @@ impl Engine {
         let t = Instant::now();
         let lease = self.lock(&app).await?;
         phases.push(("lock".to_string(), ms(t)));
-        let result = self.locked_deploy(target, &components, &mut phases).await;
+        let result = self
+            .locked_deploy(target, &components, &mut phases, lease.fence())
+            .await;
         lease.release(&self.store).await;
         self.forget_observations().await;
         result
@@ -473,8 +521,10 @@ impl Engine {
         target: &Target,
         components: &[Component],
         phases: &mut Vec<(String, u64)>,
+        fence: LeaseFence,
     ) -> Result<Outcome, DeployError> {
         let app = target.spec.name.clone();
+        self.close_abandoned_release(&app, &fence).await?;
         let observed = self
             .observe(&app, true)
             .await
@@ -543,14 +593,17 @@ impl Engine {
         };
         if plan.new_release {
             self.store
-                .start_release(NewRelease {
-                    app: app.clone(),
-                    release,
-                    digest: target.digest.clone(),
-                    image: target.pinned.clone(),
-                    spec_json: public_spec_json(&target.spec),
-                    trigger: target.trigger.clone(),
-                })
+                .start_release(
+                    NewRelease {
+                        app: app.clone(),
+                        release,
+                        digest: target.digest.clone(),
+                        image: target.pinned.clone(),
+                        spec_json: public_spec_json(&target.spec),
+                        trigger: target.trigger.clone(),
+                    },
+                    fence.clone(),
+                )
                 .await?;
         }
         let result = self
@@ -563,13 +616,53 @@ impl Engine {
             };
             if let Err(e) = self
                 .store
-                .finish_release(app.clone(), release, outcome, error, phases.clone())
+                .finish_release(app.clone(), release, outcome, error, phases.clone(), fence)
                 .await
             {
                 warn!(app = %app, error = %e, "could not journal the release outcome");
             }
         }
         result
+    }
+
+    /// A release still journaled as running when we hold the lease was
+    /// left by a deploy that died (its runner killed, or cut off from the
+    /// store): journal it as failed, saying so, before deploying.
+    async fn close_abandoned_release(
+        &self,
+        app: &str,
+        fence: &LeaseFence,
+    ) -> Result<(), DeployError> {
+        let Some(last) = self
+            .store
+            .list_releases(app.to_owned(), 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        if last.outcome != ReleaseOutcome::Running {
+            return Ok(());
+        }
+        let reason = "the deploy of this release stopped before it finished (its runner was killed, or lost the store); the next deploy took over";
+        warn!(app = %app, release = last.release, "journaling an abandoned release as failed");
+        match self
+            .store
+            .finish_release(
+                app.to_owned(),
+                last.release,
+                ReleaseOutcome::Failed,
+                Some(reason.to_owned()),
+                last.phases.clone(),
+                fence.clone(),
+            )
+            .await
+        {
+            // Finished meanwhile: nothing to close.
+            Ok(()) | Err(StoreError::ReleaseFinished { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(super) async fn pre_deploy(
@@ -686,36 +779,42 @@ impl Engine {
         let owner = crate::store::lease_owner();
         let ttl = self.lease_ttl;
         let start = Instant::now();
-        loop {
+        let generation = loop {
             match self
                 .store
                 .acquire_lease(app.to_string(), owner.clone(), ttl)
                 .await?
             {
-                LeaseOutcome::Acquired => break,
+                LeaseOutcome::Acquired { generation } => break generation,
                 LeaseOutcome::HeldBy {
                     owner: holder,
                     expires_at,
+                    since,
                 } => {
                     // Left by a process of this machine that was killed:
                     // taken over at once instead of waiting out its TTL.
-                    if crate::store::lease_owner_is_gone(&holder)
-                        && self
+                    if crate::store::lease_owner_is_gone(&holder) {
+                        if let Some(generation) = self
                             .store
                             .take_over_lease(app.to_string(), holder.clone(), owner.clone(), ttl)
                             .await?
-                    {
-                        info!(app = %app, previous = %holder, "took over the deploy lease of a process that is gone");
-                        break;
+                        {
+                            info!(app = %app, previous = %holder, "took over the deploy lease of a process that is gone");
+                            break generation;
+                        }
                     }
                     if start.elapsed() >= self.lock_wait {
+                        // The expiry is the store's clock (the database's
+                        // for PostgreSQL); `since` says how long ago in it.
                         let expires_in = expires_at
                             .duration_since(SystemTime::now())
                             .map(|d| d.as_secs())
                             .unwrap_or(0);
                         return Err(DeployError::Busy {
                             app: app.to_string(),
-                            owner: holder,
+                            owner: crate::store::describe_lease_owner(&holder),
+                            since: chrono::DateTime::<chrono::Utc>::from(since)
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                             expires_in,
                             waited: start.elapsed().as_secs(),
                         });
@@ -723,7 +822,7 @@ impl Engine {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
-        }
+        };
         let store = self.store.clone();
         let (app_c, owner_c) = (app.to_string(), owner.clone());
         let renew = tokio::spawn(async move {
@@ -741,6 +840,7 @@ impl Engine {
         Ok(Lease {
             app: app.to_string(),
             owner,
+            generation,
             renew,
         })
     }
@@ -749,10 +849,20 @@ impl Engine {
 pub(super) struct Lease {
     app: String,
     owner: String,
+    generation: u64,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
+    /// What the holder's release writes carry.
+    pub(super) fn fence(&self) -> LeaseFence {
+        LeaseFence {
+            app: self.app.clone(),
+            owner: self.owner.clone(),
+            generation: self.generation,
+        }
+    }
+
     pub(super) async fn release(self, store: &Store) {
         self.renew.abort();
         if let Err(e) = store

@@ -32,6 +32,8 @@ const TLS_ATTRIBUTES: [(&str, TlsPart); 3] = [
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProviderConfig {
     pub state_dir: Option<PathBuf>,
+    /// The `store` URL, parsed (its password never shown).
+    pub store: Option<crate::store::StoreLocation>,
     pub insecure_registries: Vec<String>,
     pub hooks_url: Option<String>,
     pub hosts: BTreeMap<String, HostConfig>,
@@ -44,7 +46,10 @@ pub fn schema() -> Schema {
         "Configures where Berth keeps its records and how it reaches registries and Docker hosts. Every setting is optional: with an empty `provider \"berth\" {}` block Berth talks to registries directly (plain HTTP only for registries on loopback) and to the local Docker.",
         vec![
             Attribute::string("state_dir").optional().describe(
-                "Directory for the engine's records (registry credentials, deploy hooks, releases). Defaults to `$BERTH_STATE_DIR`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.",
+                "Directory for Berth's local state: the default store (`berth.db`: registry credentials, deploy hooks, releases) and its key file `secret.key`. Defaults to `$BERTH_STATE_DIR`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.",
+            ),
+            Attribute::string("store").optional().sensitive().describe(
+                "Where Berth keeps its records: `sqlite:///PATH/berth.db` (the default is `berth.db` in the state directory), or a PostgreSQL database shared by every runner of a team: `postgres://USER@HOST:5432/DATABASE?sslmode=verify-full&sslrootcert=/PATH/ca.pem`, libpq's URL form (`sslmode` `disable`, `prefer` (the default), `require`, `verify-ca` or `verify-full`; `sslrootcert`, `sslcert` and `sslkey` name PEM files; `application_name`, `connect_timeout` in seconds). The password comes from the URL, else `PGPASSWORD`, else the password file (`passfile`, `PGPASSFILE`, `~/.pgpass`); it is never logged. Defaults to `$BERTH_STORE`. With PostgreSQL, set `BERTH_SECRET_KEY` to the same key on every runner and `berth serve`: secrets are sealed with it before they reach the database.",
             ),
             Attribute::typed("insecure_registries", Type::list(Type::String))
                 .optional()
@@ -122,6 +127,15 @@ impl ProviderConfig {
             state_dir: v.get("state_dir").as_str().map(PathBuf::from),
             ..ProviderConfig::default()
         };
+        if let Some(url) = v.get("store").as_str() {
+            match crate::store::StoreLocation::parse(url, None, &crate::store::process_env) {
+                Ok(location) => cfg.store = Some(location),
+                Err(e) => diags.push(
+                    Diagnostic::error("Invalid store URL", e.to_string())
+                        .at(AttributePath::root("store")),
+                ),
+            }
+        }
         if let Some(items) = v.get("insecure_registries").as_elements() {
             for (i, item) in items.iter().enumerate() {
                 let Some(s) = item.as_str() else { continue };

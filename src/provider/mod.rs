@@ -212,44 +212,43 @@ impl Context {
                     })
                     .collect();
                 let docker_host = std::env::var("DOCKER_HOST").ok();
-                crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref()).map(
-                    |hosts| {
-                        let engine = crate::engine::Engine::new(hosts, store)
-                            .with_test_label(
-                                process_env(crate::engine::deploy::TEST_LABEL_ENV).is_some(),
-                            )
-                            .with_ingress(
-                                self.config.ingress.clone(),
-                                Arc::new(self.registry.clone()),
-                            );
-                        crate::engine::Apps::new(engine, self.registry.clone())
-                    },
-                )
+                let hosts =
+                    crate::docker::Hosts::from_config_or_local(&configs, docker_host.as_deref())
+                        .map_err(|e| format!("{e}. Check the provider's `hosts`."))?;
+                let engine = crate::engine::Engine::new(hosts, store)
+                    .with_test_label(process_env(crate::engine::deploy::TEST_LABEL_ENV).is_some())
+                    .with_lease_timing_from(&process_env)?
+                    .with_ingress(self.config.ingress.clone(), Arc::new(self.registry.clone()));
+                Ok::<_, String>(crate::engine::Apps::new(engine, self.registry.clone()))
             })
             .await
-            .map_err(|e| {
-                Diagnostic::error(
-                    "Cannot set up the Docker hosts",
-                    format!("{e}. Check the provider's `hosts`."),
-                )
-                .into()
-            })
+            .map_err(|e| Diagnostic::error("Cannot set up the Docker hosts", e).into())
     }
 
     /// Berth's store in the configured state directory.
     pub async fn store(&self) -> Result<&Store, Diagnostics> {
         self.store
             .get_or_try_init(|| async {
-                let opts = StoreOptions::from_env(self.config.state_dir.as_deref(), &process_env)?;
+                let opts = StoreOptions::from_env_with_store(
+                    self.config.state_dir.as_deref(),
+                    self.config.store.as_ref(),
+                    &process_env,
+                )?;
                 Store::open(opts).await
             })
             .await
             .map_err(|e| {
-                Diagnostic::error(
-                    "Cannot open Berth's state",
-                    format!("{e}. The state directory comes from the provider's `state_dir`, else `BERTH_STATE_DIR`, else `$XDG_DATA_HOME/berth` or `~/.local/share/berth`."),
-                )
-                .into()
+                let hint = if self.config.store.is_some() {
+                    "The store is the provider's `store`."
+                } else {
+                    "The store is the provider's `store`, else `BERTH_STORE`, else `berth.db` in the state directory: the provider's `state_dir`, else `BERTH_STATE_DIR`, else `$XDG_DATA_HOME/berth` or `~/.local/share/berth`."
+                };
+                let diag = Diagnostic::error("Cannot open Berth's state", format!("{e}. {hint}"));
+                if self.config.store.is_some() {
+                    diag.at(diag::AttributePath::root("store")).into()
+                } else {
+                    diag.into()
+                }
             })
     }
 

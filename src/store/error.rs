@@ -29,11 +29,11 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    /// The database file cannot be opened or configured.
-    #[error("cannot open the state database {path}: {source}")]
+    /// The database cannot be opened, reached or configured.
+    #[error("cannot open the state database {location}: {source}")]
     Open {
-        /// The database file.
-        path: PathBuf,
+        /// The database file, or the PostgreSQL URL without its password.
+        location: String,
         /// What the database said.
         #[source]
         source: DatabaseError,
@@ -41,17 +41,32 @@ pub enum StoreError {
 
     /// The database was written by a newer Berth.
     #[error(
-        "the state database {path} has schema version {found}, but this build \
+        "the state database {location} has schema version {found}, but this build \
          of Berth knows versions up to {supported}: upgrade Berth (or use the \
-         version that wrote it)"
+         version that wrote it); nothing was changed"
     )]
     SchemaTooNew {
-        /// The database file.
-        path: PathBuf,
+        /// The database file, or the PostgreSQL URL without its password.
+        location: String,
         /// The version recorded in the database.
         found: i64,
         /// The newest version this build knows.
         supported: i64,
+    },
+
+    /// The store needs migrations and the caller asked not to apply them.
+    #[error(
+        "the state database {location} has schema version {found}; this build of \
+         Berth needs version {needed}: run `berth store migrate` (every runner of \
+         this version migrates on its own when it opens the store)"
+    )]
+    SchemaBehind {
+        /// The database file, or the PostgreSQL URL without its password.
+        location: String,
+        /// The version recorded in the database.
+        found: i64,
+        /// The version this build needs.
+        needed: i64,
     },
 
     /// A schema migration failed; the database is left at the previous version.
@@ -62,6 +77,46 @@ pub enum StoreError {
         /// What the database said.
         #[source]
         source: DatabaseError,
+    },
+
+    /// The `store` setting (`BERTH_STORE`) is not a store URL Berth can use.
+    #[error(
+        "invalid store URL{}: {reason}. Write `sqlite:///PATH/berth.db`, or \
+         `postgres://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=/PATH/ca.pem` \
+         (libpq's URL form)",
+        .origin.as_ref().map(|o| format!(" in {o}")).unwrap_or_default()
+    )]
+    InvalidStoreUrl {
+        /// Where the setting came from, e.g. `BERTH_STORE`.
+        origin: Option<String>,
+        /// What is wrong (never the password).
+        reason: String,
+    },
+
+    /// A shared (PostgreSQL) store without an explicit key.
+    #[error(
+        "the PostgreSQL store {location} is shared by every runner, so its secrets \
+         are sealed with one team key: set BERTH_SECRET_KEY (the same value on every \
+         runner and `berth serve`; make one with `openssl rand -base64 32`)"
+    )]
+    SharedStoreNeedsKey {
+        /// The PostgreSQL URL without its password.
+        location: String,
+    },
+
+    /// A release outcome written by a runner whose deploy lease was taken
+    /// over: it must not overwrite what the new holder records.
+    #[error(
+        "the deploy lease of app `{app}` was taken over{} while this deploy ran \
+         (it was not renewed in time: a stalled runner or a lost connection to the \
+         store); its outcome was not recorded. Run the deploy again: it converges",
+        .holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default()
+    )]
+    LeaseLost {
+        /// The app.
+        app: String,
+        /// Who holds the lease now, if anyone.
+        holder: Option<String>,
     },
 
     /// Any other database failure while reading or writing records.
@@ -112,9 +167,9 @@ pub enum StoreError {
 
     /// The key does not decrypt this database's key check value.
     #[error(
-        "the secret key does not match the one this state directory was created \
-         with ({key_source}): use the original key, or point Berth at another state \
-         directory"
+        "the secret key does not match the one this store was created \
+         with ({key_source}): use the original key (on a shared store, the team's \
+         BERTH_SECRET_KEY), or point Berth at another store"
     )]
     KeyMismatch {
         /// Where the key in use came from.
@@ -234,6 +289,8 @@ pub enum DatabaseErrorKind {
     /// wrong moment).
     Io,
     ReadOnly,
+    /// The connection to a database server failed or was lost.
+    Connection,
     Other,
 }
 
@@ -250,6 +307,9 @@ impl DatabaseErrorKind {
             }
             DatabaseErrorKind::ReadOnly => {
                 " (the state directory is read-only: Berth needs to write its records there)"
+            }
+            DatabaseErrorKind::Connection => {
+                " (check that the database server is up and reachable at the URL's host and port, with those TLS settings; a transaction is written whole or not at all, so run again once it is)"
             }
             DatabaseErrorKind::Other => "",
         }

@@ -129,12 +129,17 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX job_runs_by_job ON job_runs (app, job, id);
     "#,
+    // 7: lease generations (fencing) and since when a lease is held.
+    r#"
+    ALTER TABLE leases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN acquired_at INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
@@ -156,7 +161,7 @@ pub(crate) fn migrate_to(
     target: i64,
 ) -> Result<(), StoreError> {
     let too_new = |found| StoreError::SchemaTooNew {
-        path: path.to_owned(),
+        location: path.display().to_string(),
         found,
         supported: SCHEMA_VERSION,
     };
@@ -260,9 +265,24 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), 5);
         assert_eq!(count(&conn, "deploy_hooks"), 1);
         assert_eq!(count(&conn, "job_runs"), 0);
-        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        migrate_to(&mut conn, Path::new(":memory:"), 6).unwrap();
         assert_eq!(user_version(&conn).unwrap(), 6);
         assert_eq!(count(&conn, "job_runs"), 1);
+        let lease_columns = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT name FROM pragma_table_info('leases') ORDER BY cid")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(lease_columns(&conn), ["app", "owner", "expires_at"]);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 7);
+        assert_eq!(
+            lease_columns(&conn),
+            ["app", "owner", "expires_at", "generation", "acquired_at"]
+        );
     }
 
     #[test]

@@ -39,12 +39,19 @@
 //! to the app's name), for deploys without terraform, and the deploy hooks,
 //! by the SHA-256 of their key only.
 
+mod common;
+pub mod copy;
 pub mod crypto;
 mod error;
 pub mod jobs;
+pub mod location;
 mod migrations;
 pub mod paths;
+pub mod postgres;
 pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -52,11 +59,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::registry::{KnownImage, Secret};
+pub use copy::{StoreDump, StoreInfo};
 pub use crypto::{KeySource, SecretKey};
 pub use error::{DatabaseError, DatabaseErrorKind, StoreError, SECRET_KEY_VAR};
 pub use jobs::{JobRunEnd, JobRunRecord, JobRunState, NewJobRun};
+pub use location::{StoreLocation, STORE_VAR};
 pub use migrations::SCHEMA_VERSION;
 pub use paths::{resolve_state_dir, STATE_DIR_VAR};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// The environment lookup of the running process, for [`StoreOptions::from_env`]
@@ -71,14 +81,31 @@ pub struct StoreOptions {
     /// The state directory; created (mode 0700) when missing.
     pub state_dir: PathBuf,
     /// The key for secrets at rest; `None` uses `<state_dir>/secret.key`,
-    /// generated on first use.
+    /// generated on first use (SQLite only: a shared PostgreSQL store needs
+    /// the team's key, [`StoreError::SharedStoreNeedsKey`]).
     pub secret_key: Option<SecretKey>,
+    /// Where the records are; `None` is `berth.db` in the state directory.
+    pub location: Option<StoreLocation>,
+    /// Whether opening applies pending schema migrations (the default);
+    /// `false` refuses a store that needs them ([`StoreError::SchemaBehind`]).
+    pub migrate: bool,
 }
 
 impl StoreOptions {
+    /// SQLite in `state_dir`, its key from `secret_key` or the key file;
+    /// migrating.
+    pub fn in_dir(state_dir: impl Into<PathBuf>, secret_key: Option<SecretKey>) -> StoreOptions {
+        StoreOptions {
+            state_dir: state_dir.into(),
+            secret_key,
+            location: None,
+            migrate: true,
+        }
+    }
+
     /// Options from an explicit state directory setting (if any) and the
     /// environment: `BERTH_STATE_DIR`, `XDG_DATA_HOME`, `HOME`,
-    /// `BERTH_SECRET_KEY`.
+    /// `BERTH_SECRET_KEY`. The store is `berth.db` in the state directory.
     pub fn from_env(
         explicit_state_dir: Option<&Path>,
         env: &dyn Fn(&str) -> Option<OsString>,
@@ -86,7 +113,40 @@ impl StoreOptions {
         Ok(StoreOptions {
             state_dir: resolve_state_dir(explicit_state_dir, env)?,
             secret_key: SecretKey::from_env(env)?,
+            location: None,
+            migrate: true,
         })
+    }
+
+    /// [`StoreOptions::from_env`], with the store from an explicit setting
+    /// (the provider's `store`), else `BERTH_STORE`, else the state
+    /// directory's `berth.db`.
+    pub fn from_env_with_store(
+        explicit_state_dir: Option<&Path>,
+        explicit_store: Option<&StoreLocation>,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<StoreOptions, StoreError> {
+        let mut options = StoreOptions::from_env(explicit_state_dir, env)?;
+        options.location = match explicit_store {
+            Some(location) => Some(location.clone()),
+            None => match env(STORE_VAR) {
+                Some(url) if !url.is_empty() => Some(StoreLocation::parse(
+                    &url.to_string_lossy(),
+                    Some(STORE_VAR),
+                    env,
+                )?),
+                _ => None,
+            },
+        };
+        Ok(options)
+    }
+
+    /// The store these options open, for messages (no password).
+    pub fn describe(&self) -> String {
+        match &self.location {
+            Some(location) => location.describe(),
+            None => StoreLocation::in_state_dir(&self.state_dir).describe(),
+        }
     }
 }
 
@@ -261,24 +321,52 @@ pub struct ReleaseRecord {
 pub enum LeaseOutcome {
     /// The caller holds the lease now (taken, or extended when it was
     /// already the caller's).
-    Acquired,
+    Acquired {
+        /// The lease's generation: one more each time the lease changes
+        /// hands, the same while one owner extends it. With the owner it is
+        /// the [`LeaseFence`] that the holder's writes carry.
+        generation: u64,
+    },
     /// Someone else holds an unexpired lease.
     HeldBy {
         /// The holder, as passed to `acquire_lease`.
         owner: String,
         /// When the holder's lease runs out unless renewed (millisecond
-        /// precision).
+        /// precision; the database's clock for PostgreSQL).
         expires_at: SystemTime,
+        /// Since when the holder has it.
+        since: SystemTime,
     },
 }
 
+/// Proof of holding an app's deploy lease, carried by the writes that only
+/// the holder may make (the release it journals): a runner whose lease was
+/// taken over while it stalled gets [`StoreError::LeaseLost`] instead of
+/// overwriting the new holder's records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseFence {
+    pub app: String,
+    pub owner: String,
+    pub generation: u64,
+}
+
+/// Names this runner in the leases it holds (instead of the host name),
+/// e.g. `ci-runner-7`: what another runner's "held by" message shows.
+/// Runners with different names never take over each other's leases
+/// early: they wait for them to expire.
+pub const RUNNER_VAR: &str = "BERTH_RUNNER";
+
 /// A lease owner name unique to this process and call:
-/// `<hostname>:<pid>:<6 random hex digits>`. The host name comes from
-/// `/etc/hostname`, else `HOSTNAME`, else `unknown-host` (best effort; it is
-/// only there to tell a person who holds a lease).
+/// `<runner>:<pid>@<start>:<6 random hex digits>`. The runner is
+/// `BERTH_RUNNER`, else the host name from `/etc/hostname`, else
+/// `HOSTNAME`, else `unknown-host` (best effort; it is there to tell a
+/// person who holds a lease, and whether its process runs on this machine).
 pub fn lease_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+    let host = std::env::var(RUNNER_VAR)
         .ok()
+        .map(|h| h.trim().replace(':', "-"))
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .or_else(|| {
@@ -301,6 +389,23 @@ pub fn lease_owner() -> String {
     match process_start(pid) {
         Some(start) => format!("{host}:{pid}@{start}:{}", hex::encode(bytes)),
         None => format!("{host}:{pid}:{}", hex::encode(bytes)),
+    }
+}
+
+/// A lease owner as a person reads it: `process 1234 on host ci-7`
+/// (owners in another form are shown as they are).
+pub fn describe_lease_owner(owner: &str) -> String {
+    let mut parts = owner.split(':');
+    match (parts.next(), parts.next()) {
+        (Some(host), Some(process)) if !host.is_empty() => {
+            let pid = process.split('@').next().unwrap_or(process);
+            if pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty() {
+                format!("process {pid} on host {host} ({owner})")
+            } else {
+                owner.to_owned()
+            }
+        }
+        _ => owner.to_owned(),
     }
 }
 
@@ -350,7 +455,7 @@ pub fn lease_owner_is_gone(owner: &str) -> bool {
 
 /// The record operations every backend provides. Synchronous on purpose:
 /// async callers go through [`Store`]. Multi-step operations are atomic.
-pub trait Records: Send + Sync {
+pub trait Records: Send + Sync + std::fmt::Debug {
     /// Claims a run: inserts it as running with `new.owner`'s lease.
     /// `Ok(None)` when the scheduled time was claimed (or recorded) before.
     fn claim_job_run(&self, new: &NewJobRun) -> Result<Option<JobRunRecord>, StoreError>;
@@ -454,12 +559,19 @@ pub trait Records: Send + Sync {
 
     /// Journals a release as started ([`ReleaseOutcome::Running`], now);
     /// [`StoreError::ReleaseExists`] (nothing written) when `(app, release)`
-    /// is already in the journal.
-    fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError>;
+    /// is already in the journal, [`StoreError::LeaseLost`] when `fence` no
+    /// longer holds the app's lease.
+    fn start_release(
+        &self,
+        new: NewRelease,
+        fence: &LeaseFence,
+    ) -> Result<ReleaseRecord, StoreError>;
     /// Records how a running release ended, its error text and phase
     /// timings, finished now. [`StoreError::ReleaseNotFound`] when it is not
     /// in the journal, [`StoreError::ReleaseFinished`] when it already
-    /// ended, [`StoreError::InvalidRequest`] for the outcome `Running`.
+    /// ended, [`StoreError::InvalidRequest`] for the outcome `Running`,
+    /// [`StoreError::LeaseLost`] (nothing written) when `fence` no longer
+    /// holds the app's lease.
     fn finish_release(
         &self,
         app: &str,
@@ -467,6 +579,7 @@ pub trait Records: Send + Sync {
         outcome: ReleaseOutcome,
         error: Option<&str>,
         phases: &[(String, u64)],
+        fence: &LeaseFence,
     ) -> Result<(), StoreError>;
     /// The app's newest `limit` releases, newest (highest number) first.
     fn list_releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>, StoreError>;
@@ -493,14 +606,14 @@ pub trait Records: Send + Sync {
     /// Gives the lease up if `owner` holds it; otherwise does nothing.
     fn release_lease(&self, app: &str, owner: &str) -> Result<(), StoreError>;
     /// Hands the lease from `from` (a process that is gone) to `to`, if
-    /// `from` still holds it; whether it did.
+    /// `from` still holds it: the new generation, or `None` when it did not.
     fn take_over_lease(
         &self,
         app: &str,
         from: &str,
         to: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<u64>, StoreError>;
     /// Records the digest a plan resolved for `image` of `app`, given the
     /// digest the app had (`prior`, empty for a new app).
     fn record_planned_digest(
@@ -521,6 +634,16 @@ pub trait Records: Send + Sync {
     fn remember_image(&self, top_digest: &str, image: &KnownImage) -> Result<(), StoreError>;
     /// What `top_digest` resolved to before, if it was remembered.
     fn known_image(&self, top_digest: &str) -> Result<Option<KnownImage>, StoreError>;
+
+    /// The backend, its schema version and how many records of each kind
+    /// it holds; problems found (SQLite's integrity check) are listed.
+    fn info(&self) -> Result<StoreInfo, StoreError>;
+    /// Every record worth keeping (not leases), secrets opened.
+    fn dump(&self) -> Result<StoreDump, StoreError>;
+    /// Writes `dump` in one transaction: records missing are added, those
+    /// present (same id or key) updated; secrets sealed with this store's
+    /// key. Idempotent.
+    fn load(&self, dump: &StoreDump) -> Result<(), StoreError>;
 }
 
 /// The async handle to the records: cheap to clone, every call runs on the
@@ -536,13 +659,27 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Opens (creating and migrating as needed) the store `options` name:
+/// SQLite or PostgreSQL. Blocking.
+pub fn open_records(options: &StoreOptions) -> Result<Arc<dyn Records>, StoreError> {
+    Ok(match &options.location {
+        Some(StoreLocation::Postgres(pg)) => Arc::new(PostgresStore::open(pg, options)?),
+        _ => Arc::new(SqliteStore::open(options)?),
+    })
+}
+
 impl Store {
-    /// Opens (creating and migrating as needed) the SQLite store.
+    /// Opens (creating and migrating as needed) the store `options` name.
     pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&options))
+        let records = tokio::task::spawn_blocking(move || open_records(&options))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(Store::from_records(Arc::new(store)))
+        Ok(Store::from_records(records))
+    }
+
+    /// See [`Records::info`].
+    pub async fn info(&self) -> Result<StoreInfo, StoreError> {
+        self.run(|r| r.info()).await
     }
 
     /// Wraps any backend.
@@ -760,8 +897,12 @@ impl Store {
     }
 
     /// See [`Records::start_release`].
-    pub async fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError> {
-        self.run(move |r| r.start_release(new)).await
+    pub async fn start_release(
+        &self,
+        new: NewRelease,
+        fence: LeaseFence,
+    ) -> Result<ReleaseRecord, StoreError> {
+        self.run(move |r| r.start_release(new, &fence)).await
     }
 
     /// See [`Records::finish_release`].
@@ -772,9 +913,12 @@ impl Store {
         outcome: ReleaseOutcome,
         error: Option<String>,
         phases: Vec<(String, u64)>,
+        fence: LeaseFence,
     ) -> Result<(), StoreError> {
-        self.run(move |r| r.finish_release(&app, release, outcome, error.as_deref(), &phases))
-            .await
+        self.run(move |r| {
+            r.finish_release(&app, release, outcome, error.as_deref(), &phases, &fence)
+        })
+        .await
     }
 
     /// See [`Records::list_releases`].
@@ -875,7 +1019,7 @@ impl Store {
         from: String,
         to: String,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         self.run(move |r| r.take_over_lease(&app, &from, &to, ttl))
             .await
     }

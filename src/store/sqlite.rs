@@ -7,19 +7,26 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
+use super::common::{
+    check_finishable, finish_arguments, from_millis, job_run_id, millis, new_id, new_key_check,
+    now_millis, open_credential, phases_json, release_number, seal_credential, ttl_millis,
+    verify_key_check, CredentialRow, CREDENTIAL_COLUMNS, JOB_RUN_COLUMNS, KEY_CHECK_META,
+    RELEASE_COLUMNS,
+};
+use super::copy::{DumpedApp, PlannedDigest, StoreDump, StoreInfo};
 use super::crypto::{create_key_file, read_key_file, Cipher, RecordKind, KEY_FILE_NAME};
 use super::error::{DatabaseError, DatabaseErrorKind, StoreError};
-use super::migrations::migrate_to;
+use super::migrations::{migrate_to, user_version};
 use super::paths::ensure_state_dir;
 use super::{
     AppRecord, Credential, CredentialUpdate, HookRecord, JobRunEnd, JobRunRecord, JobRunState,
-    KnownImage, LeaseOutcome, NewCredential, NewJobRun, NewRelease, Records, ReleaseOutcome,
-    ReleaseRecord, Secret, StoreOptions, SCHEMA_VERSION,
+    KnownImage, LeaseFence, LeaseOutcome, NewCredential, NewJobRun, NewRelease, Records,
+    ReleaseOutcome, ReleaseRecord, Secret, StoreLocation, StoreOptions, SCHEMA_VERSION,
 };
 
 /// The database file name inside the state directory.
@@ -27,10 +34,6 @@ pub const DATABASE_FILE_NAME: &str = "berth.db";
 
 /// How long a write waits for another process's write to finish.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The known plaintext sealed under the key when a database is created.
-const KEY_CHECK_PLAINTEXT: &[u8] = b"berth secret key check v1";
-const KEY_CHECK_META: &str = "key_check";
 
 /// The SQLite backend. Thread-safe; one connection behind a mutex (SQLite
 /// allows one writer at a time anyway).
@@ -46,32 +49,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-fn millis(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-fn now_millis() -> i64 {
-    millis(SystemTime::now())
-}
-
-fn new_credential_id() -> Result<String, StoreError> {
-    new_id("rc")
-}
-
-/// `PREFIX-` and 16 random hex digits.
-fn new_id(prefix: &str) -> Result<String, StoreError> {
-    let mut bytes = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| StoreError::Crypto("the random generator failed"))?;
-    Ok(format!("{prefix}-{}", hex::encode(bytes)))
 }
 
 fn hook_from_row(row: &Row<'_>) -> rusqlite::Result<HookRecord> {
@@ -90,34 +67,33 @@ fn is_busy(err: &rusqlite::Error) -> bool {
     )
 }
 
-/// A credential row before decryption.
-struct CredentialRow {
-    id: String,
-    name: String,
-    registry: String,
-    username: String,
-    sealed: Vec<u8>,
-    secret_version: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
+/// What [`Records::info`] counts: (kind, table).
+pub(super) const COUNTED_TABLES: [(&str, &str); 7] = [
+    ("registry credentials", "registry_credentials"),
+    ("apps", "apps"),
+    ("deploy hooks", "deploy_hooks"),
+    ("releases", "releases"),
+    ("job runs", "job_runs"),
+    ("known images", "known_images"),
+    ("planned digests", "planned_digests"),
+];
+
+fn credential_row(row: &Row<'_>) -> rusqlite::Result<CredentialRow> {
+    Ok(CredentialRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        registry: row.get(2)?,
+        username: row.get(3)?,
+        sealed: row.get(4)?,
+        secret_version: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
 }
 
-const CREDENTIAL_COLUMNS: &str =
-    "id, name, registry, username, secret, secret_version, created_at, updated_at";
-
-impl CredentialRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<CredentialRow> {
-        Ok(CredentialRow {
-            id: row.get(0)?,
-            name: row.get(1)?,
-            registry: row.get(2)?,
-            username: row.get(3)?,
-            sealed: row.get(4)?,
-            secret_version: row.get(5)?,
-            created_at: row.get(6)?,
-            updated_at: row.get(7)?,
-        })
-    }
+/// Now plus `ttl`, in Unix milliseconds (saturating).
+fn expiry_millis(now: i64, ttl: Duration) -> i64 {
+    now.saturating_add(ttl_millis(ttl))
 }
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<AppRecord> {
@@ -137,9 +113,6 @@ fn apps_using(conn: &Connection, id: &str) -> Result<Vec<String>, StoreError> {
         .collect::<Result<Vec<String>, _>>()?;
     Ok(names)
 }
-
-const RELEASE_COLUMNS: &str = "app, number, digest, image, spec_json, triggered_by, outcome, \
-     error, phases_json, started_at, finished_at";
 
 fn conversion_failure(
     column: usize,
@@ -172,14 +145,6 @@ fn release_from_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
         started_at: from_millis(row.get(9)?),
         finished_at: row.get::<_, Option<i64>>(10)?.map(from_millis),
     })
-}
-
-const JOB_RUN_COLUMNS: &str = "id, app, job, scheduled_at, triggered_by, state, owner, host, \
-     container_id, digest, release, exit_code, reason, log_tail_json, started_at, finished_at";
-
-fn job_run_id(id: u64) -> Result<i64, StoreError> {
-    i64::try_from(id)
-        .map_err(|_| StoreError::InvalidRequest(format!("job run id {id} is too large")))
 }
 
 fn job_run_from_row(row: &Row<'_>) -> rusqlite::Result<JobRunRecord> {
@@ -233,21 +198,6 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Database(e.into())
     }
-}
-
-/// A release number as stored (SQLite integers are signed).
-fn release_number(release: u64) -> Result<i64, StoreError> {
-    i64::try_from(release).map_err(|_| {
-        StoreError::InvalidRequest(format!(
-            "release number {release} is too large (at most {})",
-            i64::MAX
-        ))
-    })
-}
-
-/// Now plus `ttl`, in Unix milliseconds (saturating).
-fn expiry_millis(now: i64, ttl: Duration) -> i64 {
-    now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl SqliteStore {
@@ -315,7 +265,15 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         let state_dir = &options.state_dir;
         ensure_state_dir(state_dir)?;
-        let path = state_dir.join(DATABASE_FILE_NAME);
+        let path = match &options.location {
+            Some(StoreLocation::Sqlite(path)) => {
+                if let Some(parent) = path.parent() {
+                    ensure_state_dir(parent)?;
+                }
+                path.clone()
+            }
+            _ => state_dir.join(DATABASE_FILE_NAME),
+        };
         // Create the file owner-only before SQLite does (SQLite gives its
         // -wal and -shm files the same mode). Never truncates.
         OpenOptions::new()
@@ -328,9 +286,31 @@ impl SqliteStore {
                 source,
             })?;
         let mut conn = Self::connect(&path)?;
-        migrate_to(&mut conn, &path, version)?;
+        if options.migrate {
+            migrate_to(&mut conn, &path, version)?;
+        } else {
+            let found = user_version(&conn)?;
+            let location = path.display().to_string();
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::SchemaTooNew {
+                    location,
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if found < SCHEMA_VERSION {
+                return Err(StoreError::SchemaBehind {
+                    location,
+                    found,
+                    needed: SCHEMA_VERSION,
+                });
+            }
+        }
 
-        let key_file = state_dir.join(KEY_FILE_NAME);
+        // The key file lives beside the database (the state directory for
+        // the default `berth.db`).
+        let key_dir = path.parent().unwrap_or(state_dir).to_owned();
+        let key_file = key_dir.join(KEY_FILE_NAME);
         let key = match &options.secret_key {
             Some(key) => key.clone(),
             None => match read_key_file(&key_file)? {
@@ -338,7 +318,7 @@ impl SqliteStore {
                 None => {
                     if Self::read_key_check(&conn)?.is_some() {
                         return Err(StoreError::KeyMissing {
-                            state_dir: state_dir.clone(),
+                            state_dir: key_dir.clone(),
                             key_file,
                         });
                     }
@@ -357,7 +337,7 @@ impl SqliteStore {
 
     fn connect(path: &Path) -> Result<Connection, StoreError> {
         let open_err = |source: rusqlite::Error| StoreError::Open {
-            path: path.to_owned(),
+            location: path.display().to_string(),
             source: source.into(),
         };
         let conn = Connection::open(path).map_err(open_err)?;
@@ -407,7 +387,7 @@ impl SqliteStore {
         key: &super::SecretKey,
     ) -> Result<(), StoreError> {
         if Self::read_key_check(conn)?.is_none() {
-            let sealed = cipher.seal(RecordKind::KeyCheck, KEY_CHECK_META, KEY_CHECK_PLAINTEXT)?;
+            let sealed = new_key_check(cipher)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Another process may have won the race; its value stays.
             tx.execute(
@@ -417,12 +397,7 @@ impl SqliteStore {
             tx.commit()?;
         }
         let stored = Self::read_key_check(conn)?.unwrap_or_default();
-        match cipher.open(RecordKind::KeyCheck, KEY_CHECK_META, &stored) {
-            Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
-            _ => Err(StoreError::KeyMismatch {
-                key_source: key.source().clone(),
-            }),
-        }
+        verify_key_check(cipher, key, &stored)
     }
 
     /// The database file.
@@ -453,38 +428,48 @@ impl SqliteStore {
     }
 
     fn decrypt(&self, row: CredentialRow) -> Result<Credential, StoreError> {
-        let plain = self
-            .cipher
-            .open(RecordKind::RegistryCredential, &row.id, &row.sealed)?;
-        let secret = String::from_utf8(plain).map_err(|_| StoreError::Decrypt {
-            kind: RecordKind::RegistryCredential.human(),
-            id: row.id.clone(),
-        })?;
-        Ok(Credential {
-            id: row.id,
-            name: row.name,
-            registry: row.registry,
-            username: row.username,
-            secret: Secret::new(secret),
-            secret_version: row.secret_version,
-            created_at: from_millis(row.created_at),
-            updated_at: from_millis(row.updated_at),
-        })
+        open_credential(&self.cipher, row)
     }
 
     fn seal_secret(&self, id: &str, secret: &Secret) -> Result<Vec<u8>, StoreError> {
-        self.cipher.seal(
-            RecordKind::RegistryCredential,
-            id,
-            secret.expose().as_bytes(),
-        )
+        seal_credential(&self.cipher, id, secret)
+    }
+
+    /// Fails with [`StoreError::LeaseLost`] unless `fence` still holds the
+    /// app's lease (same owner, same generation), inside `tx`.
+    fn check_fence(tx: &Connection, app: &str, fence: &LeaseFence) -> Result<(), StoreError> {
+        if fence.app != app {
+            return Err(StoreError::LeaseLost {
+                app: app.to_owned(),
+                holder: None,
+            });
+        }
+        let holder: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT owner, generation FROM leases WHERE app = ?1",
+                [&fence.app],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        match holder {
+            Some((owner, generation))
+                if owner == fence.owner
+                    && u64::try_from(generation).ok() == Some(fence.generation) =>
+            {
+                Ok(())
+            }
+            other => Err(StoreError::LeaseLost {
+                app: fence.app.clone(),
+                holder: other.map(|(owner, _)| owner).filter(|o| !o.is_empty()),
+            }),
+        }
     }
 }
 
 impl Records for SqliteStore {
     fn claim_job_run(&self, new: &NewJobRun) -> Result<Option<JobRunRecord>, StoreError> {
         let now = now_millis();
-        let expires = now.saturating_add(i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX));
+        let expires = expiry_millis(now, new.ttl);
         let conn = self.lock();
         let inserted = conn.execute(
             "INSERT INTO job_runs (app, job, scheduled_at, triggered_by, state, owner, \
@@ -558,8 +543,7 @@ impl Records for SqliteStore {
     }
 
     fn renew_job_run(&self, id: u64, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let expires =
-            now_millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let expires = expiry_millis(now_millis(), ttl);
         let changed = self.lock().execute(
             "UPDATE job_runs SET lease_expires_at = ?3 \
              WHERE id = ?1 AND owner = ?2 AND state = 'running'",
@@ -647,7 +631,7 @@ impl Records for SqliteStore {
     }
 
     fn insert_credential(&self, new: NewCredential) -> Result<Credential, StoreError> {
-        let id = new_credential_id()?;
+        let id = new_id("rc")?;
         let sealed = self.seal_secret(&id, &new.secret)?;
         let now = now_millis();
         self.lock().execute(
@@ -682,7 +666,7 @@ impl Records for SqliteStore {
             .query_row(
                 &format!("SELECT {CREDENTIAL_COLUMNS} FROM registry_credentials WHERE id = ?1"),
                 [id],
-                CredentialRow::from_row,
+                credential_row,
             )
             .optional()?;
         row.map(|row| self.decrypt(row)).transpose()
@@ -699,7 +683,7 @@ impl Records for SqliteStore {
             .query_row(
                 &format!("SELECT {CREDENTIAL_COLUMNS} FROM registry_credentials WHERE id = ?1"),
                 [id],
-                CredentialRow::from_row,
+                credential_row,
             )
             .optional()?
             .ok_or_else(|| StoreError::CredentialNotFound { id: id.to_owned() })?;
@@ -759,7 +743,7 @@ impl Records for SqliteStore {
                 "SELECT {CREDENTIAL_COLUMNS} FROM registry_credentials ORDER BY name, id"
             ))?;
             let rows = stmt
-                .query_map([], CredentialRow::from_row)?
+                .query_map([], credential_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             rows
         };
@@ -892,10 +876,17 @@ impl Records for SqliteStore {
         Ok(hooks)
     }
 
-    fn start_release(&self, new: NewRelease) -> Result<ReleaseRecord, StoreError> {
+    fn start_release(
+        &self,
+        new: NewRelease,
+        fence: &LeaseFence,
+    ) -> Result<ReleaseRecord, StoreError> {
         let number = release_number(new.release)?;
         let now = now_millis();
-        let inserted = self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::check_fence(&tx, &new.app, fence)?;
+        let inserted = tx.execute(
             "INSERT INTO releases \
              (app, number, digest, image, spec_json, triggered_by, outcome, error, \
               phases_json, started_at, finished_at) \
@@ -918,6 +909,7 @@ impl Records for SqliteStore {
                 release: new.release,
             });
         }
+        tx.commit()?;
         Ok(ReleaseRecord {
             app: new.app,
             release: new.release,
@@ -940,18 +932,12 @@ impl Records for SqliteStore {
         outcome: ReleaseOutcome,
         error: Option<&str>,
         phases: &[(String, u64)],
+        fence: &LeaseFence,
     ) -> Result<(), StoreError> {
-        if outcome == ReleaseOutcome::Running {
-            return Err(StoreError::InvalidRequest(format!(
-                "release {release} of app `{app}` cannot finish as `running`"
-            )));
-        }
-        let number = release_number(release)?;
-        let phases_json = serde_json::to_string(phases).map_err(|e| {
-            StoreError::InvalidRequest(format!("phase timings cannot be encoded: {e}"))
-        })?;
+        let (number, phases_json) = finish_arguments(app, release, outcome, phases)?;
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::check_fence(&tx, app, fence)?;
         let current: Option<String> = tx
             .query_row(
                 "SELECT outcome FROM releases WHERE app = ?1 AND number = ?2",
@@ -959,22 +945,7 @@ impl Records for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        match current.as_deref() {
-            None => {
-                return Err(StoreError::ReleaseNotFound {
-                    app: app.to_owned(),
-                    release,
-                })
-            }
-            Some(running) if running == ReleaseOutcome::Running.as_str() => {}
-            Some(done) => {
-                return Err(StoreError::ReleaseFinished {
-                    app: app.to_owned(),
-                    release,
-                    outcome: done.to_owned(),
-                })
-            }
-        }
+        check_finishable(app, release, current.as_deref())?;
         tx.execute(
             "UPDATE releases SET outcome = ?3, error = ?4, phases_json = ?5, finished_at = ?6 \
              WHERE app = ?1 AND number = ?2",
@@ -1047,29 +1018,37 @@ impl Records for SqliteStore {
         // processes cannot both see the lease free.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_millis();
-        let holder: Option<(String, i64)> = tx
+        let holder: Option<(String, i64, i64, i64)> = tx
             .query_row(
-                "SELECT owner, expires_at FROM leases WHERE app = ?1",
+                "SELECT owner, expires_at, generation, acquired_at FROM leases WHERE app = ?1",
                 [app],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )
             .optional()?;
-        if let Some((holder, expires_at)) = holder {
-            if holder != owner && expires_at > now {
+        let (generation, acquired_at) = match holder {
+            Some((holder, expires_at, _, since)) if holder != owner && expires_at > now => {
                 return Ok(LeaseOutcome::HeldBy {
                     owner: holder,
                     expires_at: from_millis(expires_at),
+                    since: from_millis(since),
                 });
             }
-        }
+            Some((holder, _, generation, since)) if holder == owner => (generation, since),
+            Some((_, _, generation, _)) => (generation + 1, now),
+            None => (1, now),
+        };
         tx.execute(
-            "INSERT INTO leases (app, owner, expires_at) VALUES (?1, ?2, ?3) \
+            "INSERT INTO leases (app, owner, expires_at, generation, acquired_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (app) DO UPDATE SET owner = excluded.owner, \
-             expires_at = excluded.expires_at",
-            params![app, owner, expiry_millis(now, ttl)],
+             expires_at = excluded.expires_at, generation = excluded.generation, \
+             acquired_at = excluded.acquired_at",
+            params![app, owner, expiry_millis(now, ttl), generation, acquired_at],
         )?;
         tx.commit()?;
-        Ok(LeaseOutcome::Acquired)
+        Ok(LeaseOutcome::Acquired {
+            generation: u64::try_from(generation).unwrap_or(0),
+        })
     }
 
     fn renew_lease(&self, app: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -1083,8 +1062,9 @@ impl Records for SqliteStore {
     }
 
     fn release_lease(&self, app: &str, owner: &str) -> Result<(), StoreError> {
+        // The row stays, so the next holder's generation is higher.
         self.lock().execute(
-            "DELETE FROM leases WHERE app = ?1 AND owner = ?2",
+            "UPDATE leases SET owner = '', expires_at = 0 WHERE app = ?1 AND owner = ?2",
             params![app, owner],
         )?;
         Ok(())
@@ -1096,12 +1076,18 @@ impl Records for SqliteStore {
         from: &str,
         to: &str,
         ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let changed = self.lock().execute(
-            "UPDATE leases SET owner = ?3, expires_at = ?4 WHERE app = ?1 AND owner = ?2",
-            params![app, from, to, expiry_millis(now_millis(), ttl)],
-        )?;
-        Ok(changed == 1)
+    ) -> Result<Option<u64>, StoreError> {
+        let now = now_millis();
+        let generation: Option<i64> = self
+            .lock()
+            .query_row(
+                "UPDATE leases SET owner = ?3, expires_at = ?4, generation = generation + 1, \
+                 acquired_at = ?5 WHERE app = ?1 AND owner = ?2 RETURNING generation",
+                params![app, from, to, expiry_millis(now, ttl), now],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(generation.map(|g| u64::try_from(g).unwrap_or(0)))
     }
 
     fn record_planned_digest(
@@ -1172,142 +1158,250 @@ impl Records for SqliteStore {
             .optional()?;
         Ok(row)
     }
+
+    fn info(&self) -> Result<StoreInfo, StoreError> {
+        let problems = match self.integrity_check() {
+            Ok(()) => Vec::new(),
+            Err(StoreError::Corrupt(lines)) => vec![lines],
+            Err(e) => return Err(e),
+        };
+        let conn = self.lock();
+        let mut counts = Vec::new();
+        for (kind, table) in COUNTED_TABLES {
+            let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })?;
+            counts.push((kind, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(StoreInfo {
+            backend: "sqlite",
+            location: self.path.display().to_string(),
+            server: Some(format!("SQLite {}", rusqlite::version())),
+            schema_version: user_version(&conn)?,
+            supported_version: SCHEMA_VERSION,
+            counts,
+            problems,
+        })
+    }
+
+    fn dump(&self) -> Result<StoreDump, StoreError> {
+        let credentials = self.list_credentials()?;
+        let mut apps = Vec::new();
+        for record in self.list_apps()? {
+            let sealed = self.app_sealed(&record.name)?;
+            apps.push(DumpedApp { record, sealed });
+        }
+        let conn = self.lock();
+        let hooks = conn
+            .prepare("SELECT id, app, key_hash, created_at FROM deploy_hooks ORDER BY id")?
+            .query_map([], hook_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let releases = conn
+            .prepare(&format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY app, number"
+            ))?
+            .query_map([], release_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let job_runs = conn
+            .prepare(&format!(
+                "SELECT {JOB_RUN_COLUMNS} FROM job_runs ORDER BY id"
+            ))?
+            .query_map([], job_run_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let known_images = conn
+            .prepare(
+                "SELECT top_digest, digest, index_digest, size_bytes FROM known_images \
+                 ORDER BY top_digest",
+            )?
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    KnownImage {
+                        digest: row.get(1)?,
+                        index_digest: row.get(2)?,
+                        size_bytes: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let planned_digests = conn
+            .prepare(
+                "SELECT app, image, prior, digest, planned_at FROM planned_digests \
+                 ORDER BY app, image, prior",
+            )?
+            .query_map([], |row| {
+                Ok(PlannedDigest {
+                    app: row.get(0)?,
+                    image: row.get(1)?,
+                    prior: row.get(2)?,
+                    digest: row.get(3)?,
+                    planned_at: from_millis(row.get(4)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StoreDump {
+            credentials,
+            apps,
+            hooks,
+            releases,
+            job_runs,
+            known_images,
+            planned_digests,
+        })
+    }
+
+    fn load(&self, dump: &StoreDump) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for c in &dump.credentials {
+            tx.execute(
+                "INSERT INTO registry_credentials \
+                 (id, name, registry, username, secret, secret_version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                 registry = excluded.registry, username = excluded.username, \
+                 secret = excluded.secret, secret_version = excluded.secret_version, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at",
+                params![
+                    c.id,
+                    c.name,
+                    c.registry,
+                    c.username,
+                    self.seal_secret(&c.id, &c.secret)?,
+                    c.secret_version,
+                    millis(c.created_at),
+                    millis(c.updated_at)
+                ],
+            )?;
+        }
+        for a in &dump.apps {
+            let sealed = a
+                .sealed
+                .as_deref()
+                .map(|plain| {
+                    self.cipher
+                        .seal(RecordKind::AppSecrets, &a.record.name, plain)
+                })
+                .transpose()?;
+            tx.execute(
+                "INSERT INTO apps (name, credential_id, spec_json, updated_at, secrets) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (name) DO UPDATE SET credential_id = excluded.credential_id, \
+                 spec_json = excluded.spec_json, updated_at = excluded.updated_at, \
+                 secrets = excluded.secrets",
+                params![
+                    a.record.name,
+                    a.record.credential_id,
+                    a.record.spec_json,
+                    millis(a.record.updated_at),
+                    sealed
+                ],
+            )?;
+        }
+        for h in &dump.hooks {
+            tx.execute(
+                "INSERT INTO deploy_hooks (id, app, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET app = excluded.app, key_hash = excluded.key_hash",
+                params![h.id, h.app, h.key_hash, millis(h.created_at)],
+            )?;
+        }
+        for r in &dump.releases {
+            tx.execute(
+                "INSERT INTO releases (app, number, digest, image, spec_json, triggered_by, \
+                 outcome, error, phases_json, started_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 ON CONFLICT (app, number) DO UPDATE SET outcome = excluded.outcome, \
+                 error = excluded.error, phases_json = excluded.phases_json, \
+                 finished_at = excluded.finished_at",
+                params![
+                    r.app,
+                    release_number(r.release)?,
+                    r.digest,
+                    r.image,
+                    r.spec_json,
+                    r.trigger,
+                    r.outcome.as_str(),
+                    r.error,
+                    phases_json(&r.phases)?,
+                    millis(r.started_at),
+                    r.finished_at.map(millis)
+                ],
+            )?;
+        }
+        for j in &dump.job_runs {
+            let tail = serde_json::to_string(&j.log_tail)
+                .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO job_runs (id, app, job, scheduled_at, triggered_by, state, owner, \
+                 host, container_id, digest, release, exit_code, reason, log_tail_json, \
+                 started_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                 ON CONFLICT DO NOTHING",
+                params![
+                    job_run_id(j.id)?,
+                    j.app,
+                    j.job,
+                    j.scheduled_at.map(millis),
+                    j.trigger,
+                    j.state.as_str(),
+                    j.owner,
+                    j.host,
+                    j.container_id,
+                    j.digest,
+                    j.release.map(release_number).transpose()?,
+                    j.exit_code,
+                    j.reason,
+                    tail,
+                    j.started_at.map(millis),
+                    j.finished_at.map(millis)
+                ],
+            )?;
+        }
+        for (top, image) in &dump.known_images {
+            tx.execute(
+                "INSERT INTO known_images (top_digest, digest, index_digest, size_bytes, resolved_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (top_digest) DO NOTHING",
+                params![
+                    top,
+                    image.digest,
+                    image.index_digest,
+                    i64::try_from(image.size_bytes).unwrap_or(i64::MAX),
+                    now_millis()
+                ],
+            )?;
+        }
+        for p in &dump.planned_digests {
+            tx.execute(
+                "INSERT INTO planned_digests (app, image, prior, digest, planned_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (app, image, prior) DO UPDATE \
+                 SET digest = excluded.digest, planned_at = excluded.planned_at",
+                params![p.app, p.image, p.prior, p.digest, millis(p.planned_at)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use super::super::{KeySource, SecretKey, Store};
+    use super::super::conformance::{new_credential, new_release};
+    use super::super::{KeySource, SecretKey};
     use super::*;
 
     fn options(dir: &Path) -> StoreOptions {
         StoreOptions {
             state_dir: dir.to_owned(),
             secret_key: None,
-        }
-    }
-
-    fn new_credential(name: &str, secret: &str) -> NewCredential {
-        NewCredential {
-            name: name.to_owned(),
-            registry: "registry.example.com:5000".to_owned(),
-            username: "robot".to_owned(),
-            secret: Secret::new(secret),
-            secret_version: Some(1),
+            location: None,
+            migrate: true,
         }
     }
 
     fn raw(store: &SqliteStore) -> MutexGuard<'_, Connection> {
         store.lock()
-    }
-
-    #[test]
-    fn a_scheduled_run_is_claimed_once_and_a_dead_runners_run_is_lost() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let claim = |owner: &str, at: Option<SystemTime>, ttl: Duration| NewJobRun {
-            app: "web".into(),
-            job: "report".into(),
-            scheduled_at: at,
-            trigger: "schedule".into(),
-            owner: owner.into(),
-            ttl,
-        };
-        let long = Duration::from_secs(60);
-        let run = store
-            .claim_job_run(&claim("a", Some(at), long))
-            .unwrap()
-            .unwrap();
-        assert_eq!(run.state, JobRunState::Running);
-        assert!(store
-            .claim_job_run(&claim("b", Some(at), long))
-            .unwrap()
-            .is_none());
-        // On-demand runs never conflict.
-        assert!(store
-            .claim_job_run(&claim("b", None, long))
-            .unwrap()
-            .is_some());
-        assert!(store
-            .claim_job_run(&claim("b", None, long))
-            .unwrap()
-            .is_some());
-        // A missed or skipped time is not claimed again, and not twice.
-        let later = at + Duration::from_secs(60);
-        let n = store
-            .record_job_runs_not_run("web", "report", &[at, later], JobRunState::Missed, "down")
-            .unwrap();
-        assert_eq!(n, 1, "only the time not recorded yet");
-        assert!(store
-            .claim_job_run(&claim("b", Some(later), long))
-            .unwrap()
-            .is_none());
-        assert_eq!(
-            store.last_scheduled_at("web", "report").unwrap(),
-            Some(later)
-        );
-        // Only the owner ends it; a replaced run cannot be ended again.
-        assert!(store
-            .set_job_run_container(run.id, "a", "local", "c1", "sha256:x", Some(2))
-            .unwrap());
-        let end = JobRunEnd {
-            state: JobRunState::Succeeded,
-            exit_code: Some(0),
-            reason: None,
-            log_tail: vec!["ok".into()],
-        };
-        assert!(!store.finish_job_run(run.id, "b", &end).unwrap());
-        assert!(store
-            .stop_job_run(run.id, JobRunState::Replaced, "newer")
-            .unwrap());
-        assert!(!store.finish_job_run(run.id, "a", &end).unwrap());
-        let listed = store.list_job_runs("web", Some("report"), 10).unwrap();
-        let first = listed.iter().find(|r| r.id == run.id).unwrap();
-        assert_eq!(first.state, JobRunState::Replaced);
-        assert_eq!(first.container_id.as_deref(), Some("c1"));
-        assert_eq!(first.release, Some(2));
-        // A runner that stops renewing: its run is lost at the next look.
-        let short = store
-            .claim_job_run(&claim(
-                "dead",
-                Some(at + Duration::from_secs(120)),
-                Duration::ZERO,
-            ))
-            .unwrap()
-            .unwrap();
-        let running = store.running_job_runs("web", "report").unwrap();
-        assert!(running.iter().all(|r| r.id != short.id), "{running:?}");
-        let lost = store.list_job_runs("web", Some("report"), 10).unwrap();
-        let lost = lost.iter().find(|r| r.id == short.id).unwrap();
-        assert_eq!(lost.state, JobRunState::Lost);
-        assert!(!store.renew_job_run(short.id, "dead", long).unwrap());
-    }
-
-    #[test]
-    fn create_app_refuses_an_existing_app_and_keeps_its_record() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        store.create_app("web", None, "{\"v\":1}").unwrap();
-        let err = store.create_app("web", None, "{\"v\":2}").unwrap_err();
-        assert!(
-            matches!(err, StoreError::AppExists { ref name } if name == "web"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("terraform import"), "{err}");
-        assert_eq!(
-            store.get_app("web").unwrap().unwrap().spec_json,
-            "{\"v\":1}"
-        );
-        // An update replaces it; after a delete, a create works again.
-        store.upsert_app("web", None, "{\"v\":3}").unwrap();
-        assert_eq!(
-            store.get_app("web").unwrap().unwrap().spec_json,
-            "{\"v\":3}"
-        );
-        assert!(store.delete_app("web").unwrap());
-        store.create_app("web", None, "{}").unwrap();
     }
 
     #[test]
@@ -1351,27 +1445,6 @@ mod tests {
     }
 
     #[test]
-    fn wrong_key_fails_at_open_with_the_clear_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        SqliteStore::open(&options(tmp.path())).unwrap();
-        let other = SecretKey::generate(KeySource::Environment).unwrap();
-        let err = SqliteStore::open(&StoreOptions {
-            state_dir: tmp.path().to_owned(),
-            secret_key: Some(other),
-        })
-        .unwrap_err();
-        assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
-        let text = err.to_string();
-        assert!(
-            text.starts_with(
-                "the secret key does not match the one this state directory was created with"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("BERTH_SECRET_KEY"), "{text}");
-    }
-
-    #[test]
     fn replaced_key_file_is_a_mismatch_and_missing_key_file_is_not_regenerated() {
         let tmp = tempfile::tempdir().unwrap();
         SqliteStore::open(&options(tmp.path())).unwrap();
@@ -1401,8 +1474,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let key = SecretKey::generate(KeySource::Environment).unwrap();
         let opts = StoreOptions {
-            state_dir: tmp.path().to_owned(),
             secret_key: Some(key.clone()),
+            ..options(tmp.path())
         };
         let store = SqliteStore::open(&opts).unwrap();
         let id = store
@@ -1416,290 +1489,6 @@ mod tests {
             store.get_credential(&id).unwrap().unwrap().secret.expose(),
             "tok"
         );
-    }
-
-    #[test]
-    fn credential_crud() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let created = store.insert_credential(new_credential("b", "one")).unwrap();
-        assert!(
-            created.id.starts_with("rc-") && created.id.len() == 19,
-            "{}",
-            created.id
-        );
-        assert!(created.id[3..].chars().all(|c| c.is_ascii_hexdigit()));
-        let other = store.insert_credential(new_credential("a", "two")).unwrap();
-
-        let got = store.get_credential(&created.id).unwrap().unwrap();
-        assert_eq!(got.name, "b");
-        assert_eq!(got.registry, "registry.example.com:5000");
-        assert_eq!(got.username, "robot");
-        assert_eq!(got.secret.expose(), "one");
-        assert_eq!(got.secret_version, Some(1));
-        assert_eq!(got.created_at, created.created_at);
-        assert!(store
-            .get_credential("rc-0000000000000000")
-            .unwrap()
-            .is_none());
-
-        let updated = store
-            .update_credential(
-                &created.id,
-                CredentialUpdate {
-                    username: Some("bot".into()),
-                    secret: Some(Secret::new("three")),
-                    secret_version: Some(Some(2)),
-                    ..CredentialUpdate::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(
-            (updated.name.as_str(), updated.username.as_str()),
-            ("b", "bot")
-        );
-        let got = store.get_credential(&created.id).unwrap().unwrap();
-        assert_eq!(got.secret.expose(), "three");
-        assert_eq!(got.secret_version, Some(2));
-        assert_eq!(got.username, "bot");
-        assert!(got.updated_at >= got.created_at);
-
-        let renamed = store
-            .update_credential(
-                &created.id,
-                CredentialUpdate {
-                    name: Some("c".into()),
-                    secret_version: Some(None),
-                    ..CredentialUpdate::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(renamed.secret.expose(), "three");
-        assert_eq!(renamed.secret_version, None);
-
-        let err = store
-            .update_credential("rc-missing", CredentialUpdate::default())
-            .unwrap_err();
-        assert!(matches!(err, StoreError::CredentialNotFound { .. }));
-
-        let listed: Vec<_> = store
-            .list_credentials()
-            .unwrap()
-            .into_iter()
-            .map(|c| (c.name, c.secret.expose().to_owned()))
-            .collect();
-        assert_eq!(
-            listed,
-            [
-                ("a".to_owned(), "two".to_owned()),
-                ("c".to_owned(), "three".to_owned())
-            ]
-        );
-
-        assert!(store.delete_credential(&other.id).unwrap());
-        assert!(!store.delete_credential(&other.id).unwrap());
-        assert_eq!(store.list_credentials().unwrap().len(), 1);
-        // Debug of a credential never shows the secret.
-        assert!(!format!("{got:?}").contains("three"));
-    }
-
-    #[test]
-    fn delete_is_refused_while_an_app_uses_the_credential() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let cred = store.insert_credential(new_credential("a", "tok")).unwrap();
-        store.upsert_app("web", Some(&cred.id), "{}").unwrap();
-        store.upsert_app("api", Some(&cred.id), "{}").unwrap();
-        store.upsert_app("free", None, "{\"x\":1}").unwrap();
-        assert_eq!(
-            store.apps_using_credential(&cred.id).unwrap(),
-            ["api", "web"]
-        );
-
-        let err = store.delete_credential(&cred.id).unwrap_err();
-        match &err {
-            StoreError::CredentialInUse { id, apps } => {
-                assert_eq!(id, &cred.id);
-                assert_eq!(apps, &["api", "web"]);
-            }
-            other => panic!("unexpected {other}"),
-        }
-        assert!(err.to_string().contains("app `web`"), "{err}");
-        assert!(store.get_credential(&cred.id).unwrap().is_some());
-
-        assert!(store.delete_app("api").unwrap());
-        // Re-pointing an app away from the credential also frees it.
-        store.upsert_app("web", None, "{}").unwrap();
-        assert!(store.apps_using_credential(&cred.id).unwrap().is_empty());
-        assert!(store.delete_credential(&cred.id).unwrap());
-        assert!(store.get_credential(&cred.id).unwrap().is_none());
-    }
-
-    #[test]
-    fn app_records() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let err = store.upsert_app("web", Some("rc-nope"), "{}").unwrap_err();
-        assert!(matches!(err, StoreError::CredentialNotFound { .. }));
-        assert!(store.get_app("web").unwrap().is_none());
-        let first = store.upsert_app("web", None, "{\"a\":1}").unwrap();
-        assert_eq!(store.get_app("web").unwrap().unwrap(), first);
-        store.upsert_app("web", None, "{\"a\":2}").unwrap();
-        store.upsert_app("db", None, "{}").unwrap();
-        let apps = store.list_apps().unwrap();
-        assert_eq!(apps.len(), 2);
-        assert_eq!(apps[0].name, "db");
-        assert_eq!(apps[1].spec_json, "{\"a\":2}");
-        assert!(store.delete_app("web").unwrap());
-        assert!(!store.delete_app("web").unwrap());
-    }
-
-    #[test]
-    fn a_secret_moved_to_another_record_fails_cleanly() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let a = store
-            .insert_credential(new_credential("a", "secret-a"))
-            .unwrap();
-        let b = store
-            .insert_credential(new_credential("b", "secret-b"))
-            .unwrap();
-        raw(&store)
-            .execute(
-                "UPDATE registry_credentials SET secret = \
-                 (SELECT secret FROM registry_credentials WHERE id = ?1) WHERE id = ?2",
-                [&a.id, &b.id],
-            )
-            .unwrap();
-        let err = store.get_credential(&b.id).unwrap_err();
-        assert!(
-            matches!(err, StoreError::Decrypt { ref id, .. } if *id == b.id),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("secret-a"));
-        assert!(store.get_credential(&a.id).unwrap().is_some());
-    }
-
-    #[test]
-    fn an_apps_sealed_data_is_bound_to_it_and_never_plain() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let marker = b"app-secret-marker-91c2";
-        let err = store.set_app_sealed("web", marker).unwrap_err();
-        assert!(matches!(err, StoreError::AppNotFound { .. }), "{err}");
-        store.upsert_app("web", None, "{}").unwrap();
-        assert_eq!(store.app_sealed("web").unwrap(), None);
-        store.set_app_sealed("web", marker).unwrap();
-        assert_eq!(
-            store.app_sealed("web").unwrap().as_deref(),
-            Some(&marker[..])
-        );
-        // An update of the spec keeps it.
-        store.upsert_app("web", None, "{\"v\":2}").unwrap();
-        assert_eq!(
-            store.app_sealed("web").unwrap().as_deref(),
-            Some(&marker[..])
-        );
-        drop(store);
-        for file in [
-            DATABASE_FILE_NAME.to_string(),
-            format!("{DATABASE_FILE_NAME}-wal"),
-        ] {
-            let bytes = std::fs::read(tmp.path().join(file)).unwrap_or_default();
-            assert!(
-                !bytes.windows(marker.len()).any(|w| w == marker),
-                "the sealed data is in the database in plain text"
-            );
-        }
-        // Sealed for one app, it does not open as another's.
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        store.upsert_app("api", None, "{}").unwrap();
-        let sealed: Vec<u8> = raw(&store)
-            .query_row("SELECT secrets FROM apps WHERE name = 'web'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        raw(&store)
-            .execute("UPDATE apps SET secrets = ?1 WHERE name = 'api'", [sealed])
-            .unwrap();
-        let err = store.app_sealed("api").unwrap_err();
-        assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
-    }
-
-    #[test]
-    fn hooks_keep_their_key_hash_only() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let a = store.insert_hook("web", "aa").unwrap();
-        let b = store.insert_hook("web", "bb").unwrap();
-        assert!(a.id.starts_with("dh-") && a.id.len() == 19, "{}", a.id);
-        assert_ne!(a.id, b.id);
-        assert_eq!(store.get_hook(&a.id).unwrap().unwrap().key_hash, "aa");
-        assert_eq!(store.list_hooks("web").unwrap().len(), 2);
-        assert!(store.delete_hook(&a.id).unwrap());
-        assert!(!store.delete_hook(&a.id).unwrap());
-        assert_eq!(store.get_hook(&a.id).unwrap(), None);
-        assert_eq!(store.list_hooks("web").unwrap(), vec![b]);
-    }
-
-    #[test]
-    fn refuses_a_newer_schema() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        raw(&store)
-            .pragma_update(None, "user_version", super::super::SCHEMA_VERSION + 5)
-            .unwrap();
-        drop(store);
-        let err = SqliteStore::open(&options(tmp.path())).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-    }
-
-    #[test]
-    fn secrets_are_not_stored_in_plain_text() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let marker = "plain-text-marker-7f3a9c";
-        let cred = store
-            .insert_credential(new_credential("a", marker))
-            .unwrap();
-        store
-            .update_credential(
-                &cred.id,
-                CredentialUpdate {
-                    secret: Some(Secret::new(format!("{marker}-v2"))),
-                    ..CredentialUpdate::default()
-                },
-            )
-            .unwrap();
-        // Read the files while the store is open (records still in the WAL)
-        // and after it is closed (checkpointed into berth.db).
-        let scan = |label: &str| {
-            for name in ["berth.db", "berth.db-wal", "berth.db-shm"] {
-                let Ok(bytes) = std::fs::read(tmp.path().join(name)) else {
-                    continue;
-                };
-                assert!(
-                    !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
-                    "{label}: secret found in plain text in {name}"
-                );
-            }
-        };
-        let wal = std::fs::metadata(tmp.path().join("berth.db-wal")).unwrap();
-        assert!(wal.len() > 0, "the WAL should hold the writes");
-        scan("open");
-        drop(store);
-        scan("closed");
-    }
-
-    fn new_release(app: &str, release: u64) -> NewRelease {
-        NewRelease {
-            app: app.to_owned(),
-            release,
-            digest: format!("sha256:{release:064x}"),
-            image: format!("registry.example.com/{app}@sha256:{release:064x}"),
-            spec_json: format!("{{\"release\":{release}}}"),
-            trigger: "berth apply".to_owned(),
-        }
     }
 
     fn table_names(conn: &Connection) -> Vec<String> {
@@ -1756,114 +1545,19 @@ mod tests {
         assert_eq!(app.credential_id.as_deref(), Some(cred.id.as_str()));
         assert_eq!(app.spec_json, "{\"v\":1}");
         // The new tables work.
-        store.start_release(new_release("web", 1)).unwrap();
-        assert_eq!(store.last_release_number("web").unwrap(), Some(1));
-        assert_eq!(
-            store
-                .acquire_lease("web", "me", Duration::from_secs(60))
-                .unwrap(),
-            LeaseOutcome::Acquired
-        );
-    }
-
-    #[test]
-    fn release_lifecycle() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        assert_eq!(store.last_release_number("web").unwrap(), None);
-        assert!(store.list_releases("web", 10).unwrap().is_empty());
-        assert!(store.get_release("web", 1).unwrap().is_none());
-
-        let before = SystemTime::now() - Duration::from_millis(5);
-        let started = store.start_release(new_release("web", 1)).unwrap();
-        assert_eq!(started.outcome, ReleaseOutcome::Running);
-        assert_eq!(started.trigger, "berth apply");
-        assert!(started.phases.is_empty() && started.error.is_none());
-        assert!(started.finished_at.is_none());
-        assert!(started.started_at >= before);
-        assert_eq!(store.get_release("web", 1).unwrap().unwrap(), started);
-
-        let err = store.start_release(new_release("web", 1)).unwrap_err();
-        assert!(
-            matches!(err, StoreError::ReleaseExists { ref app, release: 1 } if app == "web"),
-            "{err}"
-        );
-        // The refused start changed nothing.
-        assert_eq!(store.get_release("web", 1).unwrap().unwrap(), started);
-
-        let phases = vec![
-            ("resolve".to_owned(), 12),
-            ("pull".to_owned(), 3400),
-            ("roll".to_owned(), 900),
-        ];
-        store
-            .finish_release("web", 1, ReleaseOutcome::Succeeded, None, &phases)
-            .unwrap();
-        let done = store.get_release("web", 1).unwrap().unwrap();
-        assert_eq!(done.outcome, ReleaseOutcome::Succeeded);
-        assert_eq!(done.phases, phases);
-        assert!(done.error.is_none());
-        assert!(done.finished_at.unwrap() >= done.started_at);
-
-        let err = store
-            .finish_release("web", 1, ReleaseOutcome::Failed, Some("x"), &[])
-            .unwrap_err();
-        assert!(matches!(err, StoreError::ReleaseFinished { .. }), "{err}");
-        assert!(err.to_string().contains("succeeded"), "{err}");
-        let err = store
-            .finish_release("web", 9, ReleaseOutcome::Failed, None, &[])
-            .unwrap_err();
-        assert!(matches!(err, StoreError::ReleaseNotFound { .. }), "{err}");
-
-        store.start_release(new_release("web", 2)).unwrap();
-        let err = store
-            .finish_release("web", 2, ReleaseOutcome::Running, None, &[])
-            .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidRequest(_)), "{err}");
-        store
-            .finish_release(
-                "web",
-                2,
-                ReleaseOutcome::RolledBack,
-                Some("health check timed out"),
-                &[("roll".to_owned(), 30_000)],
-            )
-            .unwrap();
-        let mut rollback = new_release("web", 3);
-        rollback.trigger = "rollback".into();
-        store.start_release(rollback).unwrap();
-        // Another app's journal is separate.
-        store.start_release(new_release("api", 7)).unwrap();
-
-        let listed = store.list_releases("web", 10).unwrap();
-        let numbers: Vec<u64> = listed.iter().map(|r| r.release).collect();
-        assert_eq!(numbers, [3, 2, 1]);
-        assert_eq!(listed[0].outcome, ReleaseOutcome::Running);
-        assert_eq!(listed[0].trigger, "rollback");
-        assert_eq!(listed[1].outcome, ReleaseOutcome::RolledBack);
-        assert_eq!(listed[1].error.as_deref(), Some("health check timed out"));
-        let newest: Vec<u64> = store
-            .list_releases("web", 2)
+        let LeaseOutcome::Acquired { generation } = store
+            .acquire_lease("web", "me", Duration::from_secs(60))
             .unwrap()
-            .iter()
-            .map(|r| r.release)
-            .collect();
-        assert_eq!(newest, [3, 2]);
-        assert!(store.list_releases("web", 0).unwrap().is_empty());
-        assert_eq!(store.list_releases("web", usize::MAX).unwrap().len(), 3);
-        assert_eq!(store.last_release_number("web").unwrap(), Some(3));
-        assert_eq!(store.last_release_number("api").unwrap(), Some(7));
-
-        let err = store
-            .start_release(new_release("web", u64::MAX))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidRequest(_)), "{err}");
-        assert!(store.get_release("web", u64::MAX).unwrap().is_none());
-
-        store.delete_releases("web").unwrap();
-        assert!(store.list_releases("web", 10).unwrap().is_empty());
-        assert_eq!(store.last_release_number("web").unwrap(), None);
-        assert_eq!(store.last_release_number("api").unwrap(), Some(7));
+        else {
+            panic!("the lease is free")
+        };
+        let fence = LeaseFence {
+            app: "web".into(),
+            owner: "me".into(),
+            generation,
+        };
+        store.start_release(new_release("web", 1), &fence).unwrap();
+        assert_eq!(store.last_release_number("web").unwrap(), Some(1));
     }
 
     #[test]
@@ -1885,90 +1579,6 @@ mod tests {
     }
 
     #[test]
-    fn leases() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let long = Duration::from_secs(60);
-        assert_eq!(
-            store.acquire_lease("web", "a", long).unwrap(),
-            LeaseOutcome::Acquired
-        );
-        let before = SystemTime::now();
-        match store.acquire_lease("web", "b", long).unwrap() {
-            LeaseOutcome::HeldBy { owner, expires_at } => {
-                assert_eq!(owner, "a");
-                assert!(expires_at > before + Duration::from_secs(50));
-                assert!(expires_at <= before + long + Duration::from_secs(1));
-            }
-            other => panic!("b got {other:?}"),
-        }
-        // Another app's lease is independent.
-        assert_eq!(
-            store.acquire_lease("api", "b", long).unwrap(),
-            LeaseOutcome::Acquired
-        );
-        // Acquiring again as the holder extends the lease.
-        assert_eq!(
-            store.acquire_lease("web", "a", long).unwrap(),
-            LeaseOutcome::Acquired
-        );
-        assert!(store.renew_lease("web", "a", long).unwrap());
-        assert!(!store.renew_lease("web", "b", long).unwrap());
-        // Releasing someone else's lease does nothing.
-        store.release_lease("web", "b").unwrap();
-        assert!(matches!(
-            store.acquire_lease("web", "b", long).unwrap(),
-            LeaseOutcome::HeldBy { .. }
-        ));
-        store.release_lease("web", "a").unwrap();
-        assert!(!store.renew_lease("web", "a", long).unwrap());
-        assert_eq!(
-            store.acquire_lease("web", "b", long).unwrap(),
-            LeaseOutcome::Acquired
-        );
-    }
-
-    #[test]
-    fn an_expired_lease_is_taken_over() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let short = Duration::from_millis(200);
-        assert_eq!(
-            store.acquire_lease("web", "a", short).unwrap(),
-            LeaseOutcome::Acquired
-        );
-        let expires = match store.acquire_lease("web", "b", short).unwrap() {
-            LeaseOutcome::HeldBy { owner, expires_at } => {
-                assert_eq!(owner, "a");
-                expires_at
-            }
-            other => panic!("b got {other:?}"),
-        };
-        // A stopped holder (no renewals): the lease runs out, bounded wait.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            match store.acquire_lease("web", "b", short).unwrap() {
-                LeaseOutcome::Acquired => break,
-                LeaseOutcome::HeldBy { .. } => {
-                    assert!(std::time::Instant::now() < deadline, "never expired")
-                }
-            }
-        }
-        assert!(SystemTime::now() >= expires);
-        // a's lease is gone: renewing says so and releasing leaves b's alone.
-        assert!(!store.renew_lease("web", "a", short).unwrap());
-        store.release_lease("web", "a").unwrap();
-        assert!(store
-            .renew_lease("web", "b", Duration::from_secs(60))
-            .unwrap());
-        assert!(matches!(
-            store.acquire_lease("web", "a", short).unwrap(),
-            LeaseOutcome::HeldBy { ref owner, .. } if owner == "b"
-        ));
-    }
-
-    #[test]
     fn lease_owners_are_distinct() {
         let a = super::super::lease_owner();
         let b = super::super::lease_owner();
@@ -1981,20 +1591,6 @@ mod tests {
         assert_eq!(pid, std::process::id().to_string());
         assert!(start.parse::<u64>().is_ok(), "{a}");
         assert!(!parts[2].is_empty());
-    }
-
-    #[test]
-    fn a_lease_is_taken_over_only_from_its_holder() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&options(tmp.path())).unwrap();
-        let long = Duration::from_secs(60);
-        store.acquire_lease("web", "dead", long).unwrap();
-        assert!(!store.take_over_lease("web", "other", "me", long).unwrap());
-        assert!(store.take_over_lease("web", "dead", "me", long).unwrap());
-        assert!(store.renew_lease("web", "me", long).unwrap());
-        assert!(!store.renew_lease("web", "dead", long).unwrap());
-        // Nothing to take over for an app without a lease.
-        assert!(!store.take_over_lease("api", "dead", "me", long).unwrap());
     }
 
     #[test]
@@ -2025,63 +1621,5 @@ mod tests {
         )));
         assert!(!lease_owner_is_gone("a"));
         assert!(!lease_owner_is_gone(&format!("{host}:x:abcdef")));
-    }
-
-    #[tokio::test]
-    async fn async_store_round_trip() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(options(tmp.path())).await.unwrap();
-        let cred = store
-            .insert_credential(new_credential("a", "tok"))
-            .await
-            .unwrap();
-        store
-            .upsert_app("web".into(), Some(cred.id.clone()), "{}".into())
-            .await
-            .unwrap();
-        let err = store.delete_credential(cred.id.clone()).await.unwrap_err();
-        assert!(matches!(err, StoreError::CredentialInUse { .. }));
-        assert_eq!(store.list_apps().await.unwrap().len(), 1);
-        let got = store.get_credential(cred.id).await.unwrap().unwrap();
-        assert_eq!(got.secret.expose(), "tok");
-
-        store.start_release(new_release("web", 1)).await.unwrap();
-        store
-            .finish_release(
-                "web".into(),
-                1,
-                ReleaseOutcome::Failed,
-                Some("pull failed".into()),
-                vec![("pull".into(), 5)],
-            )
-            .await
-            .unwrap();
-        let got = store.get_release("web".into(), 1).await.unwrap().unwrap();
-        assert_eq!(got.error.as_deref(), Some("pull failed"));
-        assert_eq!(store.list_releases("web".into(), 5).await.unwrap().len(), 1);
-        assert_eq!(
-            store.last_release_number("web".into()).await.unwrap(),
-            Some(1)
-        );
-        store.delete_releases("web".into()).await.unwrap();
-        assert!(store.get_release("web".into(), 1).await.unwrap().is_none());
-
-        let ttl = Duration::from_secs(30);
-        let owner = super::super::lease_owner();
-        let outcome = store
-            .acquire_lease("web".into(), owner.clone(), ttl)
-            .await
-            .unwrap();
-        assert_eq!(outcome, LeaseOutcome::Acquired);
-        assert!(store
-            .renew_lease("web".into(), owner.clone(), ttl)
-            .await
-            .unwrap());
-        store.release_lease("web".into(), owner).await.unwrap();
-        let outcome = store
-            .acquire_lease("web".into(), "other".into(), ttl)
-            .await
-            .unwrap();
-        assert_eq!(outcome, LeaseOutcome::Acquired);
     }
 }

@@ -393,6 +393,8 @@ struct Workdir {
     dir: PathBuf,
     state_dir: PathBuf,
     cli_config: PathBuf,
+    /// More environment for terraform (and so the provider).
+    env: Vec<(String, String)>,
 }
 
 impl Workdir {
@@ -421,6 +423,7 @@ impl Workdir {
             .env_remove("BERTH_SECRET_KEY")
             .env("BERTH_TEST_LABEL", "1")
             .env("BERTH_STATE_DIR", &self.state_dir)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -594,6 +597,7 @@ impl Bench {
             dir,
             state_dir,
             cli_config: self.cli_config.clone(),
+            env: Vec::new(),
         })
     }
 
@@ -967,10 +971,10 @@ impl Bench {
             &self.cli_network,
         ])
         .await;
-        let store = Store::open(StoreOptions {
-            state_dir: self.root.path().join("ingress-state"),
-            secret_key: None,
-        })
+        let store = Store::open(StoreOptions::in_dir(
+            self.root.path().join("ingress-state"),
+            None,
+        ))
         .await?;
         let docker_host = std::env::var("DOCKER_HOST").ok();
         let registry = berth::registry::RegistryClient::new(Default::default());
@@ -1650,6 +1654,11 @@ impl Bench {
             sampled.memory_row(&format!("plugin peak memory during plan {n_apps} apps")),
         ];
 
+        match self.apps_on_postgres(n_apps, &many, &apps, notes).await {
+            Ok(mut more) => rows.append(&mut more),
+            Err(e) => rows.push(Row::error("plan on PostgreSQL", &e)),
+        }
+
         let counted = self
             .count_refresh_calls(
                 [(&many, n_apps, &many_prefix), (&one, 1, &one_prefix)],
@@ -1662,6 +1671,84 @@ impl Bench {
             Err(e) => rows.push(Row::error("docker API calls per refresh", &e)),
         }
         Ok(rows)
+    }
+
+    /// The same `n_apps` deployed with the store on the dev PostgreSQL (a
+    /// database of their own, over TLS): their plan against the SQLite
+    /// plan of `sqlite` (alternated), and the store's transactions per app
+    /// per plan (the server's count) at `n_apps` and at one app.
+    async fn apps_on_postgres(
+        &self,
+        n_apps: usize,
+        sqlite: &Workdir,
+        apps: &dyn Fn(usize, &str, &str) -> String,
+        notes: &mut Notes,
+    ) -> anyhow::Result<Vec<Row>> {
+        let db = berth::devtools::pg::TestDatabase::create();
+        let key = berth::store::SecretKey::generate(berth::store::KeySource::Environment)?
+            .expose_base64();
+        let provider = format!("provider \"berth\" {{\n  store = \"{}\"\n}}\n", db.url());
+        let pg_prefix = format!("{}p", self.app_prefix);
+        let one_prefix = format!("{}q", self.app_prefix);
+        let mut many = self.workdir("apps-many-pg")?;
+        let mut one = self.workdir("apps-1-pg")?;
+        for dir in [&mut many, &mut one] {
+            dir.env.push(("BERTH_SECRET_KEY".into(), key.clone()));
+        }
+        many.write(&apps(n_apps, &pg_prefix, &provider), Some(BERTH))?;
+        one.write(&apps(1, &one_prefix, &provider), Some(BERTH))?;
+        many.init().await?;
+        one.init().await?;
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.push(many.clone());
+            applied.push(one.clone());
+        }
+        one.apply().await?;
+        eprintln!("bench:   applying {n_apps} berth_app on PostgreSQL …");
+        many.apply().await?;
+        let samples = alternate_plans(&[&many, sqlite], APP_PLAN_ROUNDS).await?;
+        // Transactions committed on the store's database by one plan.
+        let commits_per_plan = |dir: &Workdir| {
+            let dir = dir.clone();
+            let db = &db;
+            async move {
+                let before = db.commits();
+                dir.run_codes(
+                    &["plan", "-detailed-exitcode", "-input=false", "-no-color"],
+                    &[0, 2],
+                    PLAN_TIMEOUT,
+                )
+                .await?;
+                // The statistics collector reports within a moment.
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                anyhow::Ok(db.commits().saturating_sub(before))
+            }
+        };
+        let at_many = commits_per_plan(&many).await?;
+        let at_one = commits_per_plan(&one).await?;
+        let per_app_many = at_many as f64 / n_apps as f64;
+        let per_app_one = at_one as f64;
+        notes.push(format!(
+            "store: {n_apps} apps on PostgreSQL (database {}, TLS verify-full); a plan committed {at_many} transactions on it ({per_app_many:.2} per app), a plan of 1 app {at_one}",
+            db.name
+        ));
+        drop(db);
+        Ok(vec![
+            ratio_row(
+                &format!("plan {n_apps} berth_app, PostgreSQL store / SQLite store"),
+                &samples[0],
+                &samples[1],
+                1.1,
+                "SQLite",
+            ),
+            Row::new(
+                "store transactions per app per plan",
+                format!("{per_app_many:.2} at {n_apps} apps, {per_app_one:.2} at 1"),
+                "PostgreSQL's xact_commit for the store's database".into(),
+                "constant",
+                Some(per_app_many <= per_app_one * 1.1 + 0.5),
+            ),
+        ])
     }
 
     /// Measurement 6: `plan -refresh-only` with the provider's hosts behind
@@ -2233,11 +2320,7 @@ async fn start_events(
 /// over a store of its own in `state_dir`, marking what it starts with the
 /// test label.
 async fn local_engine(state_dir: &Path) -> anyhow::Result<Engine> {
-    let store = Store::open(StoreOptions {
-        state_dir: state_dir.to_path_buf(),
-        secret_key: None,
-    })
-    .await?;
+    let store = Store::open(StoreOptions::in_dir(state_dir.to_path_buf(), None)).await?;
     let docker_host = std::env::var("DOCKER_HOST").ok();
     Ok(Engine::new(Hosts::local(docker_host.as_deref())?, store).with_test_label(true))
 }

@@ -15,19 +15,48 @@ pub fn plugin_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-berth"))
 }
 
-/// A filesystem mirror holding this build of the plugin, plus a CLI config
-/// that installs `berth/berth` only from it (no network).
+/// Prefix of the mirror directories under the temp dir; then the pid.
+const MIRROR_PREFIX: &str = "berth-tf-";
+
+/// Removes the mirror directories of test processes that no longer run
+/// (each held a copy of the plugin, a quarter of a gigabyte in debug).
+fn remove_stale_mirrors() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(MIRROR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// A filesystem mirror holding this build of the plugin (a hard link when
+/// the temp dir is on the same file system, else a copy), plus a CLI
+/// config that installs `berth/berth` only from it (no network).
 fn cli_config() -> &'static Path {
     static CFG: OnceLock<PathBuf> = OnceLock::new();
     CFG.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("berth-tf-{}", std::process::id()));
+        remove_stale_mirrors();
+        let root =
+            std::env::temp_dir().join(format!("{MIRROR_PREFIX}{}", std::process::id()));
         let dir = root.join(format!(
             "mirror/registry.terraform.io/berth/berth/{VERSION}/linux_amd64"
         ));
         std::fs::create_dir_all(&dir).expect("mirror dir");
         let target = dir.join(format!("terraform-provider-berth_v{VERSION}"));
         let _ = std::fs::remove_file(&target);
-        std::fs::copy(plugin_binary(), &target).expect("copy plugin into mirror");
+        if std::fs::hard_link(plugin_binary(), &target).is_err() {
+            std::fs::copy(plugin_binary(), &target).expect("copy plugin into mirror");
+        }
         let cfg = root.join("terraformrc");
         std::fs::write(
             &cfg,
@@ -47,7 +76,14 @@ pub struct Tf {
     pub dir: tempfile::TempDir,
     pub state_dir: std::sync::Arc<tempfile::TempDir>,
     pub extra_env: Vec<(String, String)>,
+    /// The PostgreSQL database of the store, when it is one (shared by
+    /// siblings and second runners; dropped with the last of them).
+    pub pg: Option<std::sync::Arc<berth::devtools::pg::TestDatabase>>,
 }
+
+/// Set to `postgres` to run a test binary's terraform on a PostgreSQL
+/// store (`make test` does for some acceptance files).
+pub const TEST_STORE_VAR: &str = "BERTH_TEST_STORE";
 
 impl Default for Tf {
     fn default() -> Self {
@@ -57,6 +93,16 @@ impl Default for Tf {
 
 impl Tf {
     pub fn new() -> Tf {
+        let mut tf = Tf::bare();
+        if std::env::var(TEST_STORE_VAR).as_deref() == Ok("postgres") {
+            tf.use_postgres();
+        }
+        tf
+    }
+
+    /// A working directory with a SQLite store of its own, whatever
+    /// [`TEST_STORE_VAR`] says.
+    fn bare() -> Tf {
         Tf {
             dir: tempfile::Builder::new()
                 .prefix("berth-acc-")
@@ -69,15 +115,78 @@ impl Tf {
                     .expect("tempdir"),
             ),
             extra_env: vec![("BERTH_TEST_LABEL".into(), "1".into())],
+            pg: None,
         }
+    }
+
+    /// A working directory whose provider keeps its records in a fresh
+    /// PostgreSQL database of the dev cluster, with a team key.
+    pub fn on_postgres() -> Tf {
+        let mut tf = Tf::new();
+        if tf.pg.is_none() {
+            tf.use_postgres();
+        }
+        tf
+    }
+
+    fn use_postgres(&mut self) {
+        let db = berth::devtools::pg::TestDatabase::create();
+        let key = berth::store::SecretKey::generate(berth::store::KeySource::Environment)
+            .expect("key")
+            .expose_base64();
+        self.extra_env.push(("BERTH_STORE".into(), db.url()));
+        self.extra_env.push(("BERTH_SECRET_KEY".into(), key));
+        self.pg = Some(std::sync::Arc::new(db));
+    }
+
+    /// The environment that names this directory's store (`BERTH_STORE`,
+    /// `BERTH_SECRET_KEY`; empty for the state directory's SQLite).
+    pub fn store_env(&self) -> Vec<(String, String)> {
+        self.extra_env
+            .iter()
+            .filter(|(k, _)| k == "BERTH_STORE" || k == "BERTH_SECRET_KEY")
+            .cloned()
+            .collect()
     }
 
     /// A second working directory sharing this one's Berth state (for
     /// import into a fresh terraform state).
     pub fn sibling(&self) -> Tf {
-        let mut t = Tf::new();
+        let mut t = self.second_runner();
         t.state_dir = self.state_dir.clone();
         t
+    }
+
+    /// Another runner (another machine, as it were): a working directory
+    /// and a state directory of its own, the same store when it is a
+    /// shared one (PostgreSQL), with the same team key.
+    pub fn second_runner(&self) -> Tf {
+        let mut t = Tf {
+            pg: self.pg.clone(),
+            ..Tf::bare()
+        };
+        t.extra_env.extend(self.store_env());
+        t
+    }
+
+    /// The options that open this directory's store from the test.
+    pub fn store_options(&self) -> berth::store::StoreOptions {
+        let env = self.store_env();
+        let state_dir = self.state_dir.path().to_owned();
+        let lookup = move |name: &str| -> Option<std::ffi::OsString> {
+            if name == "BERTH_STATE_DIR" {
+                return Some(state_dir.clone().into_os_string());
+            }
+            env.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        berth::store::StoreOptions::from_env_with_store(None, None, &lookup).expect("store options")
+    }
+
+    /// This directory's store, opened by the test.
+    pub fn open_store(&self) -> berth::store::Store {
+        block_on(berth::store::Store::open(self.store_options())).expect("open the store")
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Tf {
@@ -110,6 +219,7 @@ impl Tf {
             .env_remove("TF_LOG")
             .env_remove("TF_LOG_PATH")
             .env_remove("BERTH_SECRET_KEY")
+            .env_remove("BERTH_STORE")
             .env("BERTH_STATE_DIR", self.state_dir.path());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);

@@ -24,6 +24,17 @@ impl Serve {
     }
 
     pub fn start_with(state_dir: &Path, log_filter: &str, extra: &[&str]) -> Serve {
+        Serve::start_env(state_dir, log_filter, extra, &[])
+    }
+
+    /// [`Serve::start_with`], with more environment (e.g. `BERTH_STORE`
+    /// and `BERTH_SECRET_KEY` for a shared store).
+    pub fn start_env(
+        state_dir: &Path,
+        log_filter: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Serve {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log = log_dir.path().join("serve.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -33,6 +44,8 @@ impl Serve {
             .env("BERTH_TEST_LABEL", "1")
             .env("BERTH_LOG", log_filter)
             .env_remove("BERTH_SECRET_KEY")
+            .env_remove("BERTH_STORE")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
