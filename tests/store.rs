@@ -563,3 +563,153 @@ fn postgres_tls_verify_full_trusts_only_the_right_ca_and_host_name() {
     let plain = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{PORT}/{name}?sslmode=disable");
     open_url(&plain, &key).expect("sslmode=disable");
 }
+
+/// `berth store …` with the environment `env`: exit code, stdout, stderr.
+fn berth_store(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("store")
+        .args(args)
+        .env_remove("BERTH_STORE")
+        .env_remove("BERTH_SECRET_KEY")
+        .env_remove("BERTH_SOURCE_SECRET_KEY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run berth store");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn berth_store_migrates_checks_and_copies_sqlite_to_postgresql_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create();
+    let team_key = SecretKey::generate(KeySource::Environment)
+        .unwrap()
+        .expose_base64();
+    let pg = vec![
+        ("BERTH_STORE", db.url()),
+        ("BERTH_SECRET_KEY", team_key.clone()),
+        (
+            "BERTH_STATE_DIR",
+            tmp.path().join("pg-state").display().to_string(),
+        ),
+    ];
+    // An empty database: check refuses it (exit 1) and says to migrate.
+    let (code, _, err) = berth_store(&["check"], &pg);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("berth store migrate"), "{err}");
+    let (code, out, err) = berth_store(&["migrate"], &pg);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("migrated from schema version 0 to 1"), "{out}");
+    let (code, out, _) = berth_store(&["migrate"], &pg);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("already at schema version 1; nothing to do"),
+        "{out}"
+    );
+    assert!(!out.contains(berth::devtools::pg::PASSWORD), "{out}");
+
+    // A SQLite store with its own key file, records made through the store.
+    let sqlite_dir = tmp.path().join("laptop");
+    let laptop = open_records(&StoreOptions::in_dir(&sqlite_dir, None)).unwrap();
+    let cred = laptop
+        .insert_credential(NewCredential {
+            name: "ghcr".into(),
+            registry: "ghcr.io".into(),
+            username: "bot".into(),
+            secret: Secret::new("tok-laptop"),
+            secret_version: None,
+        })
+        .unwrap();
+    laptop
+        .upsert_app("web", Some(&cred.id), "{\"v\":1}")
+        .unwrap();
+    laptop.set_app_sealed("web", b"sealed").unwrap();
+    laptop.insert_hook("web", "hash").unwrap();
+    drop(laptop);
+    let from = format!("sqlite://{}", sqlite_dir.join("berth.db").display());
+    // Its key file is found beside it; the target seals with the team key.
+    let (code, out, err) = berth_store(&["copy", "--from", &from, "--to", &db.url()], &pg);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("every record of the source is in the target"),
+        "{out}"
+    );
+    assert!(!out.contains(berth::devtools::pg::PASSWORD), "{out}");
+    // Idempotent, and --json says what it copied.
+    let (code, out, err) =
+        berth_store(&["copy", "--from", &from, "--to", &db.url(), "--json"], &pg);
+    assert_eq!(code, 0, "{err}");
+    let copied: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(copied["records"]["registry credentials"], 1, "{copied}");
+    assert_eq!(copied["records"]["apps"], 1);
+    assert_eq!(copied["records"]["deploy hooks"], 1);
+    assert_eq!(copied["verified"], true);
+    let (code, out, err) = berth_store(&["check", "--json"], &pg);
+    assert_eq!(code, 0, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["backend"], "postgresql");
+    assert_eq!(info["records"]["apps"], 1, "{info}");
+    // The records open on PostgreSQL with the team key.
+    let shared = Target::Postgres {
+        dir: tmp.path().join("pg-state"),
+        db,
+        key: team_key.clone(),
+    };
+    let store = shared.open();
+    assert_eq!(
+        store
+            .get_credential(&cred.id)
+            .unwrap()
+            .unwrap()
+            .secret
+            .expose(),
+        "tok-laptop"
+    );
+    assert_eq!(
+        store.app_sealed("web").unwrap().as_deref(),
+        Some(&b"sealed"[..])
+    );
+    // And back to a new SQLite store, with the team key.
+    let back = tmp.path().join("back/berth.db");
+    let Target::Postgres { db, .. } = &shared else {
+        unreachable!()
+    };
+    let (code, out, err) = berth_store(
+        &[
+            "copy",
+            "--from",
+            &db.url(),
+            "--to",
+            &format!("sqlite://{}", back.display()),
+        ],
+        &pg,
+    );
+    assert_eq!(code, 0, "{err}\n{out}");
+    let key = SecretKey::from_base64(&team_key, KeySource::Environment).unwrap();
+    let back_store = open_records(&StoreOptions {
+        location: Some(berth::store::StoreLocation::Sqlite(back.clone())),
+        ..StoreOptions::in_dir(tmp.path().join("back"), Some(key))
+    })
+    .unwrap();
+    assert_eq!(back_store.list_hooks("web").unwrap().len(), 1);
+    assert_eq!(
+        back_store
+            .get_credential(&cred.id)
+            .unwrap()
+            .unwrap()
+            .secret
+            .expose(),
+        "tok-laptop"
+    );
+    // Bad input: the same store twice, a bad URL.
+    let (code, _, err) = berth_store(&["copy", "--from", &from, "--to", &from], &pg);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the same store"), "{err}");
+    let (code, _, err) = berth_store(&["copy", "--from", "mysql://x", "--to", &from], &pg);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from") && err.contains("mysql"), "{err}");
+}

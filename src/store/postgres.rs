@@ -167,8 +167,10 @@ pub const PG_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// ("berth" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0062_6572_7468;
 
-/// Connections a store keeps open at most.
-const POOL_SIZE: usize = 8;
+/// Connections a store keeps open at most. Each costs a TLS handshake and
+/// a SCRAM login, and its own prepared statements; the operations are
+/// short, so a few serve terraform's ten parallel calls.
+const POOL_SIZE: usize = 4;
 
 /// How long an operation waits for a pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -658,7 +660,11 @@ impl PostgresStore {
                 },
             })?;
         if options.migrate {
-            store.migrate(PG_SCHEMA_VERSION)?;
+            // The common case, a current schema, costs one read; only a
+            // store that is behind takes the migration lock.
+            if store.schema_version()? != PG_SCHEMA_VERSION {
+                store.migrate(PG_SCHEMA_VERSION)?;
+            }
         } else {
             let found = store.schema_version()?;
             if found > PG_SCHEMA_VERSION {
@@ -851,20 +857,19 @@ impl PostgresStore {
         let sealed = new_key_check(&self.cipher)?;
         let stored: Vec<u8> = self.op(Retry::Idempotent, || async {
             let client = self.client().await?;
-            // Another runner may have won the race; its value stays.
+            let read = "SELECT value FROM meta WHERE key = $1";
+            if let Some(row) = self.query(&client, read, &[&KEY_CHECK_META]).await?.first() {
+                return Ok(row.get(0));
+            }
+            // The first runner records it; if another won the race, its
+            // value stays and is what we check against.
             self.execute(
                 &client,
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
                 &[&KEY_CHECK_META, &sealed],
             )
             .await?;
-            let rows = self
-                .query(
-                    &client,
-                    "SELECT value FROM meta WHERE key = $1",
-                    &[&KEY_CHECK_META],
-                )
-                .await?;
+            let rows = self.query(&client, read, &[&KEY_CHECK_META]).await?;
             Ok(rows.first().map(|r| r.get(0)).unwrap_or_default())
         })?;
         verify_key_check(&self.cipher, key, &stored)

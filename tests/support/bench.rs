@@ -381,6 +381,9 @@ struct Bench {
     docker_ids: Mutex<Vec<String>>,
     /// Working directories with applied `berth_app`s, destroyed at the end.
     applied: Mutex<Vec<Workdir>>,
+    /// Databases of PostgreSQL stores, kept until the cleanup destroyed
+    /// their apps.
+    databases: std::sync::Mutex<Vec<berth::devtools::pg::TestDatabase>>,
     /// Median plugin start → handshake (ms), to estimate its share of plans.
     handshake_ms: Mutex<Option<f64>>,
     /// The user-defined network the docker CLI side runs containers on.
@@ -573,6 +576,7 @@ impl Bench {
             app_prefix: format!("bench-{pid}-"),
             docker_ids: Mutex::new(Vec::new()),
             applied: Mutex::new(Vec::new()),
+            databases: std::sync::Mutex::new(Vec::new()),
             handshake_ms: Mutex::new(None),
             cli_network: format!("berth-bench-{pid}-cli"),
         })
@@ -1732,7 +1736,9 @@ impl Bench {
             "store: {n_apps} apps on PostgreSQL (database {}, TLS verify-full); a plan committed {at_many} transactions on it ({per_app_many:.2} per app), a plan of 1 app {at_one}",
             db.name
         ));
-        drop(db);
+        if let Ok(mut databases) = self.databases.lock() {
+            databases.push(db);
+        }
         Ok(vec![
             ratio_row(
                 &format!("plan {n_apps} berth_app, PostgreSQL store / SQLite store"),
