@@ -19,6 +19,10 @@ struct Scratch {
     dir: tempfile::TempDir,
     app: String,
     _guard: AppGuard,
+    /// `BERTH_STORE` and `BERTH_SECRET_KEY` of a PostgreSQL store (empty:
+    /// the state directory's SQLite), and its database.
+    store_env: Vec<(String, String)>,
+    _db: Option<berth::devtools::pg::TestDatabase>,
 }
 
 impl Scratch {
@@ -29,7 +33,35 @@ impl Scratch {
             dir: tempfile::tempdir().expect("tempdir"),
             _guard: AppGuard(app.clone()),
             app,
+            store_env: Vec::new(),
+            _db: None,
         }
+    }
+
+    /// A scratch whose store is a PostgreSQL database of its own.
+    fn on_postgres(prefix: &str) -> Scratch {
+        let mut s = Scratch::new(prefix);
+        let db = berth::devtools::pg::TestDatabase::create();
+        let key = berth::store::SecretKey::generate(berth::store::KeySource::Environment)
+            .expect("key")
+            .expose_base64();
+        s.store_env = vec![
+            ("BERTH_STORE".to_owned(), db.url()),
+            ("BERTH_SECRET_KEY".to_owned(), key),
+        ];
+        s._db = Some(db);
+        s
+    }
+
+    /// A `berth serve` on this scratch's store, with a state directory of
+    /// its own when `own_state` is given (another machine, as it were).
+    fn serve(&self, own_state: Option<&Path>) -> Serve {
+        Serve::start_env(
+            own_state.unwrap_or(self.state()),
+            "info",
+            &[],
+            &self.store_env,
+        )
     }
 
     fn state(&self) -> &Path {
@@ -43,6 +75,8 @@ impl Scratch {
             .env("BERTH_TEST_LABEL", "1")
             .env_remove("BERTH_LOG")
             .env_remove("BERTH_SECRET_KEY")
+            .env_remove("BERTH_STORE")
+            .envs(self.store_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .output()
             .expect("run berth")
@@ -236,6 +270,19 @@ fn forbid_skips_a_run_while_the_last_one_runs_and_replace_stops_it() {
 #[test]
 fn two_serve_processes_on_one_store_run_each_scheduled_time_once() {
     let s = Scratch::new("jobs-two");
+    two_serve_processes_run_each_scheduled_time_once(&s, None);
+}
+
+#[test]
+fn two_serve_processes_on_one_postgresql_store_run_each_scheduled_time_once() {
+    // Two `berth serve` as on two machines: state directories of their
+    // own, one PostgreSQL store.
+    let s = Scratch::on_postgres("jobs-pg");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    two_serve_processes_run_each_scheduled_time_once(&s, Some(elsewhere.path()));
+}
+
+fn two_serve_processes_run_each_scheduled_time_once(s: &Scratch, second_state: Option<&Path>) {
     let tag = unique_tag("jobs2");
     push(&tag, "v1");
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
@@ -243,8 +290,8 @@ fn two_serve_processes_on_one_store_run_each_scheduled_time_once() {
     // replaced, least of all by the other process's run of the same time.
     let jobs = "  hi:\n    schedule: \"*/2 * * * * *\"\n    concurrency: replace\n    command: /bin/busybox sh -c 'sleep 0.5; echo hi'\n";
     s.apply(&spec(&s.app, &image, jobs, ""));
-    let a = Serve::start(s.state(), "info");
-    let b = Serve::start(s.state(), "info");
+    let a = s.serve(None);
+    let b = s.serve(second_state);
     let runs = s.wait_runs("hi", Duration::from_secs(20), |r| {
         with_state(r, "succeeded").len() >= 5
     });
