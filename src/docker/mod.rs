@@ -39,6 +39,7 @@ mod host;
 mod network;
 mod observed;
 mod spec;
+pub mod swarm;
 mod tls;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@ mod rollout;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;
+pub mod swarm;
 
 pub use apps::{Apps, AppsError, DeployRequest, Record};
 pub use deploy::{DeployError, Engine, Outcome, Target};
