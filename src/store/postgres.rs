@@ -275,6 +275,12 @@ impl Failure {
         }
     }
 
+    /// The request failed because its pooled connection was already
+    /// closed, or the server ended the session: nothing ran.
+    fn connection_was_closed(&self) -> bool {
+        matches!(self, Failure::Pg(e) if e.is_closed() || session_ended_by_server(e))
+    }
+
     fn into_store_error(self) -> StoreError {
         match self {
             Failure::Pg(e) => StoreError::Database(pg_error(&e)),
@@ -709,12 +715,29 @@ impl PostgresStore {
         Fut: Future<Output = Result<T, Failure>>,
     {
         self.block(async {
-            match op().await {
-                Err(e) if e.retryable(retry) => {
-                    tracing::debug!(store = %self.location, "retrying a store operation on a new connection");
-                    op().await
+            // Each pooled connection the server closed fails one attempt
+            // (and is then dropped by the pool's recycle check), so after a
+            // cut every one of them may: up to POOL_SIZE more attempts for
+            // those; one more for anything else that is safe to repeat.
+            let mut stale = 0;
+            let mut other = 0;
+            loop {
+                match op().await {
+                    Err(e) if e.retryable(retry) => {
+                        let budget = if e.connection_was_closed() {
+                            stale += 1;
+                            stale <= POOL_SIZE
+                        } else {
+                            other += 1;
+                            other <= 1
+                        };
+                        if !budget {
+                            return Err(e);
+                        }
+                        tracing::debug!(store = %self.location, "retrying a store operation on a new connection");
+                    }
+                    done => return done,
                 }
-                other => other,
             }
         })
         .map_err(Failure::into_store_error)
