@@ -65,6 +65,10 @@ Environment:
                    state directory) or postgres://USER@HOST:PORT/DB?sslmode=…
   BERTH_SECRET_KEY the key secrets are sealed with (base64 of 32 bytes; required
                    for PostgreSQL, the same on every runner)
+  BERTH_RUNNER     this runner's name in deploy leases (default: the host name)
+  BERTH_LOCK_WAIT  seconds a deploy waits for another one of the same app (60)
+  BERTH_LEASE_TTL  seconds a deploy lease lives without renewal (60): how long a
+                   runner killed elsewhere blocks the others
   DOCKER_HOST      the Docker host apps run on (default: unix:///var/run/docker.sock)
 
 Examples:
