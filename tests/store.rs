@@ -137,17 +137,47 @@ fn child_writer() {
     }
 }
 
-fn writer_command(target: &Target, writer: &str, count: usize) -> Command {
+/// This test binary re-run as child `role` (`child_<role>`) number `id`,
+/// on `target`'s store.
+fn child_command(target: &Target, role: &str, id: &str) -> Command {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
-        .env(ROLE_VAR, "writer")
-        .env(DIR_VAR, target.dir())
-        .env(WRITER_VAR, writer)
-        .env(COUNT_VAR, count.to_string())
-        .stdout(Stdio::null());
+    cmd.args([
+        "--exact",
+        &format!("child_{role}"),
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE_VAR, role)
+    .env(DIR_VAR, target.dir())
+    .env(WRITER_VAR, id)
+    .stdout(Stdio::null());
     target.apply(&mut cmd);
     cmd
+}
+
+fn writer_command(target: &Target, writer: &str, count: usize) -> Command {
+    let mut cmd = child_command(target, "writer", writer);
+    cmd.env(COUNT_VAR, count.to_string());
+    cmd
+}
+
+/// Waits (at most 60 s) until each child of `ids` wrote `ready-<id>` in
+/// `dir`; a child that exits first fails the test.
+fn wait_ready(dir: &Path, ids: &[&str], children: &mut [std::process::Child]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ids
+        .iter()
+        .all(|id| dir.join(format!("ready-{id}")).exists())
+    {
+        for child in children.iter_mut() {
+            if let Some(status) = child.try_wait().expect("poll child") {
+                panic!("child exited early: {status}");
+            }
+        }
+        assert!(Instant::now() < deadline, "children never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Opens the store and checks that every record decrypts to the secret its
@@ -313,35 +343,17 @@ fn two_processes_race_for_one_lease(postgres: bool) {
     std::fs::create_dir_all(&dir).unwrap();
     // Create the store first so the race is about the lease only.
     drop(target.open());
-    let exe = std::env::current_exe().expect("test binary path");
     let ids = ["a", "b"];
     let mut children: Vec<_> = ids
         .iter()
         .map(|id| {
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--exact", "child_leaser", "--nocapture", "--test-threads=1"])
-                .env(ROLE_VAR, "leaser")
-                .env(DIR_VAR, &dir)
-                .env(WRITER_VAR, id)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            target.apply(&mut cmd);
-            cmd.spawn().expect("spawn leaser")
+            child_command(&target, "leaser", id)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn leaser")
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ids
-        .iter()
-        .all(|id| dir.join(format!("ready-{id}")).exists())
-    {
-        for child in &mut children {
-            if let Some(status) = child.try_wait().expect("poll leaser") {
-                panic!("leaser exited early: {status}");
-            }
-        }
-        assert!(Instant::now() < deadline, "leasers never got ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_ready(&dir, &ids, &mut children);
     std::fs::write(dir.join(GO_FILE), b"").unwrap();
     for child in children {
         let out = child.wait_with_output().expect("wait for leaser");
@@ -378,8 +390,8 @@ fn two_processes_race_for_one_lease(postgres: bool) {
     assert!(!store.renew_lease(RACE_APP, loser_owner, ttl).unwrap());
 }
 
-/// The opener role: waits for the go file, opens the store (migrating an
-/// empty database), writes `opened-<id>`.
+/// The opener role: says it is ready, waits for the go file, opens the
+/// store (migrating an empty database), writes `opened-<id>`.
 #[test]
 fn child_opener() {
     if std::env::var_os(ROLE_VAR).as_deref() != Some("opener".as_ref()) {
@@ -387,6 +399,7 @@ fn child_opener() {
     }
     let dir = std::path::PathBuf::from(std::env::var_os(DIR_VAR).expect("state dir"));
     let id: String = std::env::var(WRITER_VAR).expect("opener id");
+    std::fs::write(dir.join(format!("ready-{id}")), b"").expect("ready marker");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !dir.join(GO_FILE).exists() {
         assert!(Instant::now() < deadline, "never told to go");
@@ -407,24 +420,18 @@ fn five_runners_start_on_an_empty_database_and_migrate_it_once() {
     let target = Target::new(true, tmp.path());
     let dir = target.dir().to_owned();
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().expect("test binary path");
     let ids = ["1", "2", "3", "4", "5"];
-    let children: Vec<_> = ids
+    let mut children: Vec<_> = ids
         .iter()
         .map(|id| {
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--exact", "child_opener", "--nocapture", "--test-threads=1"])
-                .env(ROLE_VAR, "opener")
-                .env(DIR_VAR, &dir)
-                .env(WRITER_VAR, id)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            target.apply(&mut cmd);
-            cmd.spawn().expect("spawn opener")
+            child_command(&target, "opener", id)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn opener")
         })
         .collect();
-    // Let them all start and wait at the line, then go.
-    std::thread::sleep(Duration::from_millis(300));
+    // All five wait at the line, then go at once.
+    wait_ready(&dir, &ids, &mut children);
     std::fs::write(dir.join(GO_FILE), b"").unwrap();
     for child in children {
         let out = child.wait_with_output().expect("wait for opener");
