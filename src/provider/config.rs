@@ -384,6 +384,38 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_store_url_points_at_store_and_never_shows_the_password() {
+        let v = object([(
+            "store",
+            Value::string("postgres://team:hunter2@db/b?sslmode=strict"),
+        )]);
+        let d = ProviderConfig::from_value(&v).unwrap_err();
+        assert_eq!(d.0[0].path, Some(AttributePath::root("store")));
+        assert_eq!(d.0[0].summary, "Invalid store URL");
+        assert!(
+            d.0[0].detail.contains("sslmode `strict`"),
+            "{}",
+            d.0[0].detail
+        );
+        assert!(!d.0[0].detail.contains("hunter2"), "{}", d.0[0].detail);
+        let v = object([("store", Value::string("sqlite://berth.db"))]);
+        let d = ProviderConfig::from_value(&v).unwrap_err();
+        assert!(
+            d.0[0].detail.contains("sqlite:///berth.db"),
+            "{}",
+            d.0[0].detail
+        );
+        let v = object([("store", Value::string("sqlite:///var/lib/berth/berth.db"))]);
+        let cfg = ProviderConfig::from_value(&v).unwrap();
+        assert_eq!(
+            cfg.store,
+            Some(crate::store::StoreLocation::Sqlite(
+                "/var/lib/berth/berth.db".into()
+            ))
+        );
+    }
+
+    #[test]
     fn bad_insecure_registry_points_at_the_element() {
         let v = object([(
             "insecure_registries",
