@@ -39,6 +39,9 @@ pub const SUBNET: &str = "io.berth.subnet";
 pub const IMAGE_REF: &str = "io.berth.image-ref";
 /// Set on containers and networks created by Berth's own tests.
 pub const TEST: &str = "io.berth.test";
+/// On a Swarm service: the fingerprint of the spec Berth wrote (image,
+/// command, env, limits), to see changes made by hand.
+pub const SWARM_SPEC: &str = "io.berth.swarm-spec";
 
 /// The value of [`MANAGED`].
 pub const MANAGED_VALUE: &str = "true";

@@ -434,6 +434,17 @@ impl Session {
         }
     }
 
+    /// Talks to the Docker host in `mode` (a spec file's `host_mode`).
+    pub(super) fn use_host_mode(&mut self, mode: crate::docker::HostMode) -> Result<(), CliError> {
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let hosts = Hosts::local_in_mode(docker_host.as_deref(), mode).map_err(|e| {
+            CliError::failed("Cannot set up the Docker host", e.to_string())
+                .with_hint("set DOCKER_HOST (e.g. unix:///var/run/docker.sock)")
+        })?;
+        self.apps.engine_mut().hosts = hosts;
+        Ok(())
+    }
+
     /// Uses the ingress settings the app was last deployed with (its spec
     /// file's `ingress` section), for commands that take no spec file.
     async fn use_recorded_ingress(&mut self, app: &str) -> Result<(), CliError> {
@@ -441,8 +452,29 @@ impl Session {
             if let Some(settings) = recorded.spec.ingress {
                 self.apps.engine_mut().set_ingress_settings(settings);
             }
+            if let Some(mode) = recorded.spec.host_mode {
+                self.use_host_mode(mode)?;
+            }
         }
         Ok(())
+    }
+
+    /// The app's services when the host is a Swarm manager.
+    async fn swarm_seen(&self, app: &str, fresh: bool) -> Result<SwarmSeen, CliError> {
+        let Some(manager) = self.engine().swarm_manager() else {
+            return Ok(None);
+        };
+        let services = self
+            .engine()
+            .swarm_services(manager, app, fresh)
+            .await
+            .map_err(|e| {
+                CliError::failed(
+                    format!("Cannot read app {app:?} from the Swarm manager"),
+                    e.to_string(),
+                )
+            })?;
+        Ok(Some((manager.name().to_owned(), services)))
     }
 
     async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, CliError> {
@@ -630,7 +662,10 @@ struct PlanReport {
 
 async fn plan(args: SpecFileArgs) -> Result<(), CliError> {
     let spec = load_spec(&args.file)?;
-    let session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
+    let mut session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
+    if let Some(mode) = spec.host_mode {
+        session.use_host_mode(mode)?;
+    }
     let prepared = prepare(&session, spec).await?;
     let hosts = session.engine().host_names();
     let plan = engine_plan::plan(
@@ -825,7 +860,10 @@ impl DeployReport {
 
 async fn apply(args: SpecFileArgs) -> Result<(), CliError> {
     let spec = load_spec(&args.file)?;
-    let session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
+    let mut session = Session::open(args.insecure_registries, spec.ingress.clone()).await?;
+    if let Some(mode) = spec.host_mode {
+        session.use_host_mode(mode)?;
+    }
     let prepared = prepare(&session, spec).await?;
     let app = prepared.spec.name.clone();
     let image = prepared.reference.with_digest(&prepared.digest).to_string();
@@ -900,11 +938,16 @@ struct AppView {
     notes: Vec<String>,
 }
 
+/// The app's Swarm services, when the host is a Swarm manager: its name
+/// and the services.
+type SwarmSeen = Option<(String, Vec<crate::docker::swarm::ObservedService>)>;
+
 fn view(
     hosts: &[String],
     recorded: Option<&Recorded>,
     unreadable: Option<String>,
     observed: &[Instance],
+    swarm: &SwarmSeen,
 ) -> AppView {
     let release = engine_plan::current_release(observed);
     let digest = running_digest(observed);
@@ -924,7 +967,16 @@ fn view(
         (Some(components), Some(recorded)) => {
             // Judge against the digest that runs: a moved tag is for `plan`.
             let digest = digest.clone().unwrap_or_default();
-            let mut drift = engine_plan::drift(components, &digest, hosts, observed);
+            let mut drift = match swarm {
+                Some((manager, services)) => crate::engine::swarm::service_drift(
+                    &recorded.spec.name,
+                    manager,
+                    components,
+                    &digest,
+                    services,
+                ),
+                None => engine_plan::drift(components, &digest, hosts, observed),
+            };
             let missing = recorded.missing_secrets();
             if !missing.is_empty() {
                 // Recorded before Berth kept secret values: the spec hash of
@@ -988,7 +1040,8 @@ async fn status_all(session: &Session, json: bool) -> Result<(), CliError> {
             Some(_) => session.recorded(&name).await?,
             None => (None, None),
         };
-        let view = view(&hosts, recorded.as_ref(), unreadable, &observed);
+        let swarm = session.swarm_seen(&name, false).await?;
+        let view = view(&hosts, recorded.as_ref(), unreadable, &observed, &swarm);
         apps.push(AppSummary {
             app: name,
             release: view.release,
@@ -1033,11 +1086,13 @@ async fn status_of(session: &Session, app: &str, json: bool) -> Result<(), CliEr
         return Err(not_found(app));
     }
     let (recorded, unreadable) = session.recorded(app).await?;
+    let swarm = session.swarm_seen(app, true).await?;
     let mut view = view(
         &session.engine().host_names(),
         recorded.as_ref(),
         unreadable,
         &observed,
+        &swarm,
     );
     let components = recorded.as_ref().and_then(|r| r.spec.components().ok());
     let urls = components

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::auth::DockerCredentials;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
@@ -68,6 +67,7 @@ struct Inner {
     address: HostAddress,
     transport: Transport,
     publish_address: String,
+    mode: super::HostMode,
     client: OnceCell<Connection>,
     /// Serializes `ensure_network` within this process: old daemons do not
     /// refuse a second network of the same name.
@@ -197,6 +197,7 @@ impl DockerHost {
                 address,
                 transport,
                 publish_address,
+                mode: cfg.mode,
                 client: OnceCell::new(),
                 network_lock: Mutex::new(()),
             }),
@@ -206,6 +207,11 @@ impl DockerHost {
     /// Berth's name for the host.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// How apps run on this host.
+    pub fn mode(&self) -> super::HostMode {
+        self.inner.mode
     }
 
     /// The address published ports listen on.
@@ -271,16 +277,7 @@ impl DockerHost {
             return Ok(());
         }
         let docker = self.client().await?;
-        let credentials = auth.map(|login| DockerCredentials {
-            username: Some(login.username),
-            password: Some(login.password.expose().to_owned()),
-            serveraddress: Some(if login.server.is_empty() {
-                reference.registry().to_owned()
-            } else {
-                login.server
-            }),
-            ..Default::default()
-        });
+        let credentials = auth.map(|login| login.credentials(reference.registry()));
         tracing::info!(
             host = %self.name(),
             image = pinned,
@@ -1004,7 +1001,7 @@ impl DockerHost {
 
     /// The connection, opened (and the API version negotiated) on first use.
     /// A failure is not cached: the next call tries again.
-    async fn client(&self) -> Result<&Docker, DockerError> {
+    pub(super) async fn client(&self) -> Result<&Docker, DockerError> {
         let connection = self
             .inner
             .client
@@ -1080,7 +1077,7 @@ impl DockerHost {
     }
 
     /// Runs one bollard call within `limit`, turning failures into words.
-    async fn bounded<T, F>(
+    pub(super) async fn bounded<T, F>(
         &self,
         operation: &str,
         what: &str,
@@ -1135,7 +1132,7 @@ impl DockerHost {
         }
     }
 
-    fn timeout(&self, operation: &str, what: &str, after: Duration) -> DockerError {
+    pub(super) fn timeout(&self, operation: &str, what: &str, after: Duration) -> DockerError {
         DockerError::Timeout {
             host: self.name().to_owned(),
             operation: format!("{operation} {what}"),
@@ -1143,7 +1140,7 @@ impl DockerHost {
         }
     }
 
-    fn invalid_spec(&self, detail: String) -> DockerError {
+    pub(super) fn invalid_spec(&self, detail: String) -> DockerError {
         DockerError::InvalidSpec {
             host: self.name().to_owned(),
             detail,
@@ -1320,7 +1317,7 @@ fn managed_filter() -> String {
 }
 
 /// The last `lines` lines of `bytes`, without line ends.
-fn last_lines(bytes: &[u8], lines: usize) -> Vec<String> {
+pub(super) fn last_lines(bytes: &[u8], lines: usize) -> Vec<String> {
     let text = String::from_utf8_lossy(bytes);
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);

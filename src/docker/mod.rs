@@ -40,6 +40,7 @@ mod network;
 mod observed;
 mod spec;
 pub mod swarm;
+mod swarm_host;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -97,6 +98,49 @@ pub struct HostConfig {
     pub publish_address: String,
     /// TLS files, for `tcp://` only.
     pub tls: Option<TlsFiles>,
+    /// How apps run on it: containers Berth places, or Swarm services.
+    #[serde(default)]
+    pub mode: HostMode,
+}
+
+/// How apps run on a Docker host.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HostMode {
+    /// Containers Berth places and switches itself (the default).
+    #[default]
+    Containers,
+    /// The host is a Swarm manager: each component is a Swarm service,
+    /// placed and rolled by Swarm, supervised by Berth.
+    Swarm,
+}
+
+impl HostMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostMode::Containers => "containers",
+            HostMode::Swarm => "swarm",
+        }
+    }
+
+    /// `containers` or `swarm`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<HostMode> {
+        match s {
+            "containers" => Some(HostMode::Containers),
+            "swarm" => Some(HostMode::Swarm),
+            _ => None,
+        }
+    }
 }
 
 impl HostConfig {
@@ -107,6 +151,7 @@ impl HostConfig {
             address: address.into(),
             publish_address: DEFAULT_PUBLISH_ADDRESS.to_owned(),
             tls: None,
+            mode: HostMode::Containers,
         }
     }
 
@@ -130,6 +175,23 @@ pub struct RegistryLogin {
     /// Registry host (`ghcr.io`, `127.0.0.1:5001`); when empty, the
     /// registry of the image being pulled.
     pub server: String,
+}
+
+impl RegistryLogin {
+    /// The credentials as the daemon takes them, for an image of
+    /// `registry` when the login names no server.
+    pub(crate) fn credentials(self, registry: &str) -> bollard::auth::DockerCredentials {
+        bollard::auth::DockerCredentials {
+            username: Some(self.username),
+            password: Some(self.password.expose().to_owned()),
+            serveraddress: Some(if self.server.is_empty() {
+                registry.to_owned()
+            } else {
+                self.server
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// How a one-off job ended.
@@ -193,6 +255,14 @@ impl Hosts {
                 });
             }
         }
+        if let Some(swarm) = configs.iter().find(|c| c.mode == HostMode::Swarm) {
+            if configs.len() > 1 {
+                return Err(DockerError::InvalidConfig {
+                    host: swarm.name.clone(),
+                    detail: "a host with mode = \"swarm\" is a whole cluster and must be the only host of a provider (Swarm places the tasks); configure plain hosts in another provider block (an alias)".to_owned(),
+                });
+            }
+        }
         let mut configs = configs.to_vec();
         configs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Hosts { hosts, configs })
@@ -211,6 +281,16 @@ impl Hosts {
     }
 
     /// `configs`, or [`Hosts::local`] when none are configured.
+    /// The local host (`DOCKER_HOST`) in `mode`.
+    pub fn local_in_mode(
+        docker_host_env: Option<&str>,
+        mode: HostMode,
+    ) -> Result<Hosts, DockerError> {
+        let mut config = HostConfig::local(docker_host_env);
+        config.mode = mode;
+        Hosts::from_config(&[config])
+    }
+
     pub fn from_config_or_local(
         configs: &[HostConfig],
         docker_host_env: Option<&str>,
@@ -223,6 +303,11 @@ impl Hosts {
     }
 
     /// The host called `name`.
+    /// The Swarm manager, when the host is one (then it is the only host).
+    pub fn swarm(&self) -> Option<&DockerHost> {
+        self.hosts.values().find(|h| h.mode() == HostMode::Swarm)
+    }
+
     pub fn get(&self, name: &str) -> Option<&DockerHost> {
         self.hosts.get(name)
     }

@@ -1,7 +1,7 @@
-//! Docker's side of the Swarm backend (issue 13, first part; not wired to a
-//! host mode yet): [`SwarmService`] (what the engine asks for) as Docker's
-//! `ServiceSpec`, pure, and the facts of the service API that callers must
-//! respect:
+//! Docker's side of the Swarm backend: [`SwarmService`] (what the engine
+//! asks for) as Docker's `ServiceSpec`, services and tasks as Berth reads
+//! them back ([`ObservedService`], [`ObservedTask`]), pure; the I/O is in
+//! `swarm_host`. Facts of the service API that callers must respect:
 //! - every duration is nanoseconds; `Parallelism: 0` means all at once
 //!   (Berth never sends 0);
 //! - an update carries the whole spec and the version it was read at;
@@ -14,13 +14,51 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    Limit, NetworkAttachmentConfig, Platform, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, NetworkAttachmentConfig, Platform,
+    Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1,
+    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
 };
+use sha2::Digest as _;
 
 use std::collections::BTreeMap;
+
+use crate::labels;
+
+/// Where Berth's probe is mounted in every task with a health check.
+pub const PROBE_PATH: &str = "/berth-probe";
+
+/// Berth's HTTP probe: a static x86-64 Linux program of a few KB (no libc,
+/// built from `probe/berth-probe.c`) that GETs `http://127.0.0.1:PORT/PATH`
+/// inside the task and exits 0 on 2xx/3xx. Mounted from a Swarm config, it
+/// is the task's HEALTHCHECK, so Swarm's own start-first gate waits for the
+/// app's `health_check` even in images without a shell, curl or wget.
+pub const PROBE_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-probe"));
+
+/// The name of the Swarm config holding [`PROBE_BINARY`]: its content's
+/// hash, so a new build of the probe gets a config of its own.
+pub fn probe_config_name() -> String {
+    let sum = sha2::Sha256::digest(PROBE_BINARY);
+    format!("berth-probe-{}", &hex::encode(sum)[..12])
+}
+
+/// A task's health check through Berth's probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeCheck {
+    pub port: u16,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub start_period: Duration,
+    pub retries: u32,
+    /// The Swarm config holding the probe: id and name.
+    pub config_id: String,
+    pub config_name: String,
+}
 
 /// How Swarm rolls a service forward, as Berth asks for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +100,10 @@ pub struct SwarmService {
     pub update: UpdatePolicy,
     /// Seconds Swarm gives a task to stop after SIGTERM.
     pub stop_grace: Duration,
+    /// The health check, through Berth's probe.
+    pub health: Option<ProbeCheck>,
+    /// A one-off job (pre-deploy): runs once to completion, never restarted.
+    pub job: bool,
 }
 
 /// A duration as the service API wants it.
@@ -94,7 +136,9 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
     let container = TaskSpecContainerSpec {
         image: Some(service.image.clone()),
         labels: Some(string_map(&service.labels)),
-        command: service.command.clone(),
+        // Swarm's `Command` replaces the image's ENTRYPOINT; Berth's
+        // command replaces its CMD, as `docker run IMAGE CMD` does: `Args`.
+        args: service.command.clone(),
         env: Some(
             service
                 .env
@@ -103,6 +147,32 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
                 .collect(),
         ),
         stop_grace_period: Some(nanos(service.stop_grace)),
+        health_check: service.health.as_ref().map(|h| HealthConfig {
+            test: Some(vec![
+                "CMD".to_owned(),
+                PROBE_PATH.to_owned(),
+                h.port.to_string(),
+                h.path.clone(),
+            ]),
+            interval: Some(nanos(h.interval.max(Duration::from_millis(1)))),
+            timeout: Some(nanos(h.timeout.max(Duration::from_millis(1)))),
+            retries: Some(i64::from(h.retries.max(1))),
+            start_period: Some(nanos(h.start_period)),
+            start_interval: None,
+        }),
+        configs: service.health.as_ref().map(|h| {
+            vec![TaskSpecContainerSpecConfigs {
+                file: Some(TaskSpecContainerSpecFile1 {
+                    name: Some(PROBE_PATH.to_owned()),
+                    uid: Some("0".to_owned()),
+                    gid: Some("0".to_owned()),
+                    mode: Some(0o555),
+                }),
+                runtime: None,
+                config_id: Some(h.config_id.clone()),
+                config_name: Some(h.config_name.clone()),
+            }]
+        }),
         ..Default::default()
     };
     let resources = (service.nano_cpus.is_some() || service.memory_bytes.is_some()).then(|| {
@@ -116,14 +186,18 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
             ..Default::default()
         }
     });
-    ServiceSpec {
+    let mut spec = ServiceSpec {
         name: Some(service.name.clone()),
         labels: Some(string_map(&service.labels)),
         task_template: Some(TaskSpec {
             container_spec: Some(container),
             resources,
             restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                condition: Some(if service.job {
+                    TaskSpecRestartPolicyConditionEnum::NONE
+                } else {
+                    TaskSpecRestartPolicyConditionEnum::ANY
+                }),
                 delay: Some(nanos(Duration::from_secs(1))),
                 max_attempts: None,
                 window: None,
@@ -146,13 +220,42 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
             }]),
             ..Default::default()
         }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: Some(i64::try_from(service.replicas).unwrap_or(i64::MAX)),
-            }),
-            ..Default::default()
+        mode: Some(if service.job {
+            ServiceSpecMode {
+                replicated_job: Some(ServiceSpecModeReplicatedJob {
+                    max_concurrent: Some(1),
+                    total_completions: Some(1),
+                }),
+                ..Default::default()
+            }
+        } else {
+            ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated {
+                    replicas: Some(i64::try_from(service.replicas).unwrap_or(i64::MAX)),
+                }),
+                ..Default::default()
+            }
         }),
-        update_config: Some(ServiceSpecUpdateConfig {
+        // DNS round robin: `web.APP` names the tasks themselves. Berth does
+        // not publish through the routing mesh, so no virtual IP is needed
+        // (and none depends on the node's iptables).
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: None,
+        }),
+        rollback_config: (!service.job).then(|| ServiceSpecRollbackConfig {
+            parallelism: Some(i64::try_from(update.parallelism.max(1)).unwrap_or(1)),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor: Some(nanos(update.monitor)),
+            max_failure_ratio: Some(0.0),
+            order: Some(if update.start_first {
+                ServiceSpecRollbackConfigOrderEnum::START_FIRST
+            } else {
+                ServiceSpecRollbackConfigOrderEnum::STOP_FIRST
+            }),
+        }),
+        update_config: (!service.job).then(|| ServiceSpecUpdateConfig {
             parallelism: Some(i64::try_from(update.parallelism.max(1)).unwrap_or(1)),
             delay: Some(nanos(update.delay)),
             failure_action: Some(if update.rollback_on_failure {
@@ -169,6 +272,208 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
             }),
         }),
         ..Default::default()
+    };
+    let fingerprint = spec_fingerprint(&spec);
+    spec.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(labels::SWARM_SPEC.to_owned(), fingerprint);
+    spec
+}
+
+/// A hash of what Berth sets in a service and a hand edit may change: the
+/// image, command, env and limits (not the replicas, which are compared on
+/// their own, nor the labels). Computed the same way from the spec Berth
+/// writes and from the spec the daemon reports. Not the health check:
+/// Docker reports it as `Healthcheck`, which bollard's `HealthCheck` field
+/// does not read back.
+pub fn spec_fingerprint(spec: &ServiceSpec) -> String {
+    task_fingerprint(&spec.task_template.clone().unwrap_or_default())
+}
+
+/// [`spec_fingerprint`] of a task's spec (each task keeps the spec it was
+/// made from: the tasks of an update's new spec are told apart by it).
+pub fn task_fingerprint(task: &TaskSpec) -> String {
+    let task = task.clone();
+    let c = task.container_spec.clone().unwrap_or_default();
+    let mut env = c.env.clone().unwrap_or_default();
+    env.sort();
+    let limits = task.resources.and_then(|r| r.limits).unwrap_or_default();
+    let facts = serde_json::json!({
+        "image": c.image,
+        "command": c.command.clone().unwrap_or_default(),
+        "args": c.args.clone().unwrap_or_default(),
+        "env": env,
+        "nano_cpus": limits.nano_cpus.unwrap_or(0),
+        "memory": limits.memory_bytes.unwrap_or(0),
+    });
+    hex::encode(&sha2::Sha256::digest(facts.to_string().as_bytes())[..12])
+}
+
+/// A service Berth manages, as the daemon reports it.
+#[derive(Clone, Debug)]
+pub struct ObservedService {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// `None` for a job.
+    pub replicas: Option<u64>,
+    pub image: String,
+    /// [`spec_fingerprint`] of the spec as it is now.
+    pub fingerprint: String,
+    /// Swarm's update state (`updating`, `completed`, `rollback_started`,
+    /// `rollback_completed`, `paused`, …), empty before any update.
+    pub update_state: String,
+    pub update_message: String,
+    pub tasks: Vec<ObservedTask>,
+}
+
+impl ObservedService {
+    pub(super) fn from_service(s: Service, tasks: Vec<ObservedTask>) -> Option<ObservedService> {
+        let spec = s.spec?;
+        let replicas = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .map(|r| r.replicas.unwrap_or(1).max(0) as u64);
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let (update_state, update_message) = s
+            .update_status
+            .map(|u| {
+                (
+                    u.state.map(|s| s.to_string()).unwrap_or_default(),
+                    u.message.unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        Some(ObservedService {
+            id: s.id?,
+            name: spec.name.clone()?,
+            labels: spec
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            replicas,
+            image,
+            fingerprint: spec_fingerprint(&spec),
+            update_state,
+            update_message,
+            tasks,
+        })
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+
+    /// Tasks Swarm wants running (the current ones, not the history).
+    pub fn current_tasks(&self) -> impl Iterator<Item = &ObservedTask> {
+        self.tasks.iter().filter(|t| t.desired_state == "running")
+    }
+
+    /// Current tasks running, made from the spec with `fingerprint`.
+    pub fn running_spec(&self, fingerprint: &str) -> usize {
+        self.current_tasks()
+            .filter(|t| t.state == "running" && t.fingerprint == fingerprint)
+            .count()
+    }
+
+    /// Tasks that ended badly, newest first, in words: failed or rejected
+    /// ones, and with `of_spec` every task of that spec (fingerprint) that
+    /// is no longer running (a new spec's task that Swarm shut down as
+    /// unhealthy ends `complete` or `shutdown`).
+    pub fn failures(&self, of_spec: Option<&str>) -> Vec<String> {
+        let mut failed: Vec<&ObservedTask> = self
+            .tasks
+            .iter()
+            .filter(|t| {
+                matches!(t.state.as_str(), "failed" | "rejected")
+                    || (of_spec == Some(t.fingerprint.as_str())
+                        && !matches!(
+                            t.state.as_str(),
+                            "new"
+                                | "pending"
+                                | "assigned"
+                                | "accepted"
+                                | "preparing"
+                                | "ready"
+                                | "starting"
+                                | "running"
+                        ))
+            })
+            .collect();
+        failed.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        failed.iter().take(5).map(|t| t.words()).collect()
+    }
+}
+
+/// One task of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedTask {
+    pub id: String,
+    pub service_id: String,
+    /// Swarm's slot (1-based), `None` for a job.
+    pub slot: Option<u64>,
+    pub node_id: String,
+    /// `new` … `running`, `complete`, `failed`, `rejected`, `shutdown`.
+    pub state: String,
+    pub desired_state: String,
+    pub message: String,
+    pub error: String,
+    pub exit_code: Option<i64>,
+    pub container_id: String,
+    pub image: String,
+    /// [`task_fingerprint`] of the spec it was made from.
+    pub fingerprint: String,
+    /// RFC 3339, as the daemon gives it.
+    pub timestamp: String,
+}
+
+impl ObservedTask {
+    pub(super) fn from_task(t: Task) -> Option<ObservedTask> {
+        let status = t.status.unwrap_or_default();
+        let container = status.container_status.clone().unwrap_or_default();
+        let fingerprint = t.spec.as_ref().map(task_fingerprint).unwrap_or_default();
+        Some(ObservedTask {
+            fingerprint,
+            id: t.id?,
+            service_id: t.service_id?,
+            slot: t.slot.and_then(|s| u64::try_from(s).ok()),
+            node_id: t.node_id.unwrap_or_default(),
+            state: super::swarm_host::state_word(status.state),
+            desired_state: super::swarm_host::state_word(t.desired_state),
+            message: status.message.unwrap_or_default(),
+            error: status.err.unwrap_or_default(),
+            exit_code: container.exit_code,
+            container_id: container.container_id.unwrap_or_default(),
+            image: t
+                .spec
+                .and_then(|s| s.container_spec)
+                .and_then(|c| c.image)
+                .unwrap_or_default(),
+            timestamp: status.timestamp.map(|d| d.to_string()).unwrap_or_default(),
+        })
+    }
+
+    /// The task's end in words: `task 3f2a…: failed: task: non-zero exit (3)`.
+    pub fn words(&self) -> String {
+        let short = &self.id[..self.id.len().min(12)];
+        let why = [self.error.as_str(), self.message.as_str()]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .unwrap_or("no reason given");
+        match self.exit_code {
+            Some(code) if code != 0 => {
+                format!("task {short}: {} ({why}, exit code {code})", self.state)
+            }
+            _ => format!("task {short}: {} ({why})", self.state),
+        }
     }
 }
 
@@ -204,6 +509,8 @@ mod tests {
                 rollback_on_failure: true,
             },
             stop_grace: Duration::from_secs(10),
+            health: None,
+            job: false,
         }
     }
 

@@ -413,6 +413,12 @@ impl Apps {
         observed: &[Instance],
         fresh: bool,
     ) -> Result<Vec<Drift>, AppsError> {
+        if let Some(manager) = self.engine.swarm_manager() {
+            return Ok(self
+                .engine
+                .swarm_drift(manager, app, components, digest, fresh)
+                .await?);
+        }
         let mut drift = plan::drift(components, digest, &self.engine.host_names(), observed);
         drift.extend(
             self.engine

@@ -46,7 +46,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub const PRE_DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a host's list result serves refreshes (one list call per host
 /// per refresh, not per app).
-const LIST_TTL: Duration = Duration::from_secs(2);
+pub(super) const LIST_TTL: Duration = Duration::from_secs(2);
 
 /// What to deploy: the spec and the exact image.
 #[derive(Clone, Debug)]
@@ -162,6 +162,16 @@ pub enum DeployError {
     IngressConflict(Vec<String>),
     #[error("MONITOR failed after the switch: {reason}. {}", if *.switched_back { "Traffic went back to the previous instances, which kept running; the new containers were removed." } else { "Switching traffic back failed too; the app is left as it is (a rollback is never rolled back): fix the cause and apply again." })]
     FailedAfterSwitch { reason: String, switched_back: bool },
+    #[error("ROLL failed: Swarm service {service}: {reason}.{}{} {undone}.", tasks_words(.tasks), log_lines(.log_tail))]
+    SwarmRollout {
+        service: String,
+        reason: String,
+        /// The failing tasks' errors, copied before anything was removed.
+        tasks: Vec<String>,
+        log_tail: Vec<String>,
+        /// What Berth did about it, in words.
+        undone: String,
+    },
     #[error("the ingress needs its image pinned, but this front end gave the engine no way to resolve images (a bug in Berth: please report it)")]
     NoImagePinner,
 }
@@ -173,6 +183,7 @@ impl DeployError {
     pub fn ran_the_image(&self) -> bool {
         match self {
             DeployError::PreDeploy { .. }
+            | DeployError::SwarmRollout { .. }
             | DeployError::Unhealthy { .. }
             | DeployError::FailedAfterSwitch { .. } => true,
             DeployError::Docker { phase, .. } | DeployError::Ingress { phase, .. } => {
@@ -180,6 +191,14 @@ impl DeployError {
             }
             _ => false,
         }
+    }
+}
+
+fn tasks_words(tasks: &[String]) -> String {
+    if tasks.is_empty() {
+        String::new()
+    } else {
+        format!("\nFailing tasks:\n  {}", tasks.join("\n  "))
     }
 }
 
@@ -205,6 +224,8 @@ pub struct Engine {
     lease_ttl: Duration,
     list_cache: Mutex<BTreeMap<String, CachedList>>,
     view_cache: Mutex<BTreeMap<String, CachedView>>,
+    /// The Swarm manager's managed services and when they were listed.
+    pub(super) swarm_cache: Mutex<Option<CachedServices>>,
     /// Marks every container with `io.berth.test=1`, for test clean-up.
     pub(super) test_label: bool,
     /// The ingress settings of every host.
@@ -217,6 +238,8 @@ pub struct Engine {
 type CachedList = (Instant, Arc<Vec<Observed>>);
 /// One host's ingress view and when it was read.
 type CachedView = (Instant, Arc<IngressView>);
+/// A Swarm manager's managed services and when they were listed.
+pub(super) type CachedServices = (Instant, Arc<Vec<crate::docker::swarm::ObservedService>>);
 
 impl Engine {
     pub fn new(hosts: Hosts, store: Store) -> Engine {
@@ -227,6 +250,7 @@ impl Engine {
             lease_ttl: LEASE_TTL,
             list_cache: Mutex::new(BTreeMap::new()),
             view_cache: Mutex::new(BTreeMap::new()),
+            swarm_cache: Mutex::new(None),
             test_label: false,
             ingress: IngressSettings::default(),
             pinner: None,
@@ -315,6 +339,9 @@ impl Engine {
     /// The app's containers on every host. `fresh` bypasses the short
     /// cache that lets a refresh of many apps make one list call per host.
     pub async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, DockerError> {
+        if let Some(manager) = self.swarm_manager() {
+            return self.observe_swarm(manager, app, fresh).await;
+        }
         let mut out = Vec::new();
         for host in self.hosts.iter() {
             let list = self.host_list(host, fresh).await?;
@@ -447,6 +474,7 @@ impl Engine {
     pub(super) async fn forget_observations(&self) {
         self.list_cache.lock().await.clear();
         self.view_cache.lock().await.clear();
+        *self.swarm_cache.lock().await = None;
     }
 
     /// The endpoints of an app's running services, in slot order.
@@ -487,6 +515,13 @@ impl Engine {
         }
         let mut phases = Vec::new();
         let app = spec.name.clone();
+        if let Some(manager) = self.swarm_manager() {
+            // Swarm's nodes pull the pinned image themselves, with the
+            // credentials sent along with the service.
+            return self
+                .deploy_swarm(manager, target, &components, phases)
+                .await;
+        }
 
         // PULL, on every host at once, before any lock.
         let t = Instant::now();
@@ -628,7 +663,7 @@ impl Engine {
     /// A release still journaled as running when we hold the lease was
     /// left by a deploy that died (its runner killed, or cut off from the
     /// store): journal it as failed, saying so, before deploying.
-    async fn close_abandoned_release(
+    pub(super) async fn close_abandoned_release(
         &self,
         app: &str,
         fence: &LeaseFence,
@@ -729,6 +764,9 @@ impl Engine {
     }
 
     async fn destroy_locked(&self, app: &str) -> Result<Vec<String>, DeployError> {
+        if let Some(manager) = self.swarm_manager() {
+            return self.destroy_swarm(manager, app).await;
+        }
         let mut removed = Vec::new();
         // The routes first, so nothing is sent to instances being removed.
         for host in self.hosts.iter() {

@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod spec;
 pub mod swarm;
+mod swarm_runtime;
 
 pub use apps::{Apps, AppsError, DeployRequest, Record};
 pub use deploy::{DeployError, Engine, Outcome, Target};

@@ -138,6 +138,13 @@ pub enum Drift {
         host: String,
         status: String,
     },
+    /// A Swarm service of the app differs from what Berth deployed.
+    Service {
+        service: String,
+        /// Berth's name for the Swarm manager.
+        host: String,
+        what: String,
+    },
 }
 
 impl fmt::Display for Drift {
@@ -215,6 +222,11 @@ impl fmt::Display for Drift {
                 f,
                 "the HTTPS front of the ingress on host {host} is {status}: the app's domains do not answer over HTTPS there"
             ),
+            Drift::Service {
+                service,
+                host,
+                what,
+            } => write!(f, "Swarm service {service} (manager {host}) {what}"),
         }
     }
 }

@@ -91,6 +91,12 @@ pub struct AppSpec {
     /// provider sets them in its `ingress` block). Not part of the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<crate::ingress::IngressSettings>,
+    /// The `berth` command only: how apps run on the Docker host
+    /// (`DOCKER_HOST`): `containers` (the default) or `swarm` (the host is
+    /// a Swarm manager; each component becomes a Swarm service). The
+    /// provider sets it per host (`hosts[NAME].mode`). Not part of the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mode: Option<crate::docker::HostMode>,
 }
 
 impl fmt::Debug for AppSpec {

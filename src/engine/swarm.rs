@@ -1,10 +1,10 @@
-//! The Swarm backend's desired state, pure (issue 13, first part; not wired
-//! to a host mode yet): what a component of an app becomes as a Swarm
-//! service, in the engine's own terms ([`SwarmService`]), and how Berth
-//! supervises Swarm's rolling update of it ([`UpdatePolicy`],
-//! [`convergence_deadline`]), as it builds a `ContainerSpec` for the
-//! containers backend. `crate::docker::swarm` turns it into Docker's
-//! `ServiceSpec`.
+//! The Swarm backend's desired and observed state, pure: what a component
+//! of an app becomes as a Swarm service, in the engine's own terms
+//! ([`SwarmService`]), how Berth supervises Swarm's rolling update of it
+//! ([`UpdatePolicy`], [`convergence_deadline`]), what runs read back as
+//! instances ([`instances`]) and the drift in words ([`service_drift`]).
+//! `crate::docker::swarm` turns a service into Docker's `ServiceSpec`; the
+//! steps that call the manager are in `swarm_runtime`.
 //!
 //! Choices, and why:
 //! - One service per component, named `APP-COMPONENT` (Swarm's limit is 63
@@ -25,9 +25,21 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::deploy::{component_alias, Target};
+use super::plan::{Drift, Instance, InstanceHealth};
 use super::spec::{Component, HealthCheck};
-use crate::docker::swarm::{SwarmService, UpdatePolicy};
+use crate::docker::swarm::{ObservedService, ProbeCheck, SwarmService, UpdatePolicy};
 use crate::labels;
+
+/// The attachable overlay network every Swarm service of Berth's joins
+/// (`web.APP` resolves there, as on [`super::deploy::NETWORK`] on hosts).
+pub const SWARM_NETWORK: &str = "berth-swarm";
+
+/// The name of the Swarm config holding Berth's probe, and its id.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub id: String,
+    pub name: String,
+}
 
 /// Swarm's limit on a service name.
 pub const MAX_SERVICE_NAME: usize = 63;
@@ -71,11 +83,11 @@ fn secs(s: f64) -> Duration {
 /// rollback on failure, and a monitor window long enough to see a new task
 /// fail its health check.
 pub fn update_policy(health: Option<&HealthCheck>) -> UpdatePolicy {
+    // A task with a health check counts as running only once healthy (the
+    // start period is spent before that); the window then covers the
+    // probes it takes to see it turn unhealthy.
     let monitor = match health {
-        Some(h) => {
-            secs(h.start_period_seconds)
-                + secs(h.interval_seconds + h.timeout_seconds) * h.unhealthy_threshold.max(1)
-        }
+        Some(h) => secs(h.interval_seconds + h.timeout_seconds) * h.unhealthy_threshold.max(1),
         None => MIN_MONITOR,
     };
     UpdatePolicy {
@@ -103,6 +115,7 @@ pub fn swarm_service(
     release: u64,
     network: &str,
     test_label: bool,
+    probe: Option<&ProbeConfig>,
 ) -> Result<SwarmService, SwarmSpecError> {
     let app = &target.spec.name;
     let name = service_name(app, &comp.name)?;
@@ -159,7 +172,149 @@ pub fn swarm_service(
         http_port: comp.http_port,
         update: update_policy(comp.health_check.as_ref()),
         stop_grace: super::deploy::STOP_GRACE,
+        health: match (comp.health_check.as_ref(), comp.http_port, probe) {
+            (Some(h), Some(port), Some(p)) => Some(ProbeCheck {
+                port,
+                path: h.path.clone(),
+                interval: secs(h.interval_seconds),
+                timeout: secs(h.timeout_seconds),
+                start_period: secs(h.start_period_seconds),
+                retries: h.unhealthy_threshold.max(1),
+                config_id: p.id.clone(),
+                config_name: p.name.clone(),
+            }),
+            _ => None,
+        },
+        job: false,
     })
+}
+
+/// The app's services (its jobs left out), read back as instances: one per
+/// current task, slot `n - 1` for Swarm's slot `n`, on the manager `host`.
+pub fn instances(host: &str, services: &[ObservedService]) -> Vec<Instance> {
+    let mut out = Vec::new();
+    for s in services {
+        if s.label(labels::KIND) == Some(labels::kind::JOB) {
+            continue;
+        }
+        let label = |k: &str| s.label(k).unwrap_or_default().to_owned();
+        for t in s.current_tasks() {
+            out.push(Instance {
+                id: if t.container_id.is_empty() {
+                    t.id.clone()
+                } else {
+                    t.container_id.clone()
+                },
+                name: format!("{}.{}", s.name, t.slot.unwrap_or(0)),
+                host: host.to_owned(),
+                component: label(labels::COMPONENT),
+                kind: label(labels::KIND),
+                slot: t.slot.map(|n| n.saturating_sub(1) as u32),
+                release: s.label(labels::RELEASE).and_then(|r| r.parse().ok()),
+                digest: label(labels::DIGEST),
+                spec_hash: label(labels::SPEC_HASH),
+                image: t.image.clone(),
+                health: match t.state.as_str() {
+                    "running" => InstanceHealth::Running,
+                    "failed" | "rejected" | "shutdown" | "complete" | "orphaned" | "remove" => {
+                        InstanceHealth::Stopped(t.state.clone())
+                    }
+                    _ => InstanceHealth::Restarting,
+                },
+                endpoint: None,
+                address: None,
+            });
+        }
+    }
+    out
+}
+
+/// Every difference between `components` at `digest` and the app's Swarm
+/// services on the manager `host`, in words.
+pub fn service_drift(
+    app: &str,
+    host: &str,
+    components: &[Component],
+    digest: &str,
+    services: &[ObservedService],
+) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let drift = |service: &str, what: String| Drift::Service {
+        service: service.to_owned(),
+        host: host.to_owned(),
+        what,
+    };
+    for comp in components {
+        let Ok(name) = service_name(app, &comp.name) else {
+            continue;
+        };
+        let Some(s) = services.iter().find(|s| s.name == name) else {
+            out.push(drift(&name, "is missing (removed outside Berth?)".into()));
+            continue;
+        };
+        if s.label(labels::DIGEST) != Some(digest) {
+            out.push(drift(
+                &name,
+                format!(
+                    "runs {}, expected {digest}",
+                    s.label(labels::DIGEST).unwrap_or("an unknown digest")
+                ),
+            ));
+        } else if !s.image.ends_with(&format!("@{digest}")) {
+            out.push(drift(
+                &name,
+                format!(
+                    "runs image {} instead of the pinned {digest} (changed by hand?)",
+                    s.image
+                ),
+            ));
+        }
+        if s.label(labels::SPEC_HASH) != Some(comp.spec_hash.as_str()) {
+            out.push(drift(
+                &name,
+                "was created from a different spec (config drift)".into(),
+            ));
+        } else if s.label(labels::SWARM_SPEC) != Some(s.fingerprint.as_str()) {
+            out.push(drift(
+                &name,
+                "has a spec changed outside Berth (image, command, env or limits)".into(),
+            ));
+        }
+        let want = u64::from(comp.instances);
+        match s.replicas {
+            Some(n) if n != want => out.push(drift(
+                &name,
+                format!("is scaled to {n} replicas, the app wants {want} (scaled by hand?)"),
+            )),
+            _ => {
+                let running = s.current_tasks().filter(|t| t.state == "running").count() as u64;
+                if running < want && s.update_state != "updating" {
+                    let last = s.failures(None).into_iter().next();
+                    out.push(drift(
+                        &name,
+                        format!(
+                            "has {running} of {want} tasks running{}",
+                            last.map(|l| format!(" (last failure: {l})"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for s in services {
+        let component = s.label(labels::COMPONENT).unwrap_or_default();
+        if s.label(labels::KIND) == Some(labels::kind::JOB) {
+            continue;
+        }
+        if !components.iter().any(|c| c.name == component) {
+            out.push(drift(
+                &s.name,
+                format!("is extra: the app has no component {component:?}"),
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -175,16 +330,18 @@ mod tests {
     }
 
     #[test]
-    fn the_monitor_window_covers_the_start_period_and_the_failing_probes() {
+    fn the_monitor_window_covers_the_failing_probes() {
         let h = HealthCheck {
             start_period_seconds: 30.0,
-            interval_seconds: 0.5,
+            interval_seconds: 1.5,
             timeout_seconds: 1.5,
             unhealthy_threshold: 3,
             ..HealthCheck::default()
         };
         let p = update_policy(Some(&h));
-        assert_eq!(p.monitor, Duration::from_secs(36));
+        // Not the start period: Swarm spends it before the task counts as
+        // running (start-first waits for healthy).
+        assert_eq!(p.monitor, Duration::from_secs(9));
         assert_eq!(p.parallelism, 1, "never 0: Docker's 0 means all at once");
         assert!(p.start_first && p.rollback_on_failure);
         // No health check, or a tiny one: Swarm still watches 5 s.
@@ -229,7 +386,7 @@ mod tests {
         let t = target();
         let comps = t.spec.components().unwrap();
         let web = comps.iter().find(|c| c.name == "web").unwrap();
-        let s = swarm_service(&t, web, 7, "berth", true).unwrap();
+        let s = swarm_service(&t, web, 7, "berth", true, None).unwrap();
         assert_eq!(s.name, "shop-web");
         assert_eq!(s.image, t.pinned, "the digest the plan showed, never a tag");
         assert!(s.image.contains("@sha256:"));
@@ -243,13 +400,21 @@ mod tests {
         assert_eq!(s.labels[labels::RELEASE], "7");
         assert_eq!(s.labels[labels::DIGEST], t.digest);
         assert_eq!(s.labels[labels::TEST], "1");
-        assert!(
-            s.update.monitor >= Duration::from_secs(10),
-            "{:?}",
-            s.update
-        );
+        assert!(s.update.monitor >= MIN_MONITOR, "{:?}", s.update);
+        // No probe config given: no health check in the spec (the runtime
+        // always gives one when the component has a health check).
+        assert_eq!(s.health, None);
+        let probe = ProbeConfig {
+            id: "cfg1".into(),
+            name: "berth-probe-x".into(),
+        };
+        let checked = swarm_service(&t, web, 7, "berth", true, Some(&probe)).unwrap();
+        let h = checked.health.unwrap();
+        assert_eq!((h.port, h.path.as_str()), (8080, "/healthz"));
+        assert_eq!(h.start_period, Duration::from_secs(10));
+        assert_eq!(h.config_id, "cfg1");
         let queue = comps.iter().find(|c| c.name == "queue").unwrap();
-        let q = swarm_service(&t, queue, 7, "berth", false).unwrap();
+        let q = swarm_service(&t, queue, 7, "berth", false, None).unwrap();
         assert_eq!(q.replicas, 1);
         assert_eq!(q.http_port, None);
         assert!(!q.labels.contains_key(labels::TEST));

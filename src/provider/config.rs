@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::diag::{AttributePath, Diagnostic, Diagnostics};
 use super::schema::{Attribute, Nesting, Schema, Type};
 use super::value::Value;
-use crate::docker::{TlsFiles, TlsPart};
+use crate::docker::{HostMode, TlsFiles, TlsPart};
 use crate::ingress::{IngressSettings, TlsMode};
 use crate::registry::Secret;
 
@@ -19,6 +19,7 @@ pub struct HostConfig {
     pub publish_address: Option<String>,
     /// `ca_pem`, `cert_pem`, `key_pem`: all three, for `tcp://` only.
     pub tls: Option<TlsFiles>,
+    pub mode: HostMode,
 }
 
 /// The TLS attributes of a host, by the part of the material they hold.
@@ -65,6 +66,9 @@ pub fn schema() -> Schema {
                 vec![
                     Attribute::string("address").required().describe(
                         "How to reach the Docker Engine: `unix:///var/run/docker.sock` (a socket on the machine running Terraform); `tcp://HOST:PORT`, in plain HTTP, or with TLS when `ca_pem`, `cert_pem` and `key_pem` are set (the port defaults to 2376 with TLS, 2375 without); or `ssh://USER@HOST`, which runs `ssh USER@HOST docker system dial-stdio` with the keys, agent, `known_hosts` and `~/.ssh/config` of the user running Terraform (it must work without a prompt). Over SSH only port 22 can be given: for another port, or an IPv6 address, add a `Host` alias to `~/.ssh/config` and use `ssh://USER@ALIAS`.",
+                    ),
+                    Attribute::string("mode").optional().describe(
+                        "How apps run on this host: `\"containers\"` (the default: Berth places each instance as a container, switches traffic through its ingress and stops the old ones) or `\"swarm\"`: the host is a Docker Swarm manager, and each service and worker of an app becomes a Swarm service (`instances` as replicas, the image pinned by the linux/amd64 digest the plan showed, placement on linux/amd64 nodes) that Swarm places and rolls (start-first, one task at a time, rollback on failure) while Berth watches it converge within a deadline and rolls back itself, with the failing tasks' errors, when it does not. A Swarm host must be the provider's only host; `public_port` and `domains` are not available on it yet (reach services at `web.APP` on the `berth-swarm` overlay network).",
                     ),
                     Attribute::string("publish_address").optional().describe(
                         "Address on that host where app instances publish their ports. Defaults to `127.0.0.1`. Hosts that are daemons on the same machine need different addresses (e.g. `127.0.0.1` and `127.0.0.2`): each daemon picks free ports on its own, blind to the other's.",
@@ -189,13 +193,46 @@ impl ProviderConfig {
                         continue;
                     }
                 };
+                let mode = match host.get("mode").as_str() {
+                    None => HostMode::Containers,
+                    Some(m) => match HostMode::parse(m) {
+                        Some(mode) => mode,
+                        None => {
+                            diags.push(
+                                Diagnostic::error(
+                                    "Invalid host mode",
+                                    format!("Host {name:?} has mode {m:?}. Use \"containers\" (the default) or \"swarm\" (the host is a Swarm manager)."),
+                                )
+                                .at(AttributePath::root("hosts").key(name).attr("mode")),
+                            );
+                            continue;
+                        }
+                    },
+                };
                 cfg.hosts.insert(
                     name.clone(),
                     HostConfig {
                         address: address.to_string(),
                         publish_address: host.get("publish_address").as_str().map(String::from),
                         tls,
+                        mode,
                     },
+                );
+            }
+        }
+        if cfg.hosts.len() > 1 {
+            if let Some(name) = cfg
+                .hosts
+                .iter()
+                .find(|(_, h)| h.mode == HostMode::Swarm)
+                .map(|(n, _)| n.clone())
+            {
+                diags.push(
+                    Diagnostic::error(
+                        "A Swarm host must be the only host",
+                        format!("Host {name:?} is a Swarm manager (mode = \"swarm\"): Swarm places every task of the cluster, so it must be the provider's only host. Configure plain Docker hosts in another `provider \"berth\"` block with an `alias`."),
+                    )
+                    .at(AttributePath::root("hosts").key(&name).attr("mode")),
                 );
             }
         }

@@ -208,6 +208,7 @@ impl Context {
                             c.publish_address = p.clone();
                         }
                         c.tls = h.tls.clone();
+                        c.mode = h.mode;
                         c
                     })
                     .collect();

@@ -108,12 +108,12 @@ impl Resource for AppResource {
                 "health_check",
                 Nesting::Single,
                 vec![
-                    Attribute::string("path").optional().describe("HTTP path probed from outside the container; any 2xx or 3xx answer is healthy. Defaults to `/`."),
-                    Attribute::number("interval_seconds").optional().describe("Seconds between probes while a new instance starts; sub-second values work. Defaults to `0.25`."),
-                    Attribute::number("timeout_seconds").optional().describe("Seconds one probe may take. Defaults to `2`."),
-                    Attribute::number("healthy_threshold").optional().describe("Consecutive successful probes needed. Defaults to `1`."),
-                    Attribute::number("unhealthy_threshold").optional().describe("Consecutive failed probes after the start period that count as unhealthy. Defaults to `3`."),
-                    Attribute::number("start_period_seconds").optional().describe("Seconds a new instance gets to become healthy before the deploy fails and rolls back. Defaults to `30`."),
+                    Attribute::string("path").optional().computed().default_value(Value::string(crate::engine::spec::HealthCheck::default().path)).describe("HTTP path probed from outside the container; any 2xx or 3xx answer is healthy. Defaults to `/`."),
+                    Attribute::number("interval_seconds").optional().computed().default_value(Value::Number(Number::Float(crate::engine::spec::HealthCheck::default().interval_seconds))).describe("Seconds between probes while a new instance starts; sub-second values work. Defaults to `0.25`."),
+                    Attribute::number("timeout_seconds").optional().computed().default_value(Value::Number(Number::Float(crate::engine::spec::HealthCheck::default().timeout_seconds))).describe("Seconds one probe may take. Defaults to `2`."),
+                    Attribute::number("healthy_threshold").optional().computed().default_value(Value::int(crate::engine::spec::HealthCheck::default().healthy_threshold.into())).describe("Consecutive successful probes needed. Defaults to `1`."),
+                    Attribute::number("unhealthy_threshold").optional().computed().default_value(Value::int(crate::engine::spec::HealthCheck::default().unhealthy_threshold.into())).describe("Consecutive failed probes after the start period that count as unhealthy. Defaults to `3`."),
+                    Attribute::number("start_period_seconds").optional().computed().default_value(Value::Number(Number::Float(crate::engine::spec::HealthCheck::default().start_period_seconds))).describe("Seconds a new instance gets to become healthy before the deploy fails and rolls back. Defaults to `30`."),
                 ],
             )
             .optional()
@@ -582,6 +582,26 @@ impl AppResource {
         let mut diags = Diagnostics::default();
         let at =
             |service: &str, field: &str| AttributePath::root("services").key(service).attr(field);
+        if let Some(manager) = engine.swarm_manager() {
+            for (service, exposure) in &exposures {
+                let field = if exposure.public_port.is_some() {
+                    "public_port"
+                } else {
+                    "domains"
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "Not available on a Swarm host yet",
+                        format!("services[{service:?}].{field}: host {:?} is a Swarm manager (mode = \"swarm\"), where Berth does not give services a stable public address yet. Remove `public_port` and `domains`; other services and jobs reach this one at `{}` on the `{}` overlay network.", manager.name(), crate::engine::deploy::component_alias(&spec.name, service), crate::engine::swarm::SWARM_NETWORK),
+                    )
+                    .at(at(service, field)),
+                );
+            }
+            if diags.has_errors() {
+                return Err(diags);
+            }
+            return Ok(urls_value(&engine.urls(&components)));
+        }
         for c in crate::ingress::routes::setting_conflicts(&exposures, engine.ingress_settings()) {
             diags.push(
                 Diagnostic::error("Public port or domain not available", c.to_string())
@@ -1037,6 +1057,7 @@ pub fn spec_from(obj: &Value, config: &Value) -> Result<AppSpec, Diagnostics> {
         workers,
         jobs,
         ingress: None,
+        host_mode: None,
     })
 }
 

@@ -500,6 +500,7 @@ pub fn curl(args: &[&str]) -> (i32, String) {
 }
 pub mod hosts;
 pub mod serve;
+pub mod swarm;
 
 /// Pushes the demo image answering `berth demo VERSION` as
 /// `berth/demo:TAG` to the plain registry; its digest.

@@ -1,0 +1,386 @@
+//! The Swarm calls of a [`DockerHost`] that is a Swarm manager: the overlay
+//! network, the probe config, services (list, create, update with its
+//! version, roll back, remove), their tasks and logs, and one-off jobs as
+//! replicated-job services. Pure mapping lives in `swarm`; this is the I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine as _;
+use bollard::models::{ConfigSpec, NetworkCreateRequest, ServiceSpec, TaskState};
+use bollard::query_parameters::{
+    ListConfigsOptionsBuilder, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
+    LogsOptionsBuilder, UpdateServiceOptions,
+};
+use futures::StreamExt;
+
+use super::host::last_lines;
+use super::spec::with_managed;
+use super::swarm::{update_version, ObservedService, ObservedTask};
+use super::{DockerError, DockerHost, RegistryLogin, API_TIMEOUT, LOG_TIMEOUT};
+use crate::labels;
+
+/// Attempts at an update that lost the race to another writer of the
+/// service ("update out of sequence": re-inspect and try again).
+const UPDATE_ATTEMPTS: usize = 5;
+
+fn managed_filter() -> HashMap<&'static str, Vec<String>> {
+    HashMap::from([(
+        "label",
+        vec![format!("{}={}", labels::MANAGED, labels::MANAGED_VALUE)],
+    )])
+}
+
+impl DockerHost {
+    /// Checks that the daemon is an active Swarm manager, or says what to do.
+    pub async fn check_swarm_manager(&self) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let info = self
+            .bounded("reading", "the daemon's info", API_TIMEOUT, docker.info())
+            .await?;
+        let swarm = info.swarm.unwrap_or_default();
+        let state = swarm
+            .local_node_state
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if state != "active" || swarm.control_available != Some(true) {
+            let now = if state.is_empty() {
+                "inactive".to_owned()
+            } else {
+                state
+            };
+            return Err(DockerError::InvalidConfig {
+                host: self.name().to_owned(),
+                detail: format!(
+                    "the host is configured with mode = \"swarm\" but its daemon is not a Swarm manager (swarm state: {now}{}); point `address` at a manager node, run `docker swarm init` there, or set mode = \"containers\"",
+                    if swarm.control_available == Some(false) && now == "active" { ", a worker" } else { "" }
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates the attachable overlay network `name` unless it exists.
+    pub async fn ensure_overlay(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("overlay network `{name}`");
+        let filters = HashMap::from([("name", vec![name.to_owned()])]);
+        let list = self
+            .bounded(
+                "listing",
+                "networks",
+                API_TIMEOUT,
+                docker.list_networks(Some(
+                    bollard::query_parameters::ListNetworksOptionsBuilder::new()
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
+            .await?;
+        if let Some(n) = list.iter().find(|n| n.name.as_deref() == Some(name)) {
+            let managed = n
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::MANAGED))
+                .map(String::as_str)
+                == Some(labels::MANAGED_VALUE);
+            if !managed {
+                return Err(DockerError::NotManaged {
+                    host: self.name().to_owned(),
+                    action: "use".into(),
+                    what,
+                });
+            }
+            return Ok(());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("overlay".to_owned()),
+            attachable: Some(true),
+            labels: Some(with_managed(labels).into_iter().collect()),
+            ..Default::default()
+        };
+        match self
+            .bounded(
+                "creating",
+                &what,
+                API_TIMEOUT,
+                docker.create_network(request),
+            )
+            .await
+        {
+            Ok(_) | Err(DockerError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The Swarm config `name` holding `data`, created unless it exists
+    /// (configs are immutable: a name is given to one content only).
+    /// Returns its id.
+    pub async fn ensure_config(
+        &self,
+        name: &str,
+        data: &[u8],
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, DockerError> {
+        let docker = self.client().await?;
+        let what = format!("Swarm config `{name}`");
+        let find = || async {
+            let filters = HashMap::from([("name", vec![name.to_owned()])]);
+            let list = self
+                .bounded(
+                    "listing",
+                    "Swarm configs",
+                    API_TIMEOUT,
+                    docker.list_configs(Some(
+                        ListConfigsOptionsBuilder::new().filters(&filters).build(),
+                    )),
+                )
+                .await?;
+            Ok::<_, DockerError>(
+                list.into_iter()
+                    .find(|c| c.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+                    .and_then(|c| c.id),
+            )
+        };
+        if let Some(id) = find().await? {
+            return Ok(id);
+        }
+        let spec = ConfigSpec {
+            name: Some(name.to_owned()),
+            labels: Some(with_managed(labels).into_iter().collect()),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            templating: None,
+        };
+        match self
+            .bounded("creating", &what, API_TIMEOUT, docker.create_config(spec))
+            .await
+        {
+            Ok(created) => Ok(created.id),
+            Err(DockerError::Conflict { .. }) => {
+                find().await?.ok_or_else(|| DockerError::Conflict {
+                    host: self.name().to_owned(),
+                    what,
+                    detail: "the daemon reported a conflict but has no such config; try again"
+                        .into(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every service carrying Berth's label, with its tasks (one call for
+    /// the services, one for the tasks).
+    pub async fn list_managed_services(&self) -> Result<Vec<ObservedService>, DockerError> {
+        let docker = self.client().await?;
+        let services = self
+            .bounded(
+                "listing",
+                "managed services",
+                API_TIMEOUT,
+                docker.list_services(Some(
+                    ListServicesOptionsBuilder::new()
+                        .filters(&managed_filter())
+                        .build(),
+                )),
+            )
+            .await?;
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = services.iter().filter_map(|s| s.id.clone()).collect();
+        let filters = HashMap::from([("service", ids)]);
+        let tasks = self
+            .bounded(
+                "listing",
+                "the services' tasks",
+                API_TIMEOUT,
+                docker.list_tasks(Some(
+                    ListTasksOptionsBuilder::new().filters(&filters).build(),
+                )),
+            )
+            .await?;
+        let mut by_service: HashMap<String, Vec<ObservedTask>> = HashMap::new();
+        for t in tasks {
+            if let Some(task) = ObservedTask::from_task(t) {
+                by_service
+                    .entry(task.service_id.clone())
+                    .or_default()
+                    .push(task);
+            }
+        }
+        Ok(services
+            .into_iter()
+            .filter_map(|s| {
+                let id = s.id.clone()?;
+                let tasks = by_service.remove(&id).unwrap_or_default();
+                ObservedService::from_service(s, tasks)
+            })
+            .collect())
+    }
+
+    /// One managed service by name, with its tasks; `None` when it is gone.
+    pub async fn managed_service(
+        &self,
+        name: &str,
+    ) -> Result<Option<ObservedService>, DockerError> {
+        Ok(self
+            .list_managed_services()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name))
+    }
+
+    /// Creates a service; returns its id. Registry credentials go with it.
+    pub async fn create_service(
+        &self,
+        spec: ServiceSpec,
+        auth: Option<RegistryLogin>,
+    ) -> Result<String, DockerError> {
+        let docker = self.client().await?;
+        let what = format!("service `{}`", spec.name.clone().unwrap_or_default());
+        let credentials = auth.map(|l| l.credentials(&image_registry(&spec)));
+        let created = self
+            .bounded(
+                "creating",
+                &what,
+                API_TIMEOUT,
+                docker.create_service(spec, credentials),
+            )
+            .await?;
+        created.id.ok_or_else(|| DockerError::Api {
+            host: self.name().to_owned(),
+            operation: format!("creating {what}"),
+            detail: "the daemon returned no service id".into(),
+        })
+    }
+
+    /// Updates the service `name` to `spec` (the whole spec, as Swarm
+    /// wants), at the version last read; when another writer got there
+    /// first ("update out of sequence") re-reads the version and tries
+    /// again, a bounded number of times. `rollback` asks Swarm to go back
+    /// to the service's previous spec instead (`spec` is then the current
+    /// one, as the API requires).
+    pub async fn update_service(
+        &self,
+        name: &str,
+        spec: ServiceSpec,
+        auth: Option<RegistryLogin>,
+        rollback: bool,
+    ) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("service `{name}`");
+        let credentials = auth.map(|l| l.credentials(&image_registry(&spec)));
+        let mut last = None;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self
+                .bounded(
+                    "inspecting",
+                    &what,
+                    API_TIMEOUT,
+                    docker.inspect_service(name, None),
+                )
+                .await?;
+            let version = current.version.and_then(|v| v.index).unwrap_or(0);
+            let version = update_version(version).map_err(|detail| DockerError::Api {
+                host: self.name().to_owned(),
+                operation: format!("updating {what}"),
+                detail,
+            })?;
+            let body = if rollback {
+                current.spec.unwrap_or_default()
+            } else {
+                spec.clone()
+            };
+            let options = UpdateServiceOptions {
+                version,
+                rollback: rollback.then(|| "previous".to_owned()),
+                ..Default::default()
+            };
+            match self
+                .bounded(
+                    "updating",
+                    &what,
+                    API_TIMEOUT,
+                    docker.update_service(name, body, options, credentials.clone()),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(DockerError::Api { detail, .. })
+                    if super::swarm::is_update_out_of_sequence(500, &detail) =>
+                {
+                    tracing::debug!(host = %self.name(), service = name, "update out of sequence; reading the version again");
+                    last = Some(detail);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DockerError::Conflict {
+            host: self.name().to_owned(),
+            what,
+            detail: format!(
+                "another client kept changing the service ({}) while Berth updated it; try again",
+                last.unwrap_or_default()
+            ),
+        })
+    }
+
+    /// Removes a service Berth manages; a gone one is fine.
+    pub async fn remove_service(&self, name: &str) -> Result<(), DockerError> {
+        let docker = self.client().await?;
+        let what = format!("service `{name}`");
+        match self
+            .bounded("removing", &what, API_TIMEOUT, docker.delete_service(name))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The last `lines` lines a service's tasks printed. Best effort.
+    pub async fn service_log_tail(&self, name: &str, lines: usize) -> Vec<String> {
+        let Ok(docker) = self.client().await else {
+            return Vec::new();
+        };
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut bytes = Vec::new();
+        let read = async {
+            let mut stream = Box::pin(docker.service_logs(name, Some(options)));
+            while let Some(Ok(output)) = stream.next().await {
+                bytes.extend_from_slice(&output.into_bytes());
+            }
+        };
+        if tokio::time::timeout(LOG_TIMEOUT, read).await.is_err() {
+            tracing::debug!(host = %self.name(), service = name, "service log tail timed out");
+        }
+        last_lines(&bytes, lines)
+    }
+}
+
+/// The registry of a service's image, for its credentials.
+fn image_registry(spec: &ServiceSpec) -> String {
+    let image = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    crate::reference::Reference::parse(&image)
+        .map(|r| r.registry().to_owned())
+        .unwrap_or_default()
+}
+
+/// A task state in Docker's words (`running`, `failed`, …).
+pub(super) fn state_word(state: Option<TaskState>) -> String {
+    state.map(|s| s.to_string()).unwrap_or_default()
+}

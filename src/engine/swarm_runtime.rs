@@ -1,0 +1,771 @@
+//! The Swarm backend's steps (host `mode = "swarm"`): observe the app's
+//! services, deploy a release through Swarm's rolling update supervised by
+//! Berth, run the pre-deploy command as a one-off job on the cluster, and
+//! destroy. The same lease, journal and phases as on hosts; placement is
+//! Swarm's.
+//!
+//! A rollout, per component, one after the other:
+//! 1. create the service, or update it (the whole spec at its version);
+//!    Swarm starts each new task first and, with a health check, waits for
+//!    Berth's probe (mounted from a Swarm config) to pass before it stops an
+//!    old one;
+//! 2. Berth watches until every replica runs the new image and Swarm calls
+//!    the update completed, within [`convergence_deadline`]; a rollback
+//!    that Swarm started itself (a task failed in its monitor window), a
+//!    crash loop of a new service, or the deadline ends the watch;
+//! 3. on failure Berth copies the failing tasks' errors and the service's
+//!    last log lines first, then rolls back what it changed in this deploy
+//!    (Swarm's `rollback` to the previous spec for updated services, removal
+//!    for created ones) and waits for that to settle, then reports it all.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::deploy::{
+    ms, public_spec_json, DeployError, Engine, Outcome, Phase, Target, PRE_DEPLOY_TIMEOUT,
+};
+use super::plan::Instance;
+use super::spec::Component;
+use super::swarm::{
+    convergence_deadline, instances, service_drift, service_name, swarm_service, ProbeConfig,
+    SWARM_NETWORK,
+};
+use crate::docker::swarm::{probe_config_name, service_spec, ObservedService, PROBE_BINARY};
+use crate::docker::{DockerError, DockerHost};
+use crate::labels;
+use crate::store::{LeaseFence, NewRelease, ReleaseOutcome};
+
+/// How often a rollout or a job is looked at.
+const POLL: Duration = Duration::from_millis(300);
+/// Failed tasks of a new service that make a crash loop.
+const CRASH_LOOP_TASKS: usize = 3;
+/// Log lines copied from a failing service.
+const LOG_LINES: usize = 20;
+
+/// What went wrong in one service's rollout.
+struct RollFailure {
+    reason: String,
+    tasks: Vec<String>,
+    log_tail: Vec<String>,
+    /// Swarm rolled back by itself.
+    swarm_rolled_back: bool,
+}
+
+/// What a rollout did to a service, to undo it.
+enum Changed {
+    Created(String),
+    Updated(String),
+}
+
+fn docker(phase: Phase) -> impl Fn(DockerError) -> DeployError {
+    move |source| DeployError::Docker { phase, source }
+}
+
+impl Engine {
+    /// The Swarm manager, when the configured host is one.
+    pub fn swarm_manager(&self) -> Option<&DockerHost> {
+        self.hosts.swarm()
+    }
+
+    /// Every managed service of the manager (with tasks), from the short
+    /// cache unless `fresh`: one list of services and one of tasks per
+    /// refresh, however many apps.
+    pub(super) async fn swarm_list(
+        &self,
+        manager: &DockerHost,
+        fresh: bool,
+    ) -> Result<Arc<Vec<ObservedService>>, DockerError> {
+        let mut cache = self.swarm_cache.lock().await;
+        if let Some((at, list)) = cache.as_ref() {
+            if !fresh && at.elapsed() < super::deploy::LIST_TTL {
+                return Ok(list.clone());
+            }
+        }
+        let list = Arc::new(manager.list_managed_services().await?);
+        *cache = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// The app's services on the manager.
+    pub async fn swarm_services(
+        &self,
+        manager: &DockerHost,
+        app: &str,
+        fresh: bool,
+    ) -> Result<Vec<ObservedService>, DockerError> {
+        Ok(self
+            .swarm_list(manager, fresh)
+            .await?
+            .iter()
+            .filter(|s| s.label(labels::APP) == Some(app))
+            .cloned()
+            .collect())
+    }
+
+    /// The app's current tasks as instances.
+    pub(super) async fn observe_swarm(
+        &self,
+        manager: &DockerHost,
+        app: &str,
+        fresh: bool,
+    ) -> Result<Vec<Instance>, DockerError> {
+        let services = self.swarm_services(manager, app, fresh).await?;
+        Ok(instances(manager.name(), &services))
+    }
+
+    /// The app's Swarm drift, in words.
+    pub async fn swarm_drift(
+        &self,
+        manager: &DockerHost,
+        app: &str,
+        components: &[Component],
+        digest: &str,
+        fresh: bool,
+    ) -> Result<Vec<super::plan::Drift>, DockerError> {
+        let services = self.swarm_services(manager, app, fresh).await?;
+        Ok(service_drift(
+            app,
+            manager.name(),
+            components,
+            digest,
+            &services,
+        ))
+    }
+
+    /// The deploy on a Swarm: LOCK, then (under the lease) plan, PRE_DEPLOY
+    /// and ROLL, journaled.
+    pub(super) async fn deploy_swarm(
+        &self,
+        manager: &DockerHost,
+        target: &Target,
+        components: &[Component],
+        mut phases: Vec<(String, u64)>,
+    ) -> Result<Outcome, DeployError> {
+        let app = target.spec.name.clone();
+        let mut errs = Vec::new();
+        for c in components {
+            if let Err(e) = service_name(&app, &c.name) {
+                errs.push(super::spec::SpecError {
+                    field: "name".into(),
+                    message: e.to_string(),
+                });
+            }
+            if c.exposure.as_ref().is_some_and(|e| e.is_exposed()) {
+                errs.push(super::spec::SpecError {
+                    field: format!("services.{}.public_port", c.name),
+                    message: format!(
+                        "host {:?} is a Swarm manager, where Berth does not give services a stable public address yet: remove `public_port` and `domains` (reach the service at {} on the {SWARM_NETWORK} network)",
+                        manager.name(),
+                        super::deploy::component_alias(&app, &c.name)
+                    ),
+                });
+            }
+        }
+        if !errs.is_empty() {
+            return Err(DeployError::InvalidSpec(errs));
+        }
+        manager
+            .check_swarm_manager()
+            .await
+            .map_err(docker(Phase::Lock))?;
+        let t = Instant::now();
+        let lease = self.lock(&app).await?;
+        phases.push(("lock".to_string(), ms(t)));
+        let result = self
+            .locked_swarm_deploy(manager, target, components, &mut phases, lease.fence())
+            .await;
+        lease.release(&self.store).await;
+        self.forget_observations().await;
+        result
+    }
+
+    async fn locked_swarm_deploy(
+        &self,
+        manager: &DockerHost,
+        target: &Target,
+        components: &[Component],
+        phases: &mut Vec<(String, u64)>,
+        fence: LeaseFence,
+    ) -> Result<Outcome, DeployError> {
+        let app = target.spec.name.clone();
+        self.close_abandoned_release(&app, &fence).await?;
+        let services = self
+            .swarm_services(manager, &app, true)
+            .await
+            .map_err(docker(Phase::Lock))?;
+        let drift = service_drift(&app, manager.name(), components, &target.digest, &services);
+        let extra: Vec<&ObservedService> = services
+            .iter()
+            .filter(|s| {
+                s.label(labels::KIND) != Some(labels::kind::JOB)
+                    && !components
+                        .iter()
+                        .any(|c| Some(c.name.as_str()) == s.label(labels::COMPONENT))
+            })
+            .collect();
+        let current = services
+            .iter()
+            .filter_map(|s| s.label(labels::RELEASE)?.parse::<u64>().ok())
+            .max();
+        if drift.is_empty() {
+            return Ok(Outcome {
+                app,
+                release: current.unwrap_or(0),
+                new_release: false,
+                digest: target.digest.clone(),
+                endpoints: Default::default(),
+                urls: Default::default(),
+                steps: vec!["nothing to do: the app already runs this digest and spec".into()],
+                phases: phases.clone(),
+                warnings: Vec::new(),
+            });
+        }
+        // A new release unless every service that exists already carries
+        // this digest and spec (then this repairs a scale, a hand edit or a
+        // removed service of the running release), or every service is gone
+        // and the journal's last good release is this one.
+        let same_release = |s: &ObservedService, c: &Component| {
+            s.label(labels::DIGEST) == Some(target.digest.as_str())
+                && s.label(labels::SPEC_HASH) == Some(c.spec_hash.as_str())
+        };
+        let existing: Vec<(&Component, &ObservedService)> = components
+            .iter()
+            .filter_map(|c| {
+                let name = service_name(&app, &c.name).ok()?;
+                services.iter().find(|s| s.name == name).map(|s| (c, s))
+            })
+            .collect();
+        let mut new_release = existing.iter().any(|(c, s)| !same_release(s, c));
+        let mut release = current;
+        if !new_release && existing.is_empty() {
+            let last = self
+                .store
+                .list_releases(app.clone(), 1)
+                .await?
+                .into_iter()
+                .next();
+            match last {
+                Some(last)
+                    if last.outcome == ReleaseOutcome::Succeeded
+                        && last.digest == target.digest
+                        && last.spec_json == public_spec_json(&target.spec) =>
+                {
+                    release = Some(last.release);
+                }
+                _ => new_release = true,
+            }
+        }
+        let release = if new_release {
+            let last = self.store.last_release_number(app.clone()).await?;
+            last.max(current).unwrap_or(0) + 1
+        } else {
+            release.unwrap_or(1)
+        };
+        let mut steps: Vec<String> = drift.iter().map(|d| format!("repair: {d}")).collect();
+        if new_release {
+            steps = vec![format!(
+                "new release {release} of {} on Swarm manager {}",
+                target.digest,
+                manager.name()
+            )];
+            self.store
+                .start_release(
+                    NewRelease {
+                        app: app.clone(),
+                        release,
+                        digest: target.digest.clone(),
+                        image: target.pinned.clone(),
+                        spec_json: public_spec_json(&target.spec),
+                        trigger: target.trigger.clone(),
+                    },
+                    fence.clone(),
+                )
+                .await?;
+        }
+        for s in &steps {
+            info!(app = %app, step = %s, "swarm deploy step");
+        }
+        let result = self
+            .swarm_execute(
+                manager,
+                target,
+                components,
+                release,
+                new_release,
+                &extra,
+                phases,
+                &mut steps,
+            )
+            .await;
+        if new_release {
+            let (outcome, error) = match &result {
+                Ok(()) => (ReleaseOutcome::Succeeded, None),
+                Err(e) => (ReleaseOutcome::Failed, Some(e.to_string())),
+            };
+            if let Err(e) = self
+                .store
+                .finish_release(app.clone(), release, outcome, error, phases.clone(), fence)
+                .await
+            {
+                warn!(app = %app, error = %e, "could not journal the release outcome");
+            }
+        }
+        result?;
+        Ok(Outcome {
+            app,
+            release,
+            new_release,
+            digest: target.digest.clone(),
+            endpoints: Default::default(),
+            urls: Default::default(),
+            steps,
+            phases: phases.clone(),
+            warnings: Vec::new(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn swarm_execute(
+        &self,
+        manager: &DockerHost,
+        target: &Target,
+        components: &[Component],
+        release: u64,
+        new_release: bool,
+        extra: &[&ObservedService],
+        phases: &mut Vec<(String, u64)>,
+        steps: &mut Vec<String>,
+    ) -> Result<(), DeployError> {
+        let app = &target.spec.name;
+        let network_labels = std::collections::BTreeMap::new();
+        manager
+            .ensure_overlay(SWARM_NETWORK, &network_labels)
+            .await
+            .map_err(docker(Phase::Roll))?;
+        if new_release {
+            if let Some(cmd) = target.spec.pre_deploy_command.as_deref() {
+                let t = Instant::now();
+                self.swarm_pre_deploy(manager, target, cmd, release).await?;
+                phases.push(("pre_deploy".to_string(), ms(t)));
+                steps.push("ran the pre-deploy command as a Swarm job".into());
+            }
+        }
+        let probe = if components.iter().any(|c| c.health_check.is_some()) {
+            let name = probe_config_name();
+            let id = manager
+                .ensure_config(&name, PROBE_BINARY, &Default::default())
+                .await
+                .map_err(docker(Phase::Roll))?;
+            Some(ProbeConfig { id, name })
+        } else {
+            None
+        };
+        let t = Instant::now();
+        let mut changed: Vec<Changed> = Vec::new();
+        for comp in components {
+            let desired = swarm_service(
+                target,
+                comp,
+                release,
+                SWARM_NETWORK,
+                self.test_label,
+                probe.as_ref(),
+            )
+            .map_err(|e| {
+                DeployError::InvalidSpec(vec![super::spec::SpecError {
+                    field: format!("{}s.{}", comp.kind.label(), comp.name),
+                    message: e.to_string(),
+                }])
+            })?;
+            let spec = service_spec(&desired);
+            let fingerprint = crate::docker::swarm::spec_fingerprint(&spec);
+            let exists = manager
+                .managed_service(&desired.name)
+                .await
+                .map_err(docker(Phase::Roll))?;
+            let replicas = desired.replicas;
+            let deadline = convergence_deadline(replicas, &desired.update);
+            match &exists {
+                Some(_) => {
+                    manager
+                        .update_service(&desired.name, spec, target.login.clone(), false)
+                        .await
+                        .map_err(docker(Phase::Roll))?;
+                    changed.push(Changed::Updated(desired.name.clone()));
+                }
+                None => {
+                    manager
+                        .create_service(spec, target.login.clone())
+                        .await
+                        .map_err(docker(Phase::Roll))?;
+                    changed.push(Changed::Created(desired.name.clone()));
+                }
+            }
+            info!(app = %app, service = %desired.name, replicas, deadline_s = deadline.as_secs(), "swarm rollout started");
+            if let Err(failure) = self
+                .supervise(
+                    manager,
+                    &desired.name,
+                    &fingerprint,
+                    replicas,
+                    deadline,
+                    exists.is_none(),
+                )
+                .await
+            {
+                phases.push(("roll".to_string(), ms(t)));
+                let undone = self.undo(manager, &changed, &failure).await;
+                return Err(DeployError::SwarmRollout {
+                    service: desired.name.clone(),
+                    reason: failure.reason,
+                    tasks: failure.tasks,
+                    log_tail: failure.log_tail,
+                    undone,
+                });
+            }
+            steps.push(format!(
+                "Swarm service {} runs {replicas} task(s) of release {release}",
+                desired.name
+            ));
+        }
+        phases.push(("roll".to_string(), ms(t)));
+        let t = Instant::now();
+        for s in extra {
+            manager
+                .remove_service(&s.name)
+                .await
+                .map_err(docker(Phase::Stop))?;
+            steps.push(format!(
+                "removed Swarm service {} (no longer in the app)",
+                s.name
+            ));
+        }
+        phases.push(("stop".to_string(), ms(t)));
+        Ok(())
+    }
+
+    /// Watches one service's rollout until it converged, failed, or ran out
+    /// of time.
+    async fn supervise(
+        &self,
+        manager: &DockerHost,
+        name: &str,
+        fingerprint: &str,
+        replicas: u64,
+        deadline: Duration,
+        created: bool,
+    ) -> Result<(), RollFailure> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let s =
+                match manager.managed_service(name).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return Err(RollFailure {
+                        reason:
+                            "the service disappeared during the rollout (removed outside Berth?)"
+                                .into(),
+                        tasks: Vec::new(),
+                        log_tail: Vec::new(),
+                        swarm_rolled_back: false,
+                    }),
+                    Err(e) => {
+                        // A daemon hiccup: keep watching until the deadline.
+                        if start.elapsed() >= deadline {
+                            return Err(self
+                                .failure(
+                                    manager,
+                                    name,
+                                    None,
+                                    format!("Berth could not watch the rollout: {e}"),
+                                )
+                                .await);
+                        }
+                        tokio::time::sleep(POLL).await;
+                        continue;
+                    }
+                };
+            let running_new = s.running_spec(fingerprint) as u64;
+            let old_left = s
+                .current_tasks()
+                .filter(|t| t.fingerprint != fingerprint)
+                .count();
+            let current = s.current_tasks().count() as u64;
+            match s.update_state.as_str() {
+                "rollback_started" | "rollback_paused" | "rollback_completed" | "paused" => {
+                    let why = if s.update_message.is_empty() {
+                        format!("Swarm's update state is {}", s.update_state)
+                    } else {
+                        s.update_message.clone()
+                    };
+                    let mut f = self
+                        .failure(
+                            manager,
+                            name,
+                            Some((&s, fingerprint)),
+                            format!("Swarm stopped the update and rolled back by itself: {why}"),
+                        )
+                        .await;
+                    f.swarm_rolled_back = s.update_state != "paused";
+                    return Err(f);
+                }
+                "" | "completed"
+                    if running_new == replicas && current == replicas && old_left == 0 =>
+                {
+                    return Ok(())
+                }
+                _ => {}
+            }
+            if created {
+                let failed_new = s
+                    .tasks
+                    .iter()
+                    .filter(|t| {
+                        t.fingerprint == fingerprint
+                            && matches!(t.state.as_str(), "failed" | "rejected")
+                    })
+                    .count();
+                if failed_new >= CRASH_LOOP_TASKS {
+                    return Err(self
+                        .failure(
+                            manager,
+                            name,
+                            Some((&s, fingerprint)),
+                            format!(
+                                "{failed_new} of its tasks failed one after another (a crash loop)"
+                            ),
+                        )
+                        .await);
+                }
+            }
+            let seen = format!(
+                "{running_new} of {replicas} task(s) of the new spec run, {old_left} task(s) of the old spec remain, Swarm's update state: {}",
+                if s.update_state.is_empty() { "none" } else { &s.update_state }
+            );
+            if start.elapsed() >= deadline {
+                return Err(self
+                    .failure(
+                        manager,
+                        name,
+                        Some((&s, fingerprint)),
+                        format!(
+                            "Swarm did not converge within {}s ({seen})",
+                            deadline.as_secs()
+                        ),
+                    )
+                    .await);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The failure with the failing tasks' errors and the service's last log
+    /// lines, copied before anything is rolled back or removed.
+    async fn failure(
+        &self,
+        manager: &DockerHost,
+        name: &str,
+        seen: Option<(&ObservedService, &str)>,
+        reason: String,
+    ) -> RollFailure {
+        let tasks = match seen {
+            Some((s, fingerprint)) => s.failures(Some(fingerprint)),
+            None => Vec::new(),
+        };
+        let log_tail = manager.service_log_tail(name, LOG_LINES).await;
+        RollFailure {
+            reason,
+            tasks,
+            log_tail,
+            swarm_rolled_back: false,
+        }
+    }
+
+    /// Undoes this deploy's changes, newest first: what was updated goes
+    /// back to its previous spec (unless Swarm did that itself), what was
+    /// created is removed. Returns what was done, in words.
+    async fn undo(
+        &self,
+        manager: &DockerHost,
+        changed: &[Changed],
+        failure: &RollFailure,
+    ) -> String {
+        let mut words = Vec::new();
+        for (i, c) in changed.iter().enumerate().rev() {
+            let last = i + 1 == changed.len();
+            match c {
+                Changed::Created(name) => match manager.remove_service(name).await {
+                    Ok(()) => words.push(format!("removed the new service {name}")),
+                    Err(e) => words.push(format!("could not remove the new service {name}: {e}")),
+                },
+                Changed::Updated(name) => {
+                    if !(last && failure.swarm_rolled_back) {
+                        if let Err(e) = manager
+                            .update_service(name, Default::default(), None, true)
+                            .await
+                        {
+                            words.push(format!("could not roll {name} back: {e}"));
+                            continue;
+                        }
+                    }
+                    match self.wait_rolled_back(manager, name).await {
+                        Ok(()) => words.push(format!(
+                            "rolled {name} back to its previous spec, which serves again"
+                        )),
+                        Err(state) => words.push(format!(
+                            "asked Swarm to roll {name} back, but it had not finished ({state})"
+                        )),
+                    }
+                }
+            }
+        }
+        words.join("; ")
+    }
+
+    /// Waits (bounded) for a rollback to settle with every replica running.
+    async fn wait_rolled_back(&self, manager: &DockerHost, name: &str) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        let limit = Duration::from_secs(120);
+        loop {
+            let state = match manager.managed_service(name).await {
+                Ok(Some(s)) => {
+                    let running = s.current_tasks().filter(|t| t.state == "running").count() as u64;
+                    let want = s.replicas.unwrap_or(0);
+                    if s.update_state == "rollback_completed" && running >= want {
+                        return Ok(());
+                    }
+                    format!(
+                        "update state {}, {running} of {want} running",
+                        s.update_state
+                    )
+                }
+                Ok(None) => return Err("the service is gone".into()),
+                Err(e) => e.to_string(),
+            };
+            if start.elapsed() >= limit {
+                return Err(state);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The pre-deploy command as a replicated job of one task on the
+    /// cluster, once per release, from the new image with the new env.
+    async fn swarm_pre_deploy(
+        &self,
+        manager: &DockerHost,
+        target: &Target,
+        cmd: &str,
+        release: u64,
+    ) -> Result<(), DeployError> {
+        let spec = &target.spec;
+        let argv = super::spec::split_command("pre_deploy_command", cmd)
+            .map_err(|e| DeployError::InvalidSpec(vec![e]))?;
+        let mut env = spec.env.clone();
+        env.extend(spec.secret_env.clone());
+        env.extend(spec.secret_env_wo.clone());
+        let name = format!("{}-pre-deploy-r{release}", spec.name);
+        let mut l = std::collections::BTreeMap::from([
+            (labels::MANAGED.to_owned(), labels::MANAGED_VALUE.to_owned()),
+            (labels::APP.to_owned(), spec.name.clone()),
+            (labels::COMPONENT.to_owned(), "pre-deploy".to_owned()),
+            (labels::KIND.to_owned(), labels::kind::JOB.to_owned()),
+            (labels::DIGEST.to_owned(), target.digest.clone()),
+            (labels::RELEASE.to_owned(), release.to_string()),
+        ]);
+        if self.test_label {
+            l.insert(labels::TEST.to_owned(), "1".to_owned());
+        }
+        let job = crate::docker::swarm::SwarmService {
+            name: name.clone(),
+            image: target.pinned.clone(),
+            command: Some(argv),
+            env,
+            labels: l,
+            replicas: 1,
+            nano_cpus: None,
+            memory_bytes: None,
+            network: SWARM_NETWORK.to_owned(),
+            alias: format!("pre-deploy.{}", spec.name),
+            http_port: None,
+            update: super::swarm::update_policy(None),
+            stop_grace: super::deploy::STOP_GRACE,
+            health: None,
+            job: true,
+        };
+        // A job left by a deploy that died: its outcome is unknown, run again.
+        manager
+            .remove_service(&name)
+            .await
+            .map_err(docker(Phase::PreDeploy))?;
+        manager
+            .create_service(service_spec(&job), target.login.clone())
+            .await
+            .map_err(docker(Phase::PreDeploy))?;
+        let start = tokio::time::Instant::now();
+        let outcome = loop {
+            let seen = manager
+                .managed_service(&name)
+                .await
+                .map_err(docker(Phase::PreDeploy))?;
+            let task = seen.as_ref().and_then(|s| {
+                s.tasks
+                    .iter()
+                    .max_by(|a, b| a.timestamp.cmp(&b.timestamp))
+                    .cloned()
+            });
+            if let Some(t) = &task {
+                match t.state.as_str() {
+                    "complete" => break Ok(()),
+                    "failed" | "rejected" => {
+                        break Err(match t.exit_code {
+                            Some(code) if code != 0 => format!("exited with code {code}"),
+                            _ => format!("failed on the cluster: {}", t.words()),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            if start.elapsed() >= PRE_DEPLOY_TIMEOUT {
+                break Err(format!(
+                    "did not finish within {}s and was stopped",
+                    PRE_DEPLOY_TIMEOUT.as_secs()
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let log_tail = manager.service_log_tail(&name, LOG_LINES).await;
+        if let Err(e) = manager.remove_service(&name).await {
+            warn!(service = %name, error = %e, "could not remove the pre-deploy job");
+        }
+        outcome.map_err(|outcome| DeployError::PreDeploy { outcome, log_tail })
+    }
+
+    /// Removes every service of the app (its jobs included) and nothing
+    /// else; the shared network and probe config stay.
+    pub(super) async fn destroy_swarm(
+        &self,
+        manager: &DockerHost,
+        app: &str,
+    ) -> Result<Vec<String>, DeployError> {
+        let services = self
+            .swarm_services(manager, app, true)
+            .await
+            .map_err(docker(Phase::Stop))?;
+        let mut removed = Vec::new();
+        for s in services {
+            manager
+                .remove_service(&s.name)
+                .await
+                .map_err(docker(Phase::Stop))?;
+            removed.push(format!(
+                "Swarm service {} on manager {}",
+                s.name,
+                manager.name()
+            ));
+        }
+        self.forget_observations().await;
+        Ok(removed)
+    }
+}

@@ -1,0 +1,311 @@
+//! Acceptance tests for the Swarm backend (issue 13): the real terraform
+//! against host b of the dev environment made a single-node Swarm manager
+//! (tests/support/swarm.rs), with `mode = "swarm"` on the provider's host.
+
+mod support;
+
+use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use support::hosts::{docker, HOST_B};
+use support::swarm::{services_with, SwarmGuard};
+use support::{block_on, squash, unique_app, unique_tag, Tf};
+
+fn swarm_app(name: &str, image: &str, web_extra: &str) -> String {
+    format!(
+        r#"
+provider "berth" {{
+  hosts = {{
+    cluster = {{
+      address = "{HOST_B}"
+      mode    = "swarm"
+    }}
+  }}
+}}
+
+resource "berth_app" "demo" {{
+  name               = "{name}"
+  image              = "{image}"
+  env                = {{ GREETING = "hello" }}
+  pre_deploy_command = "echo migrating"
+  services = {{
+    web = {{
+      http_port = 8080
+      instances = 2
+      health_check = {{
+        path                 = "/"
+        interval_seconds     = 0.25
+        timeout_seconds      = 1
+        start_period_seconds = 3
+      }}
+      {web_extra}
+    }}
+  }}
+}}
+
+output "digest" {{ value = berth_app.demo.image_digest }}
+output "release" {{ value = berth_app.demo.release }}
+"#
+    )
+}
+
+/// What `web.APP` answers on the `berth-swarm` overlay network, asked from
+/// a container attached to it (the demo image has busybox's wget).
+fn answer(name: &str, image: &str) -> String {
+    docker(
+        HOST_B,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "berth-swarm",
+            "--label",
+            "io.berth.test=1",
+            "--entrypoint",
+            "/bin/busybox",
+            image,
+            "wget",
+            "-q",
+            "-O-",
+            &format!("http://web.{name}:8080/"),
+        ],
+    )
+}
+
+/// `docker service inspect` of one field.
+fn service_field(service: &str, format: &str) -> String {
+    docker(HOST_B, &["service", "inspect", service, "--format", format])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn swarm_create_update_rollback_drift_import_destroy() {
+    let name = unique_app("acc-swarm");
+    let _swarm = SwarmGuard::single_node(&name);
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let tag = unique_tag("swarm");
+    let v1 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("v1");
+    let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
+    let service = format!("{name}-web");
+    let tf = Tf::new();
+    tf.config(&swarm_app(&name, &image, ""));
+    tf.init();
+
+    // Create: one service per component, two replicas, pinned by digest,
+    // on linux/amd64 nodes, with Berth's probe as its health check.
+    tf.apply();
+    assert_eq!(tf.output("digest"), v1.digest.as_str());
+    assert_eq!(tf.output("release"), 1);
+    assert_eq!(
+        services_with(&format!("io.berth.app={name}")),
+        vec![service.clone()]
+    );
+    assert_eq!(
+        service_field(&service, "{{.Spec.TaskTemplate.ContainerSpec.Image}}"),
+        format!("{PLAIN_REGISTRY}/berth/demo@{}", v1.digest)
+    );
+    assert_eq!(
+        service_field(&service, "{{.Spec.Mode.Replicated.Replicas}}"),
+        "2"
+    );
+    assert!(service_field(&service, "{{json .Spec.TaskTemplate.Placement}}").contains("amd64"));
+    assert_eq!(
+        service_field(
+            &service,
+            "{{json .Spec.TaskTemplate.ContainerSpec.Healthcheck.Test}}"
+        ),
+        r#"["CMD","/berth-probe","8080","/"]"#
+    );
+    assert_eq!(
+        service_field(&service, "{{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.FailureAction}} {{.Spec.UpdateConfig.Parallelism}}"),
+        "start-first rollback 1"
+    );
+    assert_eq!(answer(&name, &set.demo_v1.reference), "berth demo v1\n");
+    // The pre-deploy job ran and was removed.
+    assert!(services_with(&format!("io.berth.app={name}"))
+        .iter()
+        .all(|s| !s.contains("pre-deploy")));
+    tf.assert_converged();
+
+    // The tag moves: the plan shows the digest diff, apply rolls it out.
+    let v2 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v2",
+        None,
+    ))
+    .expect("v2");
+    let plan = tf.plan_json();
+    let change = &plan["resource_changes"][0]["change"];
+    assert_eq!(
+        change["before"]["image_digest"],
+        v1.digest.as_str(),
+        "{change}"
+    );
+    assert_eq!(
+        change["after"]["image_digest"],
+        v2.digest.as_str(),
+        "{change}"
+    );
+    tf.apply();
+    assert_eq!(tf.output("release"), 2);
+    assert_eq!(answer(&name, &set.demo_v1.reference), "berth demo v2\n");
+    let running = docker(
+        HOST_B,
+        &[
+            "service",
+            "ps",
+            &service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Image}}",
+        ],
+    );
+    assert_eq!(running.lines().count(), 2, "{running}");
+    assert!(
+        running.lines().all(|l| l.ends_with(&v2.digest)),
+        "{running}"
+    );
+    tf.assert_converged();
+
+    // An image that never answers: Swarm's gate (Berth's probe) keeps it
+    // from replacing any task, the update is rolled back, and the error
+    // says so with the failing tasks; v2 keeps serving.
+    tf.config(&swarm_app(&name, &set.unhealthy.reference, ""));
+    let err = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(
+        err.contains(&format!("ROLL failed: Swarm service {service}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("rolled {service} back to its previous spec")),
+        "{err}"
+    );
+    assert!(
+        err.contains("Failing tasks:") || err.contains("task "),
+        "{err}"
+    );
+    assert_eq!(answer(&name, &set.demo_v1.reference), "berth demo v2\n");
+    assert!(
+        service_field(&service, "{{.Spec.TaskTemplate.ContainerSpec.Image}}").ends_with(&v2.digest),
+        "the service is back on v2"
+    );
+    // Back to the tag: nothing to deploy (terraform still holds the failed
+    // plan's value in the `digest` output until an apply refreshes it).
+    tf.config(&swarm_app(&name, &image, ""));
+    tf.apply();
+    assert_eq!(tf.output("digest"), v2.digest.as_str());
+    assert_eq!(tf.output("release"), 2);
+    tf.assert_converged();
+
+    // Drift by hand: scaled and its env changed; the plan says so in words,
+    // apply repairs both without a new release.
+    docker(
+        HOST_B,
+        &[
+            "service",
+            "update",
+            "-d",
+            "--replicas",
+            "3",
+            "--env-add",
+            "EXTRA=1",
+            &service,
+        ],
+    );
+    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let text = squash(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the plan shows the drift: {text}"
+    );
+    assert!(
+        text.contains("is scaled to 3 replicas, the app wants 2"),
+        "{text}"
+    );
+    assert!(text.contains("has a spec changed outside Berth"), "{text}");
+    tf.apply();
+    assert_eq!(tf.output("release"), 2, "a repair is not a new release");
+    assert_eq!(
+        service_field(&service, "{{.Spec.Mode.Replicated.Replicas}}"),
+        "2"
+    );
+    assert!(
+        !service_field(&service, "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").contains("EXTRA")
+    );
+    tf.assert_converged();
+
+    // The service removed by hand: drift, and apply creates it again.
+    docker(HOST_B, &["service", "rm", &service]);
+    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let text = squash(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "Swarm service {service} (manager cluster) is missing"
+        )),
+        "{text}"
+    );
+    tf.apply();
+    assert_eq!(answer(&name, &set.demo_v1.reference), "berth demo v2\n");
+    tf.assert_converged();
+
+    // Import by app name into a fresh state: nothing to change.
+    let fresh = tf.sibling();
+    fresh.config(&swarm_app(&name, &image, ""));
+    fresh.init();
+    fresh.ok(&[
+        "import",
+        "-input=false",
+        "-no-color",
+        "berth_app.demo",
+        &name,
+    ]);
+    let out = fresh.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "plan after import must be empty:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A public port is refused at plan time, at the attribute.
+    tf.config(&swarm_app(&name, &image, "public_port = 18555"));
+    let err = tf.fails(&["plan", "-input=false", "-no-color"]);
+    assert!(err.contains("Not available on a Swarm host yet"), "{err}");
+    assert!(err.contains("public_port"), "{err}");
+    tf.config(&swarm_app(&name, &image, ""));
+
+    // Destroy removes the app's services and nothing else.
+    let other = format!("{name}-foreign");
+    docker(
+        HOST_B,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &other,
+            "--label",
+            &format!("io.berth.app={name}-x"),
+            &set.demo_v1.reference,
+        ],
+    );
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(services_with(&format!("io.berth.app={name}")).is_empty());
+    assert_eq!(
+        services_with(&format!("io.berth.app={name}-x")),
+        vec![other.clone()]
+    );
+    docker(HOST_B, &["service", "rm", &other]);
+    fresh.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
