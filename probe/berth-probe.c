@@ -62,6 +62,8 @@ void probe_main(long *stack)
 			leave(2);
 		port = port * 10 + (unsigned)(*p - '0');
 	}
+	if (port == 0 || port > 65535)
+		leave(2);
 	int fd = (int)syscall3(SYS_SOCKET, 2 /* AF_INET */, 1 /* SOCK_STREAM */, 0);
 	if (fd < 0)
 		leave(3);

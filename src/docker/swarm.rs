@@ -558,4 +558,122 @@ mod tests {
         ));
         assert!(!is_update_out_of_sequence(409, "update out of sequence"));
     }
+
+    #[test]
+    fn command_health_check_job_and_fingerprint() {
+        let mut s = service();
+        s.command = Some(vec!["serve".into(), "--fast".into()]);
+        s.health = Some(ProbeCheck {
+            port: 8080,
+            path: "/up".into(),
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_secs(2),
+            start_period: Duration::from_secs(30),
+            retries: 3,
+            config_id: "cfg".into(),
+            config_name: "berth-probe-abc".into(),
+        });
+        let spec = service_spec(&s);
+        let json = serde_json::to_value(&spec).unwrap();
+        let c = &json["TaskTemplate"]["ContainerSpec"];
+        // Berth's command replaces the image's CMD, not its ENTRYPOINT.
+        assert_eq!(c["Args"], serde_json::json!(["serve", "--fast"]));
+        assert!(c.get("Command").is_none(), "{c}");
+        assert_eq!(
+            c["HealthCheck"]["Test"],
+            serde_json::json!(["CMD", PROBE_PATH, "8080", "/up"])
+        );
+        assert_eq!(c["HealthCheck"]["Interval"], 250_000_000);
+        assert_eq!(c["Configs"][0]["File"]["Name"], PROBE_PATH);
+        assert_eq!(c["Configs"][0]["File"]["Mode"], 0o555);
+        assert_eq!(c["Configs"][0]["ConfigID"], "cfg");
+        assert_eq!(json["EndpointSpec"]["Mode"], "dnsrr");
+        assert_eq!(json["RollbackConfig"]["Order"], "start-first");
+        assert_eq!(
+            json["Labels"][labels::SWARM_SPEC],
+            spec_fingerprint(&spec).as_str(),
+            "the label is the fingerprint of the spec that carries it"
+        );
+        // A change Berth did not make changes the fingerprint; replicas do not.
+        let mut other = spec.clone();
+        other.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(9) }),
+            ..Default::default()
+        });
+        assert_eq!(spec_fingerprint(&other), spec_fingerprint(&spec));
+        let mut env = spec.clone();
+        if let Some(c) = env
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+        {
+            c.env.get_or_insert_with(Vec::new).push("EXTRA=1".into());
+        }
+        assert_ne!(spec_fingerprint(&env), spec_fingerprint(&spec));
+
+        s.job = true;
+        let job = serde_json::to_value(service_spec(&s)).unwrap();
+        assert_eq!(job["Mode"]["ReplicatedJob"]["TotalCompletions"], 1);
+        assert_eq!(job["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
+        assert!(job.get("UpdateConfig").is_none(), "{job}");
+    }
+
+    /// The embedded probe is a real program: run it against a socket of
+    /// this test's own.
+    #[test]
+    fn the_probe_judges_the_status_line() {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::PermissionsExt;
+        assert!(PROBE_BINARY.starts_with(b"\x7fELF"));
+        assert!(
+            PROBE_BINARY.len() < 64 * 1024,
+            "Swarm configs hold at most 500 KB"
+        );
+        assert!(probe_config_name().starts_with("berth-probe-"));
+        let dir = std::env::temp_dir().join(format!("berth-probe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe");
+        std::fs::write(&path, PROBE_BINARY).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let serve = |status: &'static str| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let handle = std::thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).unwrap();
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                conn.write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes())
+                    .unwrap();
+                request
+            });
+            (port, handle)
+        };
+        let run = |port: &dyn ToString, path_: &str| {
+            std::process::Command::new(&path)
+                .arg(port.to_string())
+                .arg(path_)
+                .status()
+                .unwrap()
+                .code()
+        };
+        let (port, h) = serve("200 OK");
+        assert_eq!(run(&port, "/healthz"), Some(0));
+        assert!(h.join().unwrap().starts_with("GET /healthz HTTP/1.0\r\n"));
+        let (port, h) = serve("302 Found");
+        assert_eq!(run(&port, "/"), Some(0));
+        h.join().unwrap();
+        let (port, h) = serve("503 Service Unavailable");
+        assert_eq!(run(&port, "/"), Some(1));
+        h.join().unwrap();
+        // Nothing listens: cannot connect.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert_eq!(run(&closed, "/"), Some(4));
+        assert_eq!(run(&"70000", "/"), Some(2), "not a port");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -440,4 +440,132 @@ mod tests {
         // Zero replicas still gets one window (a scale to zero converges).
         assert_eq!(convergence_deadline(0, &p), MIN_MONITOR + DEADLINE_SLACK);
     }
+
+    fn observed(
+        name: &str,
+        comp: &str,
+        digest: &str,
+        spec_hash: &str,
+        replicas: u64,
+    ) -> ObservedService {
+        let fingerprint = "fp1".to_owned();
+        let task = |slot: u64, state: &str| crate::docker::swarm::ObservedTask {
+            id: format!("task{slot}{state}"),
+            service_id: "svc".into(),
+            slot: Some(slot),
+            node_id: "node".into(),
+            state: state.into(),
+            desired_state: if state == "running" {
+                "running".into()
+            } else {
+                "shutdown".into()
+            },
+            message: "started".into(),
+            error: if state == "failed" {
+                "task: non-zero exit (3)".into()
+            } else {
+                String::new()
+            },
+            exit_code: (state == "failed").then_some(3),
+            container_id: format!("c{slot}"),
+            image: format!("r/demo@{digest}"),
+            fingerprint: fingerprint.clone(),
+            timestamp: format!("2026-12-01T00:00:0{slot}Z"),
+        };
+        ObservedService {
+            id: "svc".into(),
+            name: name.into(),
+            labels: BTreeMap::from([
+                (labels::APP.to_owned(), "shop".to_owned()),
+                (labels::COMPONENT.to_owned(), comp.to_owned()),
+                (labels::KIND.to_owned(), labels::kind::SERVICE.to_owned()),
+                (labels::DIGEST.to_owned(), digest.to_owned()),
+                (labels::RELEASE.to_owned(), "4".to_owned()),
+                (labels::SPEC_HASH.to_owned(), spec_hash.to_owned()),
+                (labels::SWARM_SPEC.to_owned(), fingerprint.clone()),
+            ]),
+            replicas: Some(replicas),
+            image: format!("r/demo@{digest}"),
+            fingerprint: fingerprint.clone(),
+            update_state: "completed".into(),
+            update_message: String::new(),
+            tasks: (1..=replicas)
+                .map(|n| task(n, "running"))
+                .chain([task(9, "failed")])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn swarm_drift_in_words() {
+        let t = target();
+        let comps: Vec<Component> = t
+            .spec
+            .components()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.name == "web")
+            .collect();
+        let web = &comps[0];
+        let d = &t.digest;
+        let ok = observed("shop-web", "web", d, &web.spec_hash, 3);
+        assert!(service_drift("shop", "m", &comps, d, std::slice::from_ref(&ok)).is_empty());
+
+        // The running release read back as instances, slots from 0.
+        let inst = instances("m", std::slice::from_ref(&ok));
+        assert_eq!(inst.len(), 3, "current tasks only, not the failed one");
+        assert_eq!(inst[0].slot, Some(0));
+        assert_eq!(inst[0].release, Some(4));
+        assert_eq!(inst[0].host, "m");
+        assert_eq!(super::super::plan::current_release(&inst), Some(4));
+
+        let words = |s: Vec<ObservedService>| -> Vec<String> {
+            service_drift("shop", "m", &comps, d, &s)
+                .iter()
+                .map(|d| d.to_string())
+                .collect()
+        };
+        assert_eq!(
+            words(vec![]),
+            vec!["Swarm service shop-web (manager m) is missing (removed outside Berth?)"]
+        );
+        let mut scaled = ok.clone();
+        scaled.replicas = Some(5);
+        assert_eq!(
+            words(vec![scaled]),
+            vec!["Swarm service shop-web (manager m) is scaled to 5 replicas, the app wants 3 (scaled by hand?)"]
+        );
+        let mut edited = ok.clone();
+        edited.fingerprint = "other".into();
+        assert!(words(vec![edited])[0].contains("spec changed outside Berth"));
+        let mut foreign = ok.clone();
+        foreign.image = "r/demo:latest".into();
+        assert!(words(vec![foreign])[0].contains("instead of the pinned"));
+        let mut moved = ok.clone();
+        moved
+            .labels
+            .insert(labels::DIGEST.into(), "sha256:old".into());
+        assert_eq!(
+            words(vec![moved]),
+            vec![format!(
+                "Swarm service shop-web (manager m) runs sha256:old, expected {d}"
+            )]
+        );
+        let mut failing = ok.clone();
+        failing.tasks.retain(|t| t.slot != Some(1));
+        let w = words(vec![failing]);
+        assert!(w[0].contains("has 2 of 3 tasks running"), "{w:?}");
+        assert!(w[0].contains("non-zero exit (3), exit code 3"), "{w:?}");
+        let extra = observed("shop-old", "old", d, "x", 1);
+        assert_eq!(
+            words(vec![ok.clone(), extra]),
+            vec!["Swarm service shop-old (manager m) is extra: the app has no component \"old\""]
+        );
+        // A job service is neither an instance nor drift.
+        let mut job = observed("shop-pre-deploy-r5", "pre-deploy", d, "x", 1);
+        job.labels
+            .insert(labels::KIND.into(), labels::kind::JOB.into());
+        assert!(words(vec![ok.clone(), job.clone()]).is_empty());
+        assert!(instances("m", &[job]).is_empty());
+    }
 }
