@@ -6,11 +6,25 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A Terraform number. Most of Berth's numbers are counts and sizes, so
-/// integers are kept exact; anything else is a float.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// integers are kept exact; anything else is a float. Equal by value, as
+/// Terraform compares numbers: `2` (as terraform sends it back) equals the
+/// `2.0` a default was written as.
+#[derive(Clone, Copy, Debug)]
 pub enum Number {
     Int(i64),
     Float(f64),
+}
+
+impl PartialEq for Number {
+    fn eq(&self, other: &Number) -> bool {
+        match (*self, *other) {
+            (Number::Int(a), Number::Int(b)) => a == b,
+            (Number::Float(a), Number::Float(b)) => a == b,
+            (Number::Int(i), Number::Float(f)) | (Number::Float(f), Number::Int(i)) => {
+                f.fract() == 0.0 && f.abs() < 9.0e15 && f as i64 == i
+            }
+        }
+    }
 }
 
 impl Number {
@@ -158,6 +172,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_equal_by_value() {
+        assert_eq!(Number::Int(2), Number::Float(2.0));
+        assert_eq!(Number::Float(30.0), Number::Int(30));
+        assert_ne!(Number::Int(2), Number::Float(2.5));
+        assert_ne!(Number::Int(2), Number::Int(3));
+        assert_eq!(Number::Float(0.25), Number::Float(0.25));
+        // What the health check's defaults round-trip as.
+        assert_eq!(
+            Value::Number(Number::Float(2.0)),
+            Value::Number(Number::Int(2))
+        );
+    }
 
     #[test]
     fn wholly_known_looks_inside() {
