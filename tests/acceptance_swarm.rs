@@ -6,8 +6,9 @@ mod support;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
 use support::hosts::{docker, HOST_B};
+use support::serve::Serve;
 use support::swarm::{services_with, SwarmGuard};
-use support::{block_on, squash, unique_app, unique_tag, Tf};
+use support::{block_on, curl, squash, unique_app, unique_tag, Tf};
 
 fn swarm_app(name: &str, image: &str, web_extra: &str) -> String {
     format!(
@@ -259,6 +260,78 @@ fn swarm_create_update_rollback_drift_import_destroy() {
     assert_eq!(answer(&name, &set.demo_v1.reference), "berth demo v2\n");
     tf.assert_converged();
 
+    // The hook server drives the Swarm app unchanged: it deploys on the
+    // hosts recorded at the last apply, and those carry the mode.
+    let server = Serve::start(tf.state_dir.path(), "info");
+    let with_hook = swarm_app(&name, &image, "").replace(
+        "provider \"berth\" {",
+        &format!("provider \"berth\" {{\n  hooks_url = \"{}\"", server.base),
+    ) + "\nresource \"berth_deploy_hook\" \"ci\" {\n  app = berth_app.demo.name\n}\noutput \"url\" {\n  value     = berth_deploy_hook.ci.url\n  sensitive = true\n}\n";
+    tf.config(&with_hook);
+    tf.apply();
+    let url = tf.output("url").as_str().expect("url").to_owned();
+    let v3 = block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v3",
+        None,
+    ))
+    .expect("v3");
+    let (status, body) = call("POST", &url);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["deploy"]["digest"], v3.digest.as_str(), "{body}");
+    let status_url = format!(
+        "{}{}",
+        server.base,
+        body["deploy"]["status_url"].as_str().expect("status_url")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let done = loop {
+        let (code, body) = call("GET", &status_url);
+        assert_eq!(code, 200, "{body}");
+        let state = body["deploy"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !matches!(state.as_str(), "queued" | "running") {
+            break body["deploy"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deploy still {state}: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(answer(&name, &set.demo_v1.reference), "berth demo v3\n");
+    assert!(
+        service_field(&service, "{{.Spec.TaskTemplate.ContainerSpec.Image}}").ends_with(&v3.digest),
+        "the hook updated the Swarm service"
+    );
+    let plain = docker(
+        HOST_B,
+        &[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.berth.app={name}"),
+            "--filter",
+            "label=io.berth.slot",
+        ],
+    );
+    assert!(
+        plain.trim().is_empty(),
+        "no container outside the swarm: {plain}"
+    );
+    // The refresh takes what runs: the hook's release of the tag's digest
+    // (terraform's outputs catch up at the next apply).
+    tf.apply();
+    assert_eq!(tf.output("digest"), v3.digest.as_str());
+    assert_eq!(tf.output("release"), 5);
+    tf.assert_converged();
+    drop(server);
+
     // Import by app name into a fresh state: nothing to change.
     let fresh = tf.sibling();
     fresh.config(&swarm_app(&name, &image, ""));
@@ -308,4 +381,20 @@ fn swarm_create_update_rollback_drift_import_destroy() {
     );
     docker(HOST_B, &["service", "rm", &other]);
     fresh.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+}
+
+/// One HTTP call: status and body.
+fn call(method: &str, url: &str) -> (u16, serde_json::Value) {
+    let (code, out) = curl(&["-i", "-X", method, url]);
+    assert_eq!(code, 0, "curl {method} {url} failed: {out}");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
 use berth::devtools::fixtures::{push_demo, Pushed, PLAIN_REGISTRY};
-use berth::docker::Hosts;
+use berth::docker::{HostConfig, HostMode, Hosts};
 use berth::engine::apps::{Apps, DeployRequest, Record};
 use berth::engine::spec::AppSpec;
 use berth::engine::{Engine, Target};
@@ -88,6 +88,10 @@ const LATENCY_RATE: f64 = 200.0;
 const HOOK_CALLS: usize = 1000;
 const HOOK_RATE: f64 = 200.0;
 const PLAN_TIMEOUT: Duration = Duration::from_secs(180);
+/// Host b of the dev environment, made a Swarm manager by the swarm section.
+const SWARM_HOST: &str = "unix:///run/berth-dev/docker-b.sock";
+/// Timed deploys per side in the swarm section.
+const SWARM_DEPLOY_ROUNDS: usize = 3;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn main() -> ExitCode {
@@ -287,7 +291,7 @@ async fn run() -> anyhow::Result<bool> {
     let mut notes: Notes = Vec::new();
 
     // BERTH_BENCH_ONLY=a,b runs only the sections named (plugin, data,
-    // deploy, ingress, hooks, apps, jobs), to look at one closely.
+    // deploy, ingress, hooks, apps, jobs, swarm), to look at one closely.
     let only: Option<Vec<String>> = std::env::var("BERTH_BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
@@ -322,6 +326,9 @@ async fn run() -> anyhow::Result<bool> {
     }
     if wanted("jobs") {
         section(&mut rows, "jobs", bench.jobs(&mut notes)).await;
+    }
+    if wanted("swarm") {
+        section(&mut rows, "swarm", bench.swarm(&mut notes)).await;
     }
     let cleanup = bench.cleanup().await;
     if let Err(e) = &cleanup {
@@ -480,6 +487,15 @@ impl Workdir {
     async fn plan(&self) -> anyhow::Result<Duration> {
         self.ok(&["plan", "-input=false", "-no-color"], PLAN_TIMEOUT)
             .await
+    }
+
+    /// `terraform destroy`, for a section's own clean-up.
+    async fn destroy_quietly(&self) -> anyhow::Result<Duration> {
+        self.ok(
+            &["destroy", "-auto-approve", "-input=false", "-no-color"],
+            APPLY_TIMEOUT,
+        )
+        .await
     }
 
     async fn apply(&self) -> anyhow::Result<Duration> {
@@ -1826,6 +1842,230 @@ impl Bench {
                 if n > 1 { Some(ta.max(tb) <= 10) } else { None },
             ));
         }
+        Ok(rows)
+    }
+
+    // ---------------------------------------------------------- swarm
+
+    /// The Swarm backend on host b made a single-node manager for the
+    /// section (left as found): a deploy of a new digest through Berth over
+    /// `docker service update --image` of a service with the same update
+    /// settings, and a plan of N Swarm apps over N container apps on the
+    /// same daemon.
+    async fn swarm(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let state = docker(&[
+            "-H",
+            SWARM_HOST,
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}}",
+        ])
+        .await?;
+        let created = match state.as_str() {
+            "inactive" => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                docker(&[
+                    "-H",
+                    SWARM_HOST,
+                    "swarm",
+                    "init",
+                    "--advertise-addr",
+                    "127.0.0.1",
+                    "--listen-addr",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .await?;
+                true
+            }
+            "active" => false,
+            other => bail!("host b's swarm is {other:?}"),
+        };
+        let result = self.swarm_measure(notes).await;
+        // The section's services, by name prefix; then the swarm as found.
+        let prefix = format!("{}s", self.app_prefix);
+        if let Ok(names) = docker(&[
+            "-H",
+            SWARM_HOST,
+            "service",
+            "ls",
+            "--filter",
+            &format!("name={prefix}"),
+            "--format",
+            "{{.Name}}",
+        ])
+        .await
+        {
+            let names: Vec<&str> = names.split_whitespace().collect();
+            if !names.is_empty() {
+                let mut args = vec!["-H", SWARM_HOST, "service", "rm"];
+                args.extend(names);
+                let _ = docker(&args).await;
+            }
+        }
+        if created {
+            let _ = docker(&["-H", SWARM_HOST, "swarm", "leave", "--force"]).await;
+        }
+        result
+    }
+
+    async fn swarm_measure(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let (v1, v2, v2_tag) = self
+            .push_v1_v2("deploy-v1", "swarm-v2", "v2 swarm bench")
+            .await?;
+        let repo = format!("{PLAIN_REGISTRY}/{BENCH_REPO}");
+        let v1_pinned = format!("{repo}@{}", v1.digest);
+        let v2_pinned = format!("{repo}@{}", v2.digest);
+        let mut host = HostConfig::new("swarm", SWARM_HOST);
+        host.mode = HostMode::Swarm;
+        let store = Store::open(StoreOptions::in_dir(
+            self.root.path().join("swarm-state"),
+            None,
+        ))
+        .await?;
+        let engine = Engine::new(Hosts::from_config(&[host])?, store).with_test_label(true);
+        let spec = |app: &str| -> anyhow::Result<AppSpec> {
+            Ok(serde_json::from_value(serde_json::json!({
+                "name": app,
+                "image": format!("{repo}:{v2_tag}"),
+                "services": {"web": {"http_port": 8080, "health_check": {"path": "/"}}},
+            }))?)
+        };
+        let target = |spec: &AppSpec, pushed: &Pushed, pinned: &str| Target {
+            spec: spec.clone(),
+            digest: pushed.digest.clone(),
+            pinned: pinned.to_owned(),
+            login: None,
+            trigger: "bench".to_owned(),
+        };
+        let remove_v2 = || async {
+            let _ = docker(&["-H", SWARM_HOST, "image", "rm", &v2_pinned]).await;
+            Ok::<_, anyhow::Error>(())
+        };
+        let mut ours = Samples::default();
+        let mut floor = Samples::default();
+        for round in 0..=SWARM_DEPLOY_ROUNDS {
+            let warmup = round == 0;
+            for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let app = format!("{}s{round}x{side}", self.app_prefix);
+                let spec = spec(&app)?;
+                // Untimed: v1 through Berth (the same service spec both sides).
+                engine
+                    .deploy(&target(&spec, &v1, &v1_pinned))
+                    .await
+                    .with_context(|| format!("deploying v1 of {app}"))?;
+                remove_v2().await?;
+                let begun = Instant::now();
+                if side == 0 {
+                    engine
+                        .deploy(&target(&spec, &v2, &v2_pinned))
+                        .await
+                        .with_context(|| format!("deploying v2 of {app}"))?;
+                } else {
+                    docker(&[
+                        "-H",
+                        SWARM_HOST,
+                        "service",
+                        "update",
+                        "--quiet",
+                        "--image",
+                        &v2_pinned,
+                        &format!("{app}-web"),
+                    ])
+                    .await?;
+                }
+                let took = begun.elapsed();
+                engine
+                    .destroy(&app)
+                    .await
+                    .with_context(|| format!("destroying {app}"))?;
+                if !warmup {
+                    if side == 0 {
+                        ours.push(took)
+                    } else {
+                        floor.push(took)
+                    }
+                }
+            }
+        }
+        notes.push("swarm: host b as a single-node Swarm manager; one replica with the default health check (Berth's probe as HEALTHCHECK, monitor 6.75 s derived from it), created by Berth on both sides; the v2 image removed from the daemon before each timed run. Berth: Engine::deploy of v2 (lease, journal, update, supervision until every task runs the new spec and Swarm calls the update completed). By hand: `docker service update --image V2` of the same service, which waits for convergence as the CLI judges it".to_owned());
+        let mut rows = vec![ratio_row(
+            "swarm deploy new digest / docker service update --image",
+            &ours,
+            &floor,
+            1.1,
+            "docker service update",
+        )];
+
+        // Plan of N Swarm apps over N container apps, both on host b.
+        let n = std::env::var("BERTH_BENCH_SWARM_APPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MANY)
+            .clamp(2, MANY);
+        self.push_tags(n).await?;
+        let apps = |prefix: &str, provider: &str| {
+            format!(
+                "{provider}\nresource \"berth_app\" \"app\" {{\n  count = {n}\n  name  = \"{prefix}${{count.index}}\"\n  image = \"{PLAIN_REGISTRY}/{BENCH_REPO}:t${{count.index}}\"\n  services = {{\n    web = {{\n      http_port = 8080\n      instances = 1\n    }}\n  }}\n}}"
+            )
+        };
+        let swarm_dir = self.workdir("swarm-apps")?;
+        swarm_dir.write(
+            &apps(
+                &format!("{}sw", self.app_prefix),
+                &format!("provider \"berth\" {{\n  hosts = {{\n    cluster = {{\n      address = \"{SWARM_HOST}\"\n      mode = \"swarm\"\n    }}\n  }}\n}}"),
+            ),
+            Some(BERTH),
+        )?;
+        let plain_dir = self.workdir("swarm-host-b-apps")?;
+        plain_dir.write(
+            &apps(
+                &format!("{}sc", self.app_prefix),
+                &format!("provider \"berth\" {{\n  hosts = {{\n    b = {{\n      address = \"{SWARM_HOST}\"\n      publish_address = \"127.0.0.2\"\n    }}\n  }}\n}}"),
+            ),
+            Some(BERTH),
+        )?;
+        for dir in [&swarm_dir, &plain_dir] {
+            dir.init().await?;
+        }
+        let mut applied_ok = Vec::new();
+        for dir in [&swarm_dir, &plain_dir] {
+            let took = dir.apply().await;
+            let took = match took {
+                Ok(t) => t,
+                Err(e) => {
+                    for d in &applied_ok {
+                        let _ = Workdir::destroy_quietly(d).await;
+                    }
+                    let _ = Workdir::destroy_quietly(dir).await;
+                    return Err(e);
+                }
+            };
+            notes.push(format!(
+                "swarm: `terraform apply` of {n} apps in {} took {:.1} s (untimed setup)",
+                dir.dir.file_name().and_then(|f| f.to_str()).unwrap_or("?"),
+                took.as_secs_f64()
+            ));
+            applied_ok.push(dir.clone());
+        }
+        let samples = alternate_plans(&[&swarm_dir, &plain_dir], APP_PLAN_ROUNDS).await;
+        for d in &applied_ok {
+            if let Err(e) = Workdir::destroy_quietly(d).await {
+                notes.push(format!(
+                    "swarm: destroying {} failed: {e:#}",
+                    d.dir.display()
+                ));
+            }
+        }
+        let samples = samples?;
+        rows.push(ratio_row(
+            &format!("plan {n} Swarm apps / {n} container apps (host b)"),
+            &samples[0],
+            &samples[1],
+            1.2,
+            "container apps",
+        ));
         Ok(rows)
     }
 
