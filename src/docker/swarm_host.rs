@@ -175,6 +175,18 @@ impl DockerHost {
     /// Every service carrying Berth's label, with its tasks (one call for
     /// the services, one for the tasks).
     pub async fn list_managed_services(&self) -> Result<Vec<ObservedService>, DockerError> {
+        // A service removed between the two calls (another app's destroy)
+        // makes the task list answer 404: list both again.
+        let mut attempt = 0;
+        loop {
+            match self.list_managed_services_once().await {
+                Err(e) if e.is_not_found() && attempt < 4 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_managed_services_once(&self) -> Result<Vec<ObservedService>, DockerError> {
         let docker = self.client().await?;
         let services = self
             .bounded(

@@ -99,9 +99,10 @@ pub fn update_policy(health: Option<&HealthCheck>) -> UpdatePolicy {
     }
 }
 
-/// How long Berth waits for Swarm to converge a rollout of `replicas`
-/// tasks before it rolls back itself and says why: every batch's monitor
-/// window, plus slack for pulls and scheduling.
+/// How long a rollout of `replicas` tasks may stand still before Berth
+/// rolls back itself and says why: every batch's monitor window, plus slack
+/// for scheduling. Counted from the last progress (a task changing state,
+/// or one still pulling or starting), within the longest pull overall.
 pub fn convergence_deadline(replicas: u64, policy: &UpdatePolicy) -> Duration {
     let batches = replicas.max(1).div_ceil(policy.parallelism.max(1));
     let per_batch = policy.monitor + policy.delay;

@@ -458,6 +458,13 @@ impl Engine {
         created: bool,
     ) -> Result<(), RollFailure> {
         let start = tokio::time::Instant::now();
+        // The deadline counts from the last progress (a task changed
+        // state, or one is still pulling or starting), so a slow pull or
+        // a busy scheduler is not a failure; an update that stands still
+        // is. Bounded as a whole by the longest pull plus the deadline.
+        let mut last_progress = start;
+        let mut last_key = String::new();
+        let hard_limit = crate::docker::PULL_TIMEOUT + deadline;
         loop {
             let s =
                 match manager.managed_service(name).await {
@@ -522,8 +529,14 @@ impl Engine {
                     .tasks
                     .iter()
                     .filter(|t| {
+                        // Failed, or shut down by Swarm as unhealthy (such a
+                        // task ends `complete` or `shutdown`).
                         t.fingerprint == fingerprint
-                            && matches!(t.state.as_str(), "failed" | "rejected")
+                            && t.desired_state != "running"
+                            && matches!(
+                                t.state.as_str(),
+                                "failed" | "rejected" | "complete" | "shutdown"
+                            )
                     })
                     .count();
                 if failed_new >= CRASH_LOOP_TASKS {
@@ -543,15 +556,29 @@ impl Engine {
                 "{running_new} of {replicas} task(s) of the new spec run, {old_left} task(s) of the old spec remain, Swarm's update state: {}",
                 if s.update_state.is_empty() { "none" } else { &s.update_state }
             );
-            if start.elapsed() >= deadline {
+            let mut key: Vec<String> = s
+                .current_tasks()
+                .map(|t| format!("{}={}", t.id, t.state))
+                .collect();
+            key.sort();
+            let key = format!("{} {}", s.update_state, key.join(","));
+            let busy = s.current_tasks().any(|t| {
+                t.fingerprint == fingerprint && matches!(t.state.as_str(), "preparing" | "starting")
+            });
+            if key != last_key || busy {
+                last_key = key;
+                last_progress = tokio::time::Instant::now();
+            }
+            if last_progress.elapsed() >= deadline || start.elapsed() >= hard_limit {
                 return Err(self
                     .failure(
                         manager,
                         name,
                         Some((&s, fingerprint)),
                         format!(
-                            "Swarm did not converge within {}s ({seen})",
-                            deadline.as_secs()
+                            "Swarm made no progress for {}s, {}s after the update began ({seen})",
+                            last_progress.elapsed().as_secs(),
+                            start.elapsed().as_secs()
                         ),
                     )
                     .await);

@@ -1998,7 +1998,16 @@ impl Bench {
             "docker service update",
         )];
 
-        // Plan of N Swarm apps over N container apps, both on host b.
+        match self.swarm_plans(notes).await {
+            Ok(mut more) => rows.append(&mut more),
+            Err(e) => rows.push(Row::error("plan of Swarm apps / container apps", &e)),
+        }
+        Ok(rows)
+    }
+
+    /// Plan of N Swarm apps over N container apps, both on host b.
+    async fn swarm_plans(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let mut rows = Vec::new();
         let n = std::env::var("BERTH_BENCH_SWARM_APPS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
