@@ -1275,7 +1275,7 @@ impl DockerHost {
         }
     }
 
-    async fn find_network(
+    pub(super) async fn find_network(
         &self,
         name: &str,
     ) -> Result<Option<bollard::models::Network>, DockerError> {
@@ -1296,7 +1296,7 @@ impl DockerHost {
             .find(|n| n.name.as_deref() == Some(name)))
     }
 
-    fn check_network_managed(
+    pub(super) fn check_network_managed(
         &self,
         what: &str,
         network: &bollard::models::Network,

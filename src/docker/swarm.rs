@@ -309,6 +309,15 @@ pub fn task_fingerprint(task: &TaskSpec) -> String {
     hex::encode(&sha2::Sha256::digest(facts.to_string().as_bytes())[..12])
 }
 
+/// The image a service's tasks run.
+pub(super) fn spec_image(spec: &ServiceSpec) -> String {
+    spec.task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
 /// A service Berth manages, as the daemon reports it.
 #[derive(Clone, Debug)]
 pub struct ObservedService {
@@ -335,12 +344,7 @@ impl ObservedService {
             .as_ref()
             .and_then(|m| m.replicated.as_ref())
             .map(|r| r.replicas.unwrap_or(1).max(0) as u64);
-        let image = spec
-            .task_template
-            .as_ref()
-            .and_then(|t| t.container_spec.as_ref())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
+        let image = spec_image(&spec);
         let (update_state, update_message) = s
             .update_status
             .map(|u| {

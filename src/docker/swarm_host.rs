@@ -67,34 +67,8 @@ impl DockerHost {
     ) -> Result<(), DockerError> {
         let docker = self.client().await?;
         let what = format!("overlay network `{name}`");
-        let filters = HashMap::from([("name", vec![name.to_owned()])]);
-        let list = self
-            .bounded(
-                "listing",
-                "networks",
-                API_TIMEOUT,
-                docker.list_networks(Some(
-                    bollard::query_parameters::ListNetworksOptionsBuilder::new()
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
-        if let Some(n) = list.iter().find(|n| n.name.as_deref() == Some(name)) {
-            let managed = n
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::MANAGED))
-                .map(String::as_str)
-                == Some(labels::MANAGED_VALUE);
-            if !managed {
-                return Err(DockerError::NotManaged {
-                    host: self.name().to_owned(),
-                    action: "use".into(),
-                    what,
-                });
-            }
-            return Ok(());
+        if let Some(existing) = self.find_network(name).await? {
+            return self.check_network_managed(&what, &existing);
         }
         let request = NetworkCreateRequest {
             name: name.to_owned(),
@@ -381,13 +355,7 @@ impl DockerHost {
 
 /// The registry of a service's image, for its credentials.
 fn image_registry(spec: &ServiceSpec) -> String {
-    let image = spec
-        .task_template
-        .as_ref()
-        .and_then(|t| t.container_spec.as_ref())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
-    crate::reference::Reference::parse(&image)
+    crate::reference::Reference::parse(&super::swarm::spec_image(spec))
         .map(|r| r.registry().to_owned())
         .unwrap_or_default()
 }

@@ -627,37 +627,70 @@ impl Engine {
             plan.current_release.unwrap_or(1)
         };
         if plan.new_release {
-            self.store
-                .start_release(
-                    NewRelease {
-                        app: app.clone(),
-                        release,
-                        digest: target.digest.clone(),
-                        image: target.pinned.clone(),
-                        spec_json: public_spec_json(&target.spec),
-                        trigger: target.trigger.clone(),
-                    },
-                    fence.clone(),
-                )
-                .await?;
+            self.journal_start(target, release, &fence).await?;
         }
         let result = self
             .execute(target, components, &plan, release, phases)
             .await;
         if plan.new_release {
-            let (outcome, error) = match &result {
-                Ok(_) => (ReleaseOutcome::Succeeded, None),
-                Err(e) => (ReleaseOutcome::Failed, Some(e.to_string())),
-            };
-            if let Err(e) = self
-                .store
-                .finish_release(app.clone(), release, outcome, error, phases.clone(), fence)
-                .await
-            {
-                warn!(app = %app, error = %e, "could not journal the release outcome");
-            }
+            self.journal_finish(&app, release, result.as_ref().err(), phases, fence)
+                .await;
         }
         result
+    }
+
+    /// Journals a new release as running, under the lease `fence`.
+    pub(super) async fn journal_start(
+        &self,
+        target: &Target,
+        release: u64,
+        fence: &LeaseFence,
+    ) -> Result<(), DeployError> {
+        self.store
+            .start_release(
+                NewRelease {
+                    app: target.spec.name.clone(),
+                    release,
+                    digest: target.digest.clone(),
+                    image: target.pinned.clone(),
+                    spec_json: public_spec_json(&target.spec),
+                    trigger: target.trigger.clone(),
+                },
+                fence.clone(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Journals how a release ended (`error`: why it failed) with its
+    /// phases. A journal that cannot be written is logged: the deploy's
+    /// own result stands.
+    pub(super) async fn journal_finish(
+        &self,
+        app: &str,
+        release: u64,
+        error: Option<&DeployError>,
+        phases: &[(String, u64)],
+        fence: LeaseFence,
+    ) {
+        let outcome = match error {
+            None => ReleaseOutcome::Succeeded,
+            Some(_) => ReleaseOutcome::Failed,
+        };
+        if let Err(e) = self
+            .store
+            .finish_release(
+                app.to_owned(),
+                release,
+                outcome,
+                error.map(|e| e.to_string()),
+                phases.to_vec(),
+                fence,
+            )
+            .await
+        {
+            warn!(app = %app, error = %e, "could not journal the release outcome");
+        }
     }
 
     /// A release still journaled as running when we hold the lease was
@@ -933,7 +966,7 @@ pub fn component_alias(app: &str, component: &str) -> String {
     format!("{component}.{app}")
 }
 
-fn base_labels(app: &str, digest: &str, release: u64) -> BTreeMap<String, String> {
+pub(super) fn base_labels(app: &str, digest: &str, release: u64) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             labels::MANAGED.to_string(),

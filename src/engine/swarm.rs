@@ -21,7 +21,6 @@
 //!   numbers ([`convergence_deadline`]), because Swarm updates are known to
 //!   hang (moby #35564); past it Berth rolls back itself.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::deploy::{component_alias, Target};
@@ -120,15 +119,10 @@ pub fn swarm_service(
 ) -> Result<SwarmService, SwarmSpecError> {
     let app = &target.spec.name;
     let name = service_name(app, &comp.name)?;
-    let mut l = BTreeMap::from([
-        (labels::MANAGED.to_owned(), labels::MANAGED_VALUE.to_owned()),
-        (labels::APP.to_owned(), app.clone()),
-        (labels::COMPONENT.to_owned(), comp.name.clone()),
-        (labels::KIND.to_owned(), comp.kind.label().to_owned()),
-        (labels::DIGEST.to_owned(), target.digest.clone()),
-        (labels::RELEASE.to_owned(), release.to_string()),
-        (labels::SPEC_HASH.to_owned(), comp.spec_hash.clone()),
-    ]);
+    let mut l = super::deploy::base_labels(app, &target.digest, release);
+    l.insert(labels::COMPONENT.to_owned(), comp.name.clone());
+    l.insert(labels::KIND.to_owned(), comp.kind.label().to_owned());
+    l.insert(labels::SPEC_HASH.to_owned(), comp.spec_hash.clone());
     if test_label {
         l.insert(labels::TEST.to_owned(), "1".to_owned());
     }
@@ -321,6 +315,7 @@ pub fn service_drift(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn service_names_fit_swarm() {

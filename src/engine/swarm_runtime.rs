@@ -35,7 +35,7 @@ use super::swarm::{
 use crate::docker::swarm::{probe_config_name, service_spec, ObservedService, PROBE_BINARY};
 use crate::docker::{DockerError, DockerHost};
 use crate::labels;
-use crate::store::{LeaseFence, NewRelease, ReleaseOutcome};
+use crate::store::{LeaseFence, ReleaseOutcome};
 
 /// How often a rollout or a job is looked at.
 const POLL: Duration = Duration::from_millis(300);
@@ -270,19 +270,7 @@ impl Engine {
                 target.digest,
                 manager.name()
             )];
-            self.store
-                .start_release(
-                    NewRelease {
-                        app: app.clone(),
-                        release,
-                        digest: target.digest.clone(),
-                        image: target.pinned.clone(),
-                        spec_json: public_spec_json(&target.spec),
-                        trigger: target.trigger.clone(),
-                    },
-                    fence.clone(),
-                )
-                .await?;
+            self.journal_start(target, release, &fence).await?;
         }
         for s in &steps {
             info!(app = %app, step = %s, "swarm deploy step");
@@ -300,17 +288,8 @@ impl Engine {
             )
             .await;
         if new_release {
-            let (outcome, error) = match &result {
-                Ok(()) => (ReleaseOutcome::Succeeded, None),
-                Err(e) => (ReleaseOutcome::Failed, Some(e.to_string())),
-            };
-            if let Err(e) = self
-                .store
-                .finish_release(app.clone(), release, outcome, error, phases.clone(), fence)
-                .await
-            {
-                warn!(app = %app, error = %e, "could not journal the release outcome");
-            }
+            self.journal_finish(&app, release, result.as_ref().err(), phases, fence)
+                .await;
         }
         result?;
         Ok(Outcome {
@@ -693,14 +672,9 @@ impl Engine {
         env.extend(spec.secret_env.clone());
         env.extend(spec.secret_env_wo.clone());
         let name = format!("{}-pre-deploy-r{release}", spec.name);
-        let mut l = std::collections::BTreeMap::from([
-            (labels::MANAGED.to_owned(), labels::MANAGED_VALUE.to_owned()),
-            (labels::APP.to_owned(), spec.name.clone()),
-            (labels::COMPONENT.to_owned(), "pre-deploy".to_owned()),
-            (labels::KIND.to_owned(), labels::kind::JOB.to_owned()),
-            (labels::DIGEST.to_owned(), target.digest.clone()),
-            (labels::RELEASE.to_owned(), release.to_string()),
-        ]);
+        let mut l = super::deploy::base_labels(&spec.name, &target.digest, release);
+        l.insert(labels::COMPONENT.to_owned(), "pre-deploy".to_owned());
+        l.insert(labels::KIND.to_owned(), labels::kind::JOB.to_owned());
         if self.test_label {
             l.insert(labels::TEST.to_owned(), "1".to_owned());
         }
