@@ -397,3 +397,116 @@ resource "berth_app" "app" {{
     assert_eq!(gets(&again), 1, "no new GET: {again:?}");
     assert_eq!(again.len(), asked.len() + 1, "one HEAD: {again:?}");
 }
+
+/// The second plan of a configuration sends the registry requests the
+/// first one made all at once, before terraform reaches each app (so a
+/// far registry costs a round trip or two, not one per ten apps), and
+/// asks no more than before: one HEAD per tag, and nothing at all for
+/// `plan -refresh-only` or a destroy.
+#[test]
+fn a_plan_sends_the_last_plans_image_requests_early_and_no_more() {
+    require_env();
+    let tags: Vec<String> = (0..3).map(|i| unique_tag(&format!("early{i}"))).collect();
+    for tag in &tags {
+        block_on(fixtures::push_demo(
+            PLAIN_REGISTRY,
+            "berth/demo",
+            tag,
+            "v1",
+            None,
+        ))
+        .expect("push");
+    }
+    let relay = CountingRelay::start(PLAIN_REGISTRY);
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let log_path = log.path().to_string_lossy().into_owned();
+    let tf = Tf::new()
+        .env("TF_LOG_PROVIDER", "DEBUG")
+        .env("TF_LOG_PATH", &log_path);
+    let apps: Vec<String> = tags
+        .iter()
+        .map(|tag| {
+            format!(
+                "\"{}\" = \"{}/berth/demo:{tag}\"",
+                unique_app("acc-early"),
+                relay.addr
+            )
+        })
+        .collect();
+    tf.config(&format!(
+        r#"
+resource "berth_app" "app" {{
+  for_each = {{ {} }}
+  name     = each.key
+  image    = each.value
+  services = {{ web = {{ http_port = 8080, instances = 0 }} }}
+}}
+"#,
+        apps.join(", ")
+    ));
+    tf.init();
+    tf.apply();
+    let hints: Vec<std::path::PathBuf> = std::fs::read_dir(tf.state_dir.path().join("plan-hints"))
+        .expect("the plan left its hints")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(hints.len(), 1, "{hints:?}");
+    let remembered = std::fs::read_to_string(&hints[0]).expect("read hints");
+    for tag in &tags {
+        assert!(remembered.contains(tag.as_str()), "{tag} in {remembered}");
+    }
+
+    let early = || {
+        std::fs::read_to_string(&log_path)
+            .expect("read log")
+            .lines()
+            .filter(|l| l.contains("sent the image requests of the last plan"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // In the order the registry got them.
+    let manifest_requests = || -> Vec<String> {
+        relay
+            .requests("/manifests/")
+            .into_iter()
+            .filter(|l| tags.iter().any(|tag| l.contains(tag.as_str())))
+            .collect()
+    };
+    assert!(early().is_empty(), "nothing to send before the first plan");
+    let before = manifest_requests().len();
+    let plan = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "the plan after apply is not empty:\n{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    let sent = early();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("images=3"), "{}", sent[0]);
+    let asked = manifest_requests();
+    let new: Vec<&String> = asked[before..].iter().collect();
+    assert_eq!(new.len(), 3, "one request per tag: {new:?}");
+    assert!(new.iter().all(|l| l.starts_with("HEAD ")), "{new:?}");
+
+    let before = manifest_requests();
+    tf.ok(&["plan", "-refresh-only", "-input=false", "-no-color"]);
+    assert_eq!(
+        manifest_requests(),
+        before,
+        "a refresh-only plan asked the registry"
+    );
+    assert_eq!(early().len(), 1, "a refresh-only plan sent requests early");
+
+    // terraform's destroy plans the configuration once first (its
+    // pre-destroy refresh): one HEAD per tag, as before, never more.
+    let before = manifest_requests().len();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    let asked = manifest_requests();
+    let new: Vec<&String> = asked[before..].iter().collect();
+    assert!(
+        new.len() <= 3 && new.iter().all(|l| l.starts_with("HEAD ")),
+        "{new:?}"
+    );
+}

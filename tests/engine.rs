@@ -2,6 +2,8 @@
 //! terraform: deploy leases (one deploy per app; a dead owner's lease
 //! expires) and the releases journal.
 
+#[path = "support/latency_relay.rs"]
+mod latency_relay;
 mod support;
 
 use std::time::Duration;
@@ -252,6 +254,109 @@ fn concurrent_first_deploys_of_many_apps_on_one_host_all_start() {
             engine.destroy(name).await.expect("destroy");
         }
     });
+}
+
+/// Apps deployed at once that share an image make the host pull it once:
+/// the rest wait for that pull (counted from the daemon's own events).
+#[test]
+fn concurrent_deploys_of_apps_sharing_an_image_pull_it_once() {
+    require_env();
+    const APPS: usize = 6;
+    let names: Vec<String> = (0..APPS).map(|_| unique_app("eng-pull")).collect();
+    let _guards: Vec<AppGuard> = names.iter().cloned().map(AppGuard).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A repository of its own: the daemon has never pulled this name.
+    let repo = format!("berth/pull-once-{}", unique_app("r"));
+    block_on(async {
+        let pushed = fixtures::push_demo(PLAIN_REGISTRY, &repo, "v1", "v1", None)
+            .await
+            .expect("push");
+        let engine = engine(dir.path()).await;
+        let since = unix_now();
+        let results = futures::future::join_all(names.iter().map(|name| {
+            let (engine, t) = (&engine, target(name, &pushed));
+            async move { engine.deploy(&t).await }
+        }))
+        .await;
+        let until = unix_now() + 1;
+        for (name, result) in names.iter().zip(&results) {
+            assert!(result.is_ok(), "{name}: {result:?}");
+        }
+        let events = support::docker_cli(&[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=image",
+            "--filter",
+            "event=pull",
+            "--format",
+            "{{.Actor.ID}}",
+        ]);
+        let pulls: Vec<&str> = events.lines().filter(|l| l.contains(&repo)).collect();
+        assert_eq!(pulls.len(), 1, "pulls of {repo}: {events}");
+        for name in &names {
+            engine.destroy(name).await.expect("destroy");
+        }
+        let pinned = format!("{PLAIN_REGISTRY}/{repo}@{}", pushed.digest);
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", &pinned])
+            .output();
+    });
+}
+
+/// The engine keeps one connection to a daemon and reuses it: a refresh
+/// and a deploy through a relay in front of the socket open one or two,
+/// not one per API call (each would cost a handshake on a far host).
+#[test]
+fn api_calls_to_a_daemon_reuse_its_connections() {
+    require_env();
+    let name = unique_app("eng-conn");
+    let _guard = AppGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    block_on(async {
+        let relay = latency_relay::LatencyRelay::unix(
+            dir.path().join("docker.sock"),
+            latency_relay::Endpoint::Unix("/var/run/docker.sock".into()),
+            Duration::ZERO,
+            Duration::from_secs(300),
+        )
+        .await
+        .expect("relay");
+        let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
+        let store = Store::open(StoreOptions::in_dir(dir.path().join("state"), None))
+            .await
+            .expect("store");
+        let hosts = Hosts::local(Some(&relay.docker_host())).expect("hosts");
+        let engine = Engine::new(hosts, store).with_test_label(true);
+        engine
+            .deploy(&target(&name, &set.demo_v1))
+            .await
+            .expect("deploy");
+        engine.observe(&name, true).await.expect("observe");
+        engine.destroy(&name).await.expect("destroy");
+        let calls: u64 = relay.counts().values().sum();
+        assert!(
+            calls >= 10,
+            "API calls through the relay: {:?}",
+            relay.counts()
+        );
+        // A log stream or a pull may hold one connection while others go.
+        assert!(
+            relay.connections() <= 3,
+            "{} connections for {calls} API calls",
+            relay.connections()
+        );
+    });
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[test]

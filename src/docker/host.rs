@@ -28,7 +28,7 @@ use super::error::{classify, DockerError, Failure};
 use super::network::{NetworkInfo, Subnet};
 use super::observed::{observed_from_summary, Observed};
 use super::spec::{check_pinned, is_managed, with_managed, ContainerSpec, RestartPolicy};
-use super::tls::{check_tls_material, PrivateTlsDir};
+use super::tls::{check_tls_material, client_config};
 use super::{ExecOutput, HostConfig, JobOutcome, RegistryLogin, TlsFiles, DEFAULT_PUBLISH_ADDRESS};
 use crate::labels;
 
@@ -72,6 +72,10 @@ struct Inner {
     /// Serializes `ensure_network` within this process: old daemons do not
     /// refuse a second network of the same name.
     network_lock: Mutex<()>,
+    /// One pull per image at a time within this process: concurrent
+    /// deploys of apps sharing an image wait for the first one's pull
+    /// and find the image there, instead of each pulling it.
+    pulls: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// How the connection is opened, decided (and checked) by
@@ -96,9 +100,6 @@ enum Transport {
 /// The bollard client and what must live as long as it.
 struct Connection {
     docker: Docker,
-    /// bollard reads the client key and certificate at every handshake;
-    /// dropped (and removed) after `docker`.
-    _tls_dir: Option<PrivateTlsDir>,
 }
 
 /// The address bollard's SSH transport is given for `ssh://[user@]host[:port]`.
@@ -200,6 +201,7 @@ impl DockerHost {
                 mode: cfg.mode,
                 client: OnceCell::new(),
                 network_lock: Mutex::new(()),
+                pulls: Default::default(),
             }),
         })
     }
@@ -272,6 +274,11 @@ impl DockerHost {
     /// it. `auth` is sent to the daemon only, never logged.
     pub async fn pull(&self, pinned: &str, auth: Option<RegistryLogin>) -> Result<(), DockerError> {
         let reference = check_pinned(pinned).map_err(|detail| self.invalid_spec(detail))?;
+        let one_pull = {
+            let mut pulls = self.inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            pulls.entry(pinned.to_owned()).or_default().clone()
+        };
+        let _pulling = one_pull.lock().await;
         if self.has_image(pinned).await? {
             tracing::debug!(host = %self.name(), image = pinned, "image already present");
             return Ok(());
@@ -1006,37 +1013,17 @@ impl DockerHost {
             .inner
             .client
             .get_or_try_init(|| async {
-                let mut tls_dir = None;
                 let docker = match &self.inner.transport {
-                    Transport::Unix { path } => {
-                        Docker::connect_with_unix(path, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
-                    }
-                    Transport::Http => Docker::connect_with_http(
-                        &self.inner.address.to_string(),
-                        CLIENT_TIMEOUT_SECS,
-                        API_DEFAULT_VERSION,
-                    ),
+                    Transport::Unix { path } => pooled_unix(path),
+                    Transport::Http => pooled_http(&self.inner.address.to_string()),
                     Transport::Tls { files } => {
-                        let dir = PrivateTlsDir::create(&std::env::temp_dir(), files).map_err(
-                            |e| DockerError::InvalidConfig {
+                        let config = client_config(files).map_err(|detail| {
+                            DockerError::InvalidConfig {
                                 host: self.name().to_owned(),
-                                detail: format!(
-                                    "could not write the TLS files to a private directory under {}: {e}",
-                                    std::env::temp_dir().display()
-                                ),
-                            },
-                        )?;
-                        let docker = Docker::connect_with_ssl(
-                            &self.inner.address.to_string(),
-                            &dir.key(),
-                            &dir.cert(),
-                            &dir.ca(),
-                            CLIENT_TIMEOUT_SECS,
-                            API_DEFAULT_VERSION,
-                        );
-                        tracing::debug!(host = %self.name(), dir = %dir.path().display(), "TLS files written");
-                        tls_dir = Some(dir);
-                        docker
+                                detail,
+                            }
+                        })?;
+                        pooled_tls(&self.inner.address.to_string(), config)
                     }
                     Transport::Ssh { destination } => Docker::connect_with_ssh(
                         destination,
@@ -1050,10 +1037,7 @@ impl DockerHost {
                 match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
                     Ok(Ok(docker)) => {
                         tracing::debug!(host = %self.name(), api = %docker.client_version(), "connected");
-                        Ok(Connection {
-                            docker,
-                            _tls_dir: tls_dir,
-                        })
+                        Ok(Connection { docker })
                     }
                     Ok(Err(e)) => Err(self.connect_error(e)),
                     Err(_) => Err(self.unreachable(format!(
@@ -1381,6 +1365,91 @@ fn to_url_safe_base64(standard: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+/// How long an idle kept-alive connection to a daemon stays open.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// The daemon's unix socket with its connections kept alive and reused.
+/// bollard's own unix client opens a new connection for every request
+/// (its pool is off), which costs a round trip more per API call, and
+/// far more when the socket is a tunnel to a distant host (`ssh -L`).
+fn pooled_unix(path: &str) -> Result<Docker, bollard::errors::Error> {
+    let socket = Arc::new(std::path::PathBuf::from(path.trim_start_matches("unix://")));
+    if !socket.exists() {
+        return Err(bollard::errors::Error::SocketNotFoundError(
+            socket.display().to_string(),
+        ));
+    }
+    pooled(
+        hyperlocal::UnixConnector,
+        "http://docker.sock".to_owned(),
+        Some(socket),
+    )
+}
+
+/// A plain `tcp://` daemon over kept-alive connections (bollard's own HTTP
+/// client keeps none, as for unix sockets).
+fn pooled_http(address: &str) -> Result<Docker, bollard::errors::Error> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let base = format!("http://{}", address.trim_start_matches("tcp://"));
+    pooled(connector, base, None)
+}
+
+/// A `tcp://` daemon with `--tlsverify`, over kept-alive connections
+/// (bollard's own TLS client keeps none, and reads the key from files).
+fn pooled_tls(
+    address: &str,
+    config: rustls::ClientConfig,
+) -> Result<Docker, bollard::errors::Error> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let base = format!("https://{}", address.trim_start_matches("tcp://"));
+    pooled(connector, base, None)
+}
+
+/// A bollard client whose requests go through one pooled hyper client
+/// over `connector`, to `base`, or to the unix `socket` when given.
+fn pooled<C>(
+    connector: C,
+    base: String,
+    socket: Option<Arc<std::path::PathBuf>>,
+) -> Result<Docker, bollard::errors::Error>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(connector);
+    Docker::connect_with_custom_transport(
+        move |mut request: bollard::BollardRequest| {
+            let (client, socket) = (client.clone(), socket.clone());
+            async move {
+                if let Some(socket) = socket {
+                    let path = request
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned();
+                    *request.uri_mut() = hyperlocal::Uri::new(&*socket, &path).into();
+                }
+                client
+                    .request(request)
+                    .await
+                    .map_err(|err| bollard::errors::Error::HyperLegacyError { err })
+            }
+        },
+        Some(base),
+        CLIENT_TIMEOUT_SECS,
+        API_DEFAULT_VERSION,
+    )
 }
 
 #[cfg(test)]

@@ -1,24 +1,12 @@
 //! TLS material for `tcp://` hosts: checking the PEM blocks (pure) and the
-//! private directory bollard reads them from.
-//!
-//! bollard's `Docker::connect_with_ssl` takes file paths and reads the client
-//! key and certificate again at every TLS handshake, so the files must live
-//! as long as the connection. [`PrivateTlsDir`] writes them to a fresh
-//! directory of mode 0700 (files 0600) under the temp dir and removes it when
-//! dropped; the host's connection owns it. A process killed before it could
-//! drop its directory leaves it behind, so creating one first removes those
-//! left by processes that no longer run (the pid is part of the name).
+//! client configuration made from them. The material stays in memory: the
+//! key is never written to a file (bollard's own TLS client reads files at
+//! every handshake; Berth's keeps its connections and its key itself).
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::TlsFiles;
-
-/// Prefix of the directories under the temp dir; followed by `<pid>-<random>`.
-const DIR_PREFIX: &str = "berth-docker-tls-";
 
 /// Which of the three PEM blocks a problem is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,121 +79,39 @@ fn check_certificates(part: TlsPart, pem: &str) -> Result<(), TlsMaterialError> 
     Ok(())
 }
 
-/// A private directory holding `ca.pem`, `cert.pem` and `key.pem`; removed
-/// with everything in it when dropped.
-#[derive(Debug)]
-pub(crate) struct PrivateTlsDir {
-    path: PathBuf,
-}
-
-impl PrivateTlsDir {
-    /// Writes `tls` into a new directory under `parent` (the caller passes
-    /// `std::env::temp_dir()`).
-    pub(crate) fn create(parent: &Path, tls: &TlsFiles) -> io::Result<PrivateTlsDir> {
-        remove_orphans(parent);
-        let pid = std::process::id();
-        let mut attempt = 0;
-        let path = loop {
-            let path = parent.join(format!("{DIR_PREFIX}{pid}-{}", random_suffix()?));
-            match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => break path,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
-                Err(e) => return Err(e),
-            }
-        };
-        // From here on, dropping `dir` removes what was written.
-        let dir = PrivateTlsDir { path };
-        write_private(&dir.ca(), tls.ca.as_bytes())?;
-        write_private(&dir.cert(), tls.cert.as_bytes())?;
-        write_private(&dir.key(), tls.key.expose().as_bytes())?;
-        Ok(dir)
+/// The rustls client configuration for a daemon with `--tlsverify`: only
+/// `tls.ca` is trusted (as the docker CLI does), and the client presents
+/// `tls.cert` with `tls.key`.
+pub(crate) fn client_config(tls: &TlsFiles) -> Result<rustls::ClientConfig, String> {
+    check_tls_material(tls).map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut tls.ca.as_bytes()) {
+        let cert = cert.map_err(|e| format!("ca_pem is not valid PEM ({e})"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca_pem holds a certificate rustls refuses: {e}"))?;
     }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub(crate) fn ca(&self) -> PathBuf {
-        self.path.join("ca.pem")
-    }
-
-    pub(crate) fn cert(&self) -> PathBuf {
-        self.path.join("cert.pem")
-    }
-
-    pub(crate) fn key(&self) -> PathBuf {
-        self.path.join("key.pem")
-    }
-}
-
-impl Drop for PrivateTlsDir {
-    fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.path.display(), error = %e, "could not remove the TLS files of a Docker host");
-            }
-        }
-    }
-}
-
-/// Creates `path` (which must not exist) with mode 0600 and writes `bytes`.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn random_suffix() -> io::Result<String> {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 8];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| io::Error::other("no random numbers from the system"))?;
-    Ok(hex::encode(bytes))
-}
-
-/// Removes directories of ours under `parent` whose process no longer runs
-/// (best effort; only where `/proc` tells). Never touches a live process's.
-fn remove_orphans(parent: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        // Only our own directories (not a symlink someone planted).
-        let ours = entry
-            .file_type()
-            .map(|t| t.is_dir() && !t.is_symlink())
-            .unwrap_or(false);
-        if ours {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
+    let chain = rustls_pemfile::certs(&mut tls.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cert_pem is not valid PEM ({e})"))?;
+    let key = rustls_pemfile::private_key(&mut tls.key.expose().as_bytes())
+        .ok()
+        .flatten()
+        .ok_or_else(|| "key_pem holds no usable private key".to_owned())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        // Not rustls's message: it may describe the key.
+        .map_err(|_| "cert_pem and key_pem do not make a usable client certificate (does the key belong to the certificate?)".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::Secret;
-    use std::os::unix::fs::PermissionsExt;
 
     fn material() -> TlsFiles {
         let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
@@ -259,38 +165,15 @@ mod tests {
     }
 
     #[test]
-    fn private_dir_is_0700_with_0600_files_and_goes_away() {
-        let parent = tempfile::tempdir().unwrap();
-        let tls = material();
-        let dir = PrivateTlsDir::create(parent.path(), &tls).unwrap();
-        let path = dir.path().to_owned();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o700);
-        for file in [dir.ca(), dir.cert(), dir.key()] {
-            assert_eq!(mode(&file), 0o600, "{}", file.display());
-        }
-        assert_eq!(fs::read_to_string(dir.key()).unwrap(), tls.key.expose());
-        assert_eq!(fs::read_to_string(dir.ca()).unwrap(), tls.ca);
-        drop(dir);
-        assert!(!path.exists());
-    }
-
-    #[test]
-    fn orphans_of_dead_processes_are_removed_live_ones_kept() {
-        let parent = tempfile::tempdir().unwrap();
-        // pid_max is at most 2^22: this pid cannot run.
-        let dead = parent.path().join(format!("{DIR_PREFIX}4294967295-abc"));
-        let live = parent
-            .path()
-            .join(format!("{DIR_PREFIX}{}-abc", std::process::id()));
-        let other = parent.path().join("unrelated-1-abc");
-        for d in [&dead, &live, &other] {
-            fs::create_dir(d).unwrap();
-        }
-        let dir = PrivateTlsDir::create(parent.path(), &material()).unwrap();
-        assert!(!dead.exists());
-        assert!(live.exists());
-        assert!(other.exists());
-        assert!(dir.path().exists());
+    fn the_client_configuration_takes_the_material_as_given() {
+        let good = material();
+        assert!(client_config(&good).is_ok());
+        // A certificate whose key is another one: refused without rustls's
+        // words about the key.
+        let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).expect("cert");
+        let mut tls = good.clone();
+        tls.key = Secret::new(other.signing_key.serialize_pem());
+        let err = client_config(&tls).expect_err("a mismatched key is refused");
+        assert!(err.contains("does the key belong"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ pub mod data_image;
 pub mod diag;
 pub mod docs;
 pub mod functions;
+pub mod prefetch;
 pub mod resource;
 pub mod resource_app;
 pub mod resource_deploy_hook;
@@ -59,7 +60,24 @@ pub struct Context {
     /// process, by (host, port or domain): two apps of one configuration
     /// claiming the same are refused at plan time, before either exists.
     claims: Mutex<HashMap<(String, String), String>>,
+    /// What the last plan of this configuration resolved, and what this
+    /// process's plans resolve (see [`prefetch`]).
+    hints: prefetch::PlanHints,
+    /// Answers to the `HEAD` request for a reference (the digest it names
+    /// now, `None` when it failed), by the same key as `resolutions`:
+    /// sent early for the images the last plan resolved, awaited by the
+    /// resolution that needs one, never sent twice.
+    heads: Mutex<HashMap<ResolutionKey, (Instant, Arc<HeadAnswer>)>>,
+    /// Early requests in flight per registry host, at most
+    /// [`EARLY_REQUESTS_PER_REGISTRY`].
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+type HeadAnswer = tokio::sync::OnceCell<Option<String>>;
+
+/// Early `HEAD` requests in flight to one registry at a time. A plan's own
+/// requests (at most terraform's parallelism) do not wait for these.
+const EARLY_REQUESTS_PER_REGISTRY: usize = 64;
 
 /// A canonical image reference and the id of the credential used for it.
 type ResolutionKey = (String, Option<String>);
@@ -91,7 +109,23 @@ impl Context {
             refreshed: Default::default(),
             resolutions: Default::default(),
             claims: Default::default(),
+            hints: prefetch::PlanHints::default(),
+            heads: Default::default(),
+            gates: Default::default(),
         }
+    }
+
+    /// Keeps what plans resolve in the hint file at `path` (see
+    /// [`prefetch`]).
+    pub fn with_plan_hints(mut self, path: Option<std::path::PathBuf>) -> Context {
+        self.hints = prefetch::PlanHints::at(path);
+        self
+    }
+
+    /// Writes the hint file (at the end of the process), when this
+    /// process planned apps.
+    pub fn save_plan_hints(&self) {
+        self.hints.save();
     }
 
     /// Records that `app` claims `listener` (a port or a domain) on
@@ -144,7 +178,7 @@ impl Context {
                         started: Instant::now(),
                         result: tokio::sync::OnceCell::new(),
                     });
-                    slots.insert(key, slot.clone());
+                    slots.insert(key.clone(), slot.clone());
                     slot
                 }
             }
@@ -155,8 +189,24 @@ impl Context {
                 // resolves in full; the resources report the store's error.
                 match self.store().await {
                     Ok(store) => {
+                        // The HEAD sent early, or sent now and shared.
+                        let head = self
+                            .head_answer(key.clone())
+                            .get_or_init(|| async {
+                                self.registry
+                                    .manifest_digest(reference, &credentials)
+                                    .await
+                                    .ok()
+                            })
+                            .await
+                            .clone();
                         self.registry
-                            .resolve_known(reference, &credentials, &StoredImages(store))
+                            .resolve_known_after(
+                                reference,
+                                &credentials,
+                                &StoredImages(store),
+                                head,
+                            )
                             .await
                     }
                     Err(_) => self.registry.resolve(reference, &credentials).await,
@@ -169,6 +219,98 @@ impl Context {
                     .at(diag::AttributePath::root("image"))
                     .into()
             })
+    }
+
+    /// [`Context::resolve_image`] for a `berth_app`'s plan: notes the image
+    /// for the next plan of this configuration and, the first time this
+    /// process plans one, sends the `HEAD` requests for every image the
+    /// last plan resolved, so that the apps terraform has not reached yet
+    /// find their answers waiting instead of each waiting its turn.
+    pub async fn resolve_planned_image(
+        &self,
+        reference: &Reference,
+        credential_id: &Value,
+    ) -> Result<ResolvedImage, Diagnostics> {
+        let early = self.hints.note(prefetch::HintEntry {
+            image: reference.to_string(),
+            credential: credential_id.as_str().map(str::to_owned),
+        });
+        if !early.is_empty() {
+            self.send_early(early).await;
+        }
+        self.resolve_image(reference, credential_id).await
+    }
+
+    /// Starts a `HEAD` request for each entry, bounded per registry; an
+    /// entry that no longer names a usable reference or credential is
+    /// skipped (its app, if any, asks and reports for itself).
+    async fn send_early(&self, entries: Vec<prefetch::HintEntry>) {
+        let mut sent = 0_usize;
+        for entry in entries {
+            let Ok(reference) = Reference::parse(&entry.image) else {
+                continue;
+            };
+            let id = entry
+                .credential
+                .as_deref()
+                .map_or(Value::Null, Value::string);
+            let Ok(credentials) = self
+                .credentials_for(
+                    &id,
+                    reference.registry(),
+                    diag::AttributePath::root("registry_credential_id"),
+                )
+                .await
+            else {
+                continue;
+            };
+            let answer = self.head_answer((reference.to_string(), entry.credential));
+            if answer.initialized() {
+                continue;
+            }
+            let gate = self.gate(reference.registry());
+            let registry = self.registry.clone();
+            sent += 1;
+            tokio::spawn(async move {
+                let Ok(_permit) = gate.acquire_owned().await else {
+                    return;
+                };
+                answer
+                    .get_or_init(|| async {
+                        registry
+                            .manifest_digest(&reference, &credentials)
+                            .await
+                            .ok()
+                    })
+                    .await;
+            });
+        }
+        tracing::debug!(
+            images = sent,
+            "sent the image requests of the last plan of this configuration early"
+        );
+    }
+
+    /// The `HEAD` answer slot for `key`: the one sent early or asked for
+    /// by this process within [`RESOLUTION_REUSE`], else a new one.
+    fn head_answer(&self, key: ResolutionKey) -> Arc<HeadAnswer> {
+        let mut heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        match heads.get(&key) {
+            Some((started, answer)) if started.elapsed() < RESOLUTION_REUSE => answer.clone(),
+            _ => {
+                let answer = Arc::new(HeadAnswer::new());
+                heads.insert(key, (Instant::now(), answer.clone()));
+                answer
+            }
+        }
+    }
+
+    fn gate(&self, registry: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(registry.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(EARLY_REQUESTS_PER_REGISTRY)))
+            .clone()
     }
 
     /// Notes that `key` was refreshed by this process.
@@ -418,13 +560,24 @@ impl Provider {
     pub fn configure(&self, config: &Value) -> Diagnostics {
         match ProviderConfig::from_value(config) {
             Ok(cfg) => {
-                let ctx = Arc::new(Context::new(cfg));
+                let hints = plan_hints_path(&cfg, config);
+                let ctx = Arc::new(Context::new(cfg).with_plan_hints(hints));
                 if let Ok(mut slot) = self.context.write() {
                     *slot = Some(ctx);
                 }
                 Diagnostics::default()
             }
             Err(d) => d,
+        }
+    }
+
+    /// The end of the process (terraform's `Shutdown`): remembers what its
+    /// plans resolved for the next plan of this configuration.
+    pub fn finish(&self) {
+        if let Ok(slot) = self.context.read() {
+            if let Some(ctx) = slot.as_ref() {
+                ctx.save_plan_hints();
+            }
         }
     }
 
@@ -607,6 +760,23 @@ impl Provider {
         }
         Ok((v, warnings))
     }
+}
+
+/// Where this provider configuration keeps its plan hints: the state
+/// directory's `plan-hints/`, by working directory (terraform runs
+/// plugins in it), workspace and configuration. `None` without a state
+/// directory or working directory: plans then send nothing early.
+fn plan_hints_path(cfg: &ProviderConfig, config: &Value) -> Option<std::path::PathBuf> {
+    let state_dir =
+        crate::store::paths::resolve_state_dir(cfg.state_dir.as_deref(), &process_env).ok()?;
+    let cwd = std::env::current_dir().ok()?;
+    let workspace = prefetch::workspace(&cwd, &process_env);
+    Some(prefetch::hint_path(
+        &state_dir,
+        &cwd,
+        &workspace,
+        &format!("{config:?}"),
+    ))
 }
 
 fn unknown_type(kind: &str, type_name: &str) -> Diagnostics {

@@ -321,7 +321,7 @@ impl Resource for AppResource {
                 return diags;
             }
             let resolved = match ctx
-                .resolve_image(&reference, plan.config.get("registry_credential_id"))
+                .resolve_planned_image(&reference, plan.config.get("registry_credential_id"))
                 .await
             {
                 Ok(r) => r,

@@ -83,7 +83,23 @@ impl RegistryClient {
         credentials: &Credentials,
         known: &dyn KnownImages,
     ) -> Result<ResolvedImage, RegistryError> {
-        if let Ok(top) = self.manifest_digest(reference, credentials).await {
+        let head = self.manifest_digest(reference, credentials).await.ok();
+        self.resolve_known_after(reference, credentials, known, head)
+            .await
+    }
+
+    /// [`RegistryClient::resolve_known`] with the `HEAD` already made:
+    /// `head` is the digest it answered (`None`: it failed or was not
+    /// useful), so a caller can send it early, or share one between
+    /// several waiters, without asking twice.
+    pub async fn resolve_known_after(
+        &self,
+        reference: &Reference,
+        credentials: &Credentials,
+        known: &dyn KnownImages,
+        head: Option<String>,
+    ) -> Result<ResolvedImage, RegistryError> {
+        if let Some(top) = head {
             if let Some(image) = known.known(&top).await {
                 tracing::debug!(
                     reference = %reference,

@@ -307,14 +307,17 @@ pub async fn serve(opts: ServeOptions, provider: Provider) -> Result<(), ServeEr
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let acceptor = tls.map(|t| TlsAcceptor::from(t.config));
-    run(
+    let ending = provider.provider();
+    let outcome = run(
         listener,
         acceptor,
         provider,
         Controller::exiting(shutdown_tx),
         shutdown_rx,
     )
-    .await
+    .await;
+    ending.finish();
+    outcome
 }
 
 /// Debug mode: plain gRPC on 127.0.0.1, reattach instructions on stdout,

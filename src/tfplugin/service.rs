@@ -35,6 +35,11 @@ impl ProviderGrpc {
         }
     }
 
+    /// The provider behind the service (the server ends it at `Shutdown`).
+    pub fn provider(&self) -> Arc<Provider> {
+        self.provider.clone()
+    }
+
     fn schema_response(&self) -> pb::get_provider_schema::Response {
         let p = &self.provider;
         pb::get_provider_schema::Response {

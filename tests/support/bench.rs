@@ -21,15 +21,24 @@
 //!    digest with the switch over the docker CLI floor, drain excluded; and
 //!    failed requests during a deploy under load.
 //!
+//! 8. Plans at distance (issue 14): the registry 50 ms and the Docker host
+//!    10 ms away (each way, through relays on loopback), plans of 100 and of
+//!    10 deployed apps over the floor provider's; pulls per host when 100
+//!    new apps share one image; plans of 1,000 apps per app over 100, and
+//!    the plugin's peak memory at 1,000.
+//!
 //! A MISS never fails the process: it exits 0 unless the bench itself
 //! broke. Containers it starts carry `io.berth.test=1` and app names
 //! starting `bench-<pid>-`; they are removed at the end, even after an
 //! error.
 
+#[path = "latency_relay.rs"]
+mod latency_relay;
 #[path = "load.rs"]
 mod load;
 #[path = "plugin_client.rs"]
 mod plugin_client;
+use latency_relay::{Endpoint, LatencyRelay};
 use plugin_client::{client_tls, tls_relay, ClientIdentity};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,7 +66,7 @@ use berth::tfplugin::proto::tfplugin6::get_provider_schema;
 use berth::tfplugin::proto::tfplugin6::provider_client::ProviderClient;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::TcpStream;
 use tokio::process::Command;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -93,6 +102,17 @@ const SWARM_HOST: &str = "unix:///run/berth-dev/docker-b.sock";
 /// Timed deploys per side in the swarm section.
 const SWARM_DEPLOY_ROUNDS: usize = 3;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(420);
+/// The distance section: the registry and the Docker host this far away
+/// (each way), and the smaller configuration's apps.
+const REGISTRY_DELAY: Duration = Duration::from_millis(50);
+const HOST_DELAY: Duration = Duration::from_millis(10);
+const FEW: usize = 10;
+const DISTANCE_ROUNDS: usize = 5;
+/// Apps in the scale section's big configuration (BERTH_BENCH_SCALE_APPS).
+const HUGE: usize = 1000;
+const SCALE_ROUNDS: usize = 3;
+/// Every relay the bench starts stops by itself after this long.
+const RELAY_LIFETIME: Duration = Duration::from_secs(3600);
 
 fn main() -> ExitCode {
     // The engine labels what it starts `io.berth.test=1` only when this is
@@ -291,7 +311,8 @@ async fn run() -> anyhow::Result<bool> {
     let mut notes: Notes = Vec::new();
 
     // BERTH_BENCH_ONLY=a,b runs only the sections named (plugin, data,
-    // deploy, ingress, hooks, apps, jobs, swarm), to look at one closely.
+    // deploy, ingress, hooks, apps, jobs, distance, scale, swarm), to look
+    // at one closely.
     let only: Option<Vec<String>> = std::env::var("BERTH_BENCH_ONLY")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
@@ -326,6 +347,12 @@ async fn run() -> anyhow::Result<bool> {
     }
     if wanted("jobs") {
         section(&mut rows, "jobs", bench.jobs(&mut notes)).await;
+    }
+    if wanted("distance") {
+        section(&mut rows, "plans at distance", bench.distance(&mut notes)).await;
+    }
+    if wanted("scale") {
+        section(&mut rows, "plans of 1,000 apps", bench.scale(&mut notes)).await;
     }
     if wanted("swarm") {
         section(&mut rows, "swarm", bench.swarm(&mut notes)).await;
@@ -1790,15 +1817,22 @@ impl Bench {
             ),
         };
         notes.push(format!("docker API calls: {b_note}"));
-        let proxy_a =
-            CountingProxy::start(self.root.path().join("proxy-a.sock"), default_socket).await?;
-        let proxy_b = CountingProxy::start(self.root.path().join("proxy-b.sock"), host_b).await?;
+        let counting = |name: &str, upstream: PathBuf| {
+            LatencyRelay::unix(
+                self.root.path().join(name),
+                Endpoint::Unix(upstream),
+                Duration::ZERO,
+                RELAY_LIFETIME,
+            )
+        };
+        let proxy_a = counting("proxy-a.sock", default_socket).await?;
+        let proxy_b = counting("proxy-b.sock", host_b).await?;
         // "local" keeps the name the apps were deployed to; "second" sorts
         // after it, so placement (slot 0 → first host) is unchanged.
         let provider = format!(
-            "provider \"berth\" {{\n  hosts = {{\n    local  = {{ address = \"unix://{}\" }}\n    second = {{ address = \"unix://{}\" }}\n  }}\n}}\n",
-            proxy_a.path.display(),
-            proxy_b.path.display()
+            "provider \"berth\" {{\n  hosts = {{\n    local  = {{ address = \"{}\" }}\n    second = {{ address = \"{}\" }}\n  }}\n}}\n",
+            proxy_a.docker_host(),
+            proxy_b.docker_host()
         );
         let mut rows = Vec::new();
         for (dir, n, prefix) in cases {
@@ -1812,7 +1846,7 @@ impl Bench {
                     PLAN_TIMEOUT,
                 )
                 .await;
-            let (a, b) = (proxy_a.snapshot(), proxy_b.snapshot());
+            let (a, b) = (proxy_a.counts(), proxy_b.counts());
             dir.write(&apps(n, prefix, ""), Some(BERTH))?;
             if let Err(e) = result {
                 notes.push(format!(
@@ -1843,6 +1877,254 @@ impl Bench {
             ));
         }
         Ok(rows)
+    }
+
+    // ------------------------------------------------------- distance
+
+    /// Plans at internet distance (issue 14): the registry behind a relay
+    /// adding [`REGISTRY_DELAY`] each way, the Docker host behind one adding
+    /// [`HOST_DELAY`]; plans of 10 and of 100 deployed apps, each over the
+    /// floor provider's plan of the same configuration. The 100 apps name
+    /// 100 tags of one image, so the apply that deploys them (through a
+    /// counting relay in front of the daemon) shows the pulls per host.
+    async fn distance(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        self.push_tags(MANY).await?;
+        let registry = LatencyRelay::tcp(
+            Endpoint::Tcp(PLAIN_REGISTRY.to_owned()),
+            REGISTRY_DELAY,
+            RELAY_LIFETIME,
+        )
+        .await?;
+        let far_host = LatencyRelay::unix(
+            self.root.path().join("docker-far.sock"),
+            Endpoint::Unix(default_docker_socket()),
+            HOST_DELAY,
+            RELAY_LIFETIME,
+        )
+        .await?;
+        let counted_host = LatencyRelay::unix(
+            self.root.path().join("docker-counted.sock"),
+            Endpoint::Unix(default_docker_socket()),
+            Duration::ZERO,
+            RELAY_LIFETIME,
+        )
+        .await?;
+        let rtt_ms = 2.0 * REGISTRY_DELAY.as_secs_f64() * 1000.0;
+        // `host: None` is the daemon itself and the registry itself, for
+        // the clean-up after the relays are gone (a destroy plans too).
+        let apps = |n: usize, prefix: &str, host: Option<&str>| {
+            let provider = host.map_or(String::new(), |h| {
+                format!("provider \"berth\" {{\n  hosts = {{\n    local = {{ address = \"{h}\" }}\n  }}\n}}\n")
+            });
+            let registry = if host.is_some() {
+                registry.addr()
+            } else {
+                PLAIN_REGISTRY
+            };
+            format!(
+                "{provider}resource \"berth_app\" \"app\" {{\n  count = {n}\n  name  = \"{prefix}${{count.index}}\"\n  image = \"{registry}/{BENCH_REPO}:t${{count.index}}\"\n  services = {{\n    web = {{\n      http_port = 8080\n      instances = 1\n    }}\n  }}\n}}"
+            )
+        };
+        let far = far_host.docker_host();
+        let counted = counted_host.docker_host();
+        let mut dirs = Vec::new();
+        for (n, tag) in [(MANY, "m"), (FEW, "f")] {
+            let prefix = format!("{}d{tag}", self.app_prefix);
+            let ours = self.workdir(&format!("distance-{n}"))?;
+            let floor = self.workdir(&format!("distance-{n}-floor"))?;
+            ours.write(&apps(n, &prefix, Some(&counted)), Some(BERTH))?;
+            floor.write(&apps(n, &prefix, Some(&far)), Some(FLOOR))?;
+            ours.init().await?;
+            floor.init().await?;
+            floor.apply().await?;
+            if let Ok(mut applied) = self.applied.lock() {
+                applied.push(ours.clone());
+            }
+            counted_host.reset();
+            eprintln!("bench:   applying {n} berth_app through the relays …");
+            let took = ours.apply().await;
+            let pulls = counted_host.count("POST /images/create");
+            // Plans go to the far host; the clean-up (after the relays are
+            // gone) to the daemon itself.
+            ours.write(&apps(n, &prefix, Some(&far)), Some(BERTH))?;
+            let took = took?;
+            notes.push(format!(
+                "distance: `terraform apply` of {n} new berth_app (one image under {n} tags) took {:.1} s; the daemon was asked to pull {pulls} time(s)",
+                took.as_secs_f64()
+            ));
+            dirs.push((n, ours, floor, pulls, prefix));
+        }
+        let result = self.distance_plans(&dirs, &registry, rtt_ms, notes).await;
+        for (n, ours, _, _, prefix) in &dirs {
+            ours.write(&apps(*n, prefix, None), Some(BERTH))?;
+        }
+        let mut rows = result?;
+        let (_, _, _, pulls, _) = &dirs[0];
+        rows.push(Row::new(
+            &format!("image pulls per host, apply of {MANY} new apps sharing one image"),
+            format!("{pulls}"),
+            "POST /images/create counted by a relay in front of the daemon".into(),
+            "1",
+            Some(*pulls == 1),
+        ));
+        Ok(rows)
+    }
+
+    async fn distance_plans(
+        &self,
+        dirs: &[(usize, Workdir, Workdir, u64, String)],
+        registry: &LatencyRelay,
+        rtt_ms: f64,
+        notes: &mut Notes,
+    ) -> anyhow::Result<Vec<Row>> {
+        let [(many, ours_many, floor_many, ..), (few, ours_few, floor_few, ..)] = dirs else {
+            bail!("the distance section needs two configurations");
+        };
+        let samples = alternate_plans(
+            &[ours_many, floor_many, ours_few, floor_few],
+            DISTANCE_ROUNDS,
+        )
+        .await?;
+        // BERTH_BENCH_TRACE=DIR: the provider's debug log of one plan of
+        // each size at distance, to see where a plan waits.
+        if let Some(trace) = std::env::var_os("BERTH_BENCH_TRACE") {
+            for (n, dir) in [(many, ours_many), (few, ours_few)] {
+                let mut traced = dir.clone();
+                let log = PathBuf::from(&trace).join(format!("plan-{n}.log"));
+                traced.env.push(("TF_LOG_PROVIDER".into(), "DEBUG".into()));
+                traced
+                    .env
+                    .push(("TF_LOG_PATH".into(), log.display().to_string()));
+                traced.plan().await?;
+                notes.push(format!(
+                    "distance: a plan of {n} apps traced in {}",
+                    log.display()
+                ));
+            }
+        }
+        let over = |ours: &Samples, floor: &Samples| ours.median() - floor.median();
+        let (at_many, at_few) = (
+            over(&samples[0], &samples[1]),
+            over(&samples[2], &samples[3]),
+        );
+        // What one plan of the many asks the registry.
+        registry.reset();
+        ours_many.plan().await?;
+        let asked: Vec<String> = registry
+            .counts()
+            .iter()
+            .map(|(line, n)| format!("{} ×{n}", line.split('/').next().unwrap_or(line).trim()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let heads = registry.count("HEAD /v2/");
+        let gets = registry.count("GET /v2/");
+        notes.push(format!(
+            "distance: registry relay {} ms each way, host relay {} ms each way; one plan of {many} apps asked the registry {heads} HEAD and {gets} GET ({})",
+            REGISTRY_DELAY.as_millis(),
+            HOST_DELAY.as_millis(),
+            asked.join(", ")
+        ));
+        Ok(vec![
+            Row::new(
+                &format!("plan at distance, over the floor: {many} apps / {few} apps"),
+                format!("{:.2}", at_many / at_few),
+                format!(
+                    "{at_many:.0} ms / {at_few:.0} ms over the floor; Berth {} and {}, floor {} and {}",
+                    samples[0].spread(),
+                    samples[2].spread(),
+                    samples[1].spread(),
+                    samples[3].spread()
+                ),
+                "≤ 1.3",
+                Some(at_many / at_few <= 1.3),
+            ),
+            Row::new(
+                &format!("plan of {many} apps at distance, in registry round trips"),
+                format!("{:.1}", at_many / rtt_ms),
+                format!("{at_many:.0} ms over the floor / {rtt_ms:.0} ms round trip"),
+                "≤ 4",
+                Some(at_many / rtt_ms <= 4.0),
+            ),
+        ])
+    }
+
+    // ---------------------------------------------------------- scale
+
+    /// 1,000 apps in one configuration (issue 14), without delay: Berth's
+    /// plan over the floor per app, at 1,000 over at 100, and the plugin's
+    /// peak memory. The apps run no instance (1,000 containers do not fit
+    /// this machine); their refresh, drift and image resolution are the
+    /// same work as with instances.
+    async fn scale(&self, notes: &mut Notes) -> anyhow::Result<Vec<Row>> {
+        let huge = std::env::var("BERTH_BENCH_SCALE_APPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(HUGE)
+            .max(MANY + 1);
+        self.push_tags(huge).await?;
+        let apps = |n: usize, prefix: &str| {
+            format!(
+                "resource \"berth_app\" \"app\" {{\n  count = {n}\n  name  = \"{prefix}${{count.index}}\"\n  image = \"{PLAIN_REGISTRY}/{BENCH_REPO}:t${{count.index}}\"\n  services = {{\n    web = {{\n      http_port = 8080\n      instances = 0\n    }}\n  }}\n}}"
+            )
+        };
+        let mut dirs = Vec::new();
+        for (n, tag) in [(huge, "h"), (MANY, "c")] {
+            let prefix = format!("{}s{tag}", self.app_prefix);
+            let ours = self.workdir(&format!("scale-{n}"))?;
+            let floor = self.workdir(&format!("scale-{n}-floor"))?;
+            ours.write(&apps(n, &prefix), Some(BERTH))?;
+            floor.write(&apps(n, &prefix), Some(FLOOR))?;
+            ours.init().await?;
+            floor.init().await?;
+            floor.apply().await?;
+            if let Ok(mut applied) = self.applied.lock() {
+                applied.push(ours.clone());
+            }
+            eprintln!("bench:   applying {n} berth_app without instances …");
+            let took = ours.apply().await?;
+            notes.push(format!(
+                "scale: `terraform apply` of {n} berth_app (no instances) took {:.1} s",
+                took.as_secs_f64()
+            ));
+            dirs.push((ours, floor));
+        }
+        let samples = alternate_plans(
+            &[&dirs[0].0, &dirs[0].1, &dirs[1].0, &dirs[1].1],
+            SCALE_ROUNDS,
+        )
+        .await?;
+        let per_app =
+            |ours: &Samples, floor: &Samples, n: usize| (ours.median() - floor.median()) / n as f64;
+        let at_huge = per_app(&samples[0], &samples[1], huge);
+        let at_many = per_app(&samples[2], &samples[3], MANY);
+        let (sampled, _) = sample_plugins(&dirs[0].0).await?;
+        notes.push(format!("scale: {huge} apps: {}", sampled.describe()));
+        Ok(vec![
+            Row::new(
+                &format!("plan per app over the floor: {huge} apps / {MANY} apps"),
+                format!("{:.2}", at_huge / at_many),
+                format!(
+                    "{at_huge:.2} ms/app / {at_many:.2} ms/app; Berth {} and {}, floor {} and {}",
+                    samples[0].spread(),
+                    samples[2].spread(),
+                    samples[1].spread(),
+                    samples[3].spread()
+                ),
+                "≤ 1.1",
+                Some(at_huge / at_many <= 1.1),
+            ),
+            Row::new(
+                &format!("plugin peak memory during plan of {huge} apps"),
+                format!("{:.1} MiB", sampled.peak_kb as f64 / 1024.0),
+                format!(
+                    "VmHWM sampled every 10 ms, {} plugin process(es)",
+                    sampled.launches
+                ),
+                "< 40 MiB",
+                Some(sampled.peak_kb < 40 * 1024),
+            ),
+        ])
     }
 
     // ---------------------------------------------------------- swarm
@@ -2716,143 +2998,4 @@ async fn second_daemon() -> Option<PathBuf> {
         }
     }
     None
-}
-
-// ---------------------------------------------------------- counting proxy
-
-/// A unix-socket proxy in front of a Docker daemon that counts HTTP
-/// requests by their request lines (`METHOD /path HTTP/1.1` at the start
-/// of a line), so keep-alive connections count every request.
-struct CountingProxy {
-    path: PathBuf,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl CountingProxy {
-    async fn start(path: PathBuf, upstream: PathBuf) -> anyhow::Result<CountingProxy> {
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)
-            .with_context(|| format!("listening on {}", path.display()))?;
-        let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let shared = counts.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let counts = shared.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = UnixStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let _ = relay_counting(client, server, counts).await;
-                });
-            }
-        });
-        Ok(CountingProxy { path, counts, task })
-    }
-
-    fn reset(&self) {
-        if let Ok(mut counts) = self.counts.lock() {
-            counts.clear();
-        }
-    }
-
-    fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-}
-
-async fn relay_counting(
-    client: UnixStream,
-    server: UnixStream,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
-) -> std::io::Result<()> {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upstream = async move {
-        let mut scanner = LineScanner::default();
-        let mut buf = vec![0_u8; 16 * 1024];
-        loop {
-            let n = client_read.read(&mut buf).await?;
-            if n == 0 {
-                server_write.shutdown().await?;
-                return Ok::<(), std::io::Error>(());
-            }
-            for request in scanner.feed(&buf[..n]) {
-                if let Ok(mut counts) = counts.lock() {
-                    *counts.entry(request).or_default() += 1;
-                }
-            }
-            server_write.write_all(&buf[..n]).await?;
-        }
-    };
-    let downstream = async move {
-        tokio::io::copy(&mut server_read, &mut client_write).await?;
-        client_write.shutdown().await
-    };
-    let (up, down) = tokio::join!(upstream, downstream);
-    up.and(down)
-}
-
-/// Splits a byte stream into lines and picks out HTTP request lines.
-#[derive(Default)]
-struct LineScanner {
-    line: Vec<u8>,
-    /// The current line is too long to be a request line (a body).
-    skipping: bool,
-}
-
-impl LineScanner {
-    const MAX_LINE: usize = 8 * 1024;
-
-    /// Returns `METHOD /path` (API version prefix and query dropped) for
-    /// each request line completed by `bytes`.
-    fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut found = Vec::new();
-        for &b in bytes {
-            if b == b'\n' {
-                if !self.skipping {
-                    if let Some(request) = request_line(&self.line) {
-                        found.push(request);
-                    }
-                }
-                self.line.clear();
-                self.skipping = false;
-            } else if !self.skipping {
-                self.line.push(b);
-                if self.line.len() > Self::MAX_LINE {
-                    self.line.clear();
-                    self.skipping = true;
-                }
-            }
-        }
-        found
-    }
-}
-
-fn request_line(line: &[u8]) -> Option<String> {
-    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-    if !METHODS.contains(&method) || !target.starts_with('/') {
-        return None;
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    // `/v1.47/containers/json` → `/containers/json`
-    let path = match path.strip_prefix("/v1.") {
-        Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
-        None => path,
-    };
-    Some(format!("{method} {path}"))
 }

@@ -412,6 +412,18 @@ pub fn app_containers(app: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs the docker CLI on the default daemon; its stdout, after checking
+/// that it succeeded.
+pub fn docker_cli(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Removes an app's containers and network when a test ends, even on panic.
 pub struct AppGuard(pub String);
 
