@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
 use own_registry::OwnRegistry;
 use support::hosts::{ids_on, TwoHostGuard, DOCKER_B_PIDFILE, HOST_A, HOST_B};
-use support::{app_containers, block_on, http_body, require_env, unique_app, AppGuard, Tf};
+use support::{app_containers, block_on, http_body, require_env, squash, unique_app, AppGuard, Tf};
 
 fn config(name: &str, image: &str, health: &str) -> String {
     format!(
@@ -389,10 +389,16 @@ fn docker_daemon_restarted_during_a_deploy_then_apply_converges() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // It fails, saying what failed on which host, within its bounds.
+    // It fails, saying what failed on which host, within its bounds:
+    // the daemon unreachable, or (on a kept-alive connection it still
+    // answers while shutting down) the new container stopped on host b.
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("ROLL failed"), "{text}");
-    assert!(text.contains("Docker host `b`"), "{text}");
+    assert!(
+        text.contains("Docker host `b`")
+            || squash(&text).contains("on host b did not become healthy"),
+        "{text}"
+    );
 
     // The next apply converges: v2, one instance, nothing of release 2.
     tf.config(&app(&set.demo_v2.reference, ""));

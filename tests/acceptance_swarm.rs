@@ -398,3 +398,81 @@ fn call(method: &str, url: &str) -> (u16, serde_json::Value) {
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// The `berth` command drives the Swarm backend from a spec file with
+/// `host_mode: swarm` (`DOCKER_HOST` at the manager): apply makes the
+/// service, `status` shows a scale by hand in words, apply repairs it,
+/// destroy removes the app's services.
+#[test]
+fn the_berth_command_deploys_to_swarm_from_a_spec_file() {
+    let name = unique_app("cli-swarm");
+    let _swarm = SwarmGuard::single_node(&name);
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("push fixtures");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("app.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: {name}\nimage: {}\nhost_mode: swarm\nservices:\n  web:\n    http_port: 8080\n    health_check:\n      interval_seconds: 0.25\n      start_period_seconds: 3\n",
+            set.demo_v1.reference
+        ),
+    )
+    .expect("write spec");
+    let spec = spec.display().to_string();
+    let berth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env_remove("BERTH_LOG")
+            .env("DOCKER_HOST", HOST_B)
+            .env("BERTH_STATE_DIR", dir.path().join("state"))
+            .env("BERTH_TEST_LABEL", "1")
+            .output()
+            .expect("run berth");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "berth {args:?} failed: {text}");
+        text
+    };
+    let service = format!("{name}-web");
+    let replicas = || {
+        docker(
+            HOST_B,
+            &[
+                "service",
+                "inspect",
+                &service,
+                "--format",
+                "{{.Spec.Mode.Replicated.Replicas}}",
+            ],
+        )
+        .trim()
+        .to_owned()
+    };
+
+    berth(&["apply", "-f", &spec]);
+    assert_eq!(
+        services_with(&format!("io.berth.app={name}")),
+        vec![service.clone()]
+    );
+    assert_eq!(replicas(), "1");
+    let status = berth(&["status", &name]);
+    assert!(!status.contains("scaled"), "{status}");
+
+    docker(
+        HOST_B,
+        &["service", "scale", "--detach", &format!("{service}=2")],
+    );
+    let status = squash(&berth(&["status", &name]));
+    assert!(
+        status.contains("is scaled to 2 replicas, the app wants 1"),
+        "{status}"
+    );
+    berth(&["apply", "-f", &spec]);
+    assert_eq!(replicas(), "1");
+
+    berth(&["destroy", &name]);
+    assert!(services_with(&format!("io.berth.app={name}")).is_empty());
+}

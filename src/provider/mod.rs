@@ -483,6 +483,9 @@ pub struct Provider {
     data_sources: BTreeMap<&'static str, Box<dyn DataSource>>,
     resources: BTreeMap<&'static str, Box<dyn Resource>>,
     functions: BTreeMap<&'static str, Box<dyn Function>>,
+    /// Each resource's schema and value type, built once: every request
+    /// decodes and encodes with them, several times per app in a plan.
+    schemas: BTreeMap<&'static str, Arc<(Schema, schema::Type)>>,
     context: RwLock<Option<Arc<Context>>>,
     stop: watch::Sender<bool>,
 }
@@ -514,12 +517,21 @@ impl Provider {
         resources: Vec<Box<dyn Resource>>,
         functions: Vec<Box<dyn Function>>,
     ) -> Provider {
+        let schemas = resources
+            .iter()
+            .map(|r| {
+                let schema = r.schema();
+                let ty = schema.value_type();
+                (r.type_name(), Arc::new((schema, ty)))
+            })
+            .collect();
         Provider {
             data_sources: data_sources
                 .into_iter()
                 .map(|d| (d.type_name(), d))
                 .collect(),
             resources: resources.into_iter().map(|r| (r.type_name(), r)).collect(),
+            schemas,
             functions: functions.into_iter().map(|f| (f.name(), f)).collect(),
             context: RwLock::new(None),
             stop: watch::channel(false).0,
@@ -644,10 +656,23 @@ impl Provider {
             .ok_or_else(|| unknown_type("resource", type_name))
     }
 
+    /// The resource's schema and its value type, built once.
+    pub fn resource_schema(&self, type_name: &str) -> Option<Arc<(Schema, schema::Type)>> {
+        self.schemas.get(type_name).cloned()
+    }
+
+    fn schema_of(&self, type_name: &str) -> Result<Arc<(Schema, schema::Type)>, Diagnostics> {
+        self.resource_schema(type_name)
+            .ok_or_else(|| unknown_type("resource", type_name))
+    }
+
     pub fn validate_resource(&self, type_name: &str, config: &Value) -> Diagnostics {
         match self.resource(type_name) {
             Some(r) => {
-                let mut d = resource::validate_declared(&r.schema(), config);
+                let mut d = match self.schema_of(type_name) {
+                    Ok(schemas) => resource::validate_declared(&schemas.0, config),
+                    Err(d) => d,
+                };
                 d.extend_distinct(r.validate(config));
                 d
             }
@@ -665,7 +690,8 @@ impl Provider {
         config: &Value,
     ) -> Result<(Plan, Diagnostics), Diagnostics> {
         let r = self.resource_or_error(type_name)?;
-        let schema = r.schema();
+        let schemas = self.schema_of(type_name)?;
+        let schema = &schemas.0;
         if proposed.is_null() {
             return Ok((
                 Plan {
@@ -677,7 +703,7 @@ impl Provider {
                 Diagnostics::default(),
             ));
         }
-        let mut plan = resource::plan_declared(&schema, prior, proposed, config);
+        let mut plan = resource::plan_declared(schema, prior, proposed, config);
         let ctx = self.context();
         let diags = self
             .cancellable(&format!("Planning {type_name}"), async {
@@ -689,7 +715,7 @@ impl Provider {
                 }
             })
             .await?;
-        resource::strip_write_only(&schema, &mut plan.planned);
+        resource::strip_write_only(schema, &mut plan.planned);
         Ok((plan, diags))
     }
 
@@ -702,7 +728,7 @@ impl Provider {
         config: &Value,
     ) -> Result<(Value, Diagnostics), Diagnostics> {
         let r = self.resource_or_error(type_name)?;
-        let schema = r.schema();
+        let schemas = self.schema_of(type_name)?;
         let ctx = self.context();
         let plan = Plan {
             prior: prior.clone(),
@@ -721,7 +747,7 @@ impl Provider {
             self.cancellable(&what, r.update_warned(&ctx, &plan))
                 .await?
         };
-        resource::strip_write_only(&schema, &mut state);
+        resource::strip_write_only(&schemas.0, &mut state);
         Ok((state, warnings))
     }
 
@@ -737,7 +763,7 @@ impl Provider {
             .cancellable(&format!("Reading {type_name}"), r.read(&ctx, state))
             .await?
             .unwrap_or(Value::Null);
-        resource::strip_write_only(&r.schema(), &mut v);
+        resource::strip_write_only(&self.schema_of(type_name)?.0, &mut v);
         Ok(v)
     }
 
@@ -753,7 +779,7 @@ impl Provider {
         let mut v = self
             .cancellable(&format!("Importing {type_name}"), r.import(&ctx, id))
             .await?;
-        resource::strip_write_only(&r.schema(), &mut v);
+        resource::strip_write_only(&self.schema_of(type_name)?.0, &mut v);
         let mut warnings = Diagnostics::default();
         if let Some(warning) = r.import_warning() {
             warnings.push(warning);

@@ -70,13 +70,29 @@ impl ProviderGrpc {
 
 impl ProviderGrpc {
     /// The value type of a resource's schema, or the unknown-type diagnostic.
-    fn resource_type(&self, type_name: &str) -> Result<crate::provider::schema::Type, Diagnostics> {
-        match self.provider.resource(type_name) {
-            Some(r) => Ok(r.schema().value_type()),
+    fn resource_type(&self, type_name: &str) -> Result<ResourceType, Diagnostics> {
+        match self.provider.resource_schema(type_name) {
+            Some(schema) => Ok(ResourceType(schema)),
             None => Err(self
                 .provider
                 .validate_resource(type_name, &Default::default())),
         }
+    }
+}
+
+/// A resource's value type, from the provider's schemas built once.
+struct ResourceType(
+    Arc<(
+        crate::provider::schema::Schema,
+        crate::provider::schema::Type,
+    )>,
+);
+
+impl std::ops::Deref for ResourceType {
+    type Target = crate::provider::schema::Type;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0 .1
     }
 }
 

@@ -1954,7 +1954,9 @@ impl Bench {
             ));
             dirs.push((n, ours, floor, pulls, prefix));
         }
-        let result = self.distance_plans(&dirs, &registry, rtt_ms, notes).await;
+        let result = self
+            .distance_plans(&dirs, [&registry, &far_host], rtt_ms, notes)
+            .await;
         for (n, ours, _, _, prefix) in &dirs {
             ours.write(&apps(*n, prefix, None), Some(BERTH))?;
         }
@@ -1973,10 +1975,11 @@ impl Bench {
     async fn distance_plans(
         &self,
         dirs: &[(usize, Workdir, Workdir, u64, String)],
-        registry: &LatencyRelay,
+        relays: [&LatencyRelay; 2],
         rtt_ms: f64,
         notes: &mut Notes,
     ) -> anyhow::Result<Vec<Row>> {
+        let registry = relays[0];
         let [(many, ours_many, floor_many, ..), (few, ours_few, floor_few, ..)] = dirs else {
             bail!("the distance section needs two configurations");
         };
@@ -2025,6 +2028,21 @@ impl Bench {
             HOST_DELAY.as_millis(),
             asked.join(", ")
         ));
+        // The same plans with both relays at no delay: what of the time
+        // over the floor is distance, and what is Berth's own work.
+        for relay in relays {
+            relay.set_delay(Duration::ZERO);
+        }
+        let near = alternate_plans(
+            &[ours_many, floor_many, ours_few, floor_few],
+            DISTANCE_ROUNDS,
+        )
+        .await;
+        relays[0].set_delay(REGISTRY_DELAY);
+        relays[1].set_delay(HOST_DELAY);
+        let near = near?;
+        let (near_many, near_few) = (over(&near[0], &near[1]), over(&near[2], &near[3]));
+        let (wait_many, wait_few) = (at_many - near_many, at_few - near_few);
         Ok(vec![
             Row::new(
                 &format!("plan at distance, over the floor: {many} apps / {few} apps"),
@@ -2038,6 +2056,15 @@ impl Bench {
                 ),
                 "≤ 1.3",
                 Some(at_many / at_few <= 1.3),
+            ),
+            Row::new(
+                &format!("  of which distance: {many} apps / {few} apps"),
+                format!("{:.2}", wait_many / wait_few),
+                format!(
+                    "{wait_many:.0} ms / {wait_few:.0} ms: over the floor at distance minus over the floor on loopback ({near_many:.0} ms at {many}, {near_few:.0} ms at {few})"
+                ),
+                "",
+                None,
             ),
             Row::new(
                 &format!("plan of {many} apps at distance, in registry round trips"),

@@ -40,6 +40,8 @@ pub struct LatencyRelay {
     pub listen: Endpoint,
     counts: Counts,
     accepted: Arc<std::sync::atomic::AtomicU64>,
+    /// The delay each way, in microseconds (changeable while it runs).
+    delay_us: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -93,6 +95,10 @@ impl LatencyRelay {
         let seen = counts.clone();
         let accepted: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let connected = accepted.clone();
+        let delay_us = Arc::new(std::sync::atomic::AtomicU64::new(
+            u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+        ));
+        let current = delay_us.clone();
         let task = tokio::spawn(async move {
             // Dropping the set (at the lifetime, or when the relay is
             // dropped and this task aborted) ends every connection.
@@ -103,7 +109,7 @@ impl LatencyRelay {
                         continue;
                     };
                     connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let (upstream, seen) = (upstream.clone(), seen.clone());
+                    let (upstream, seen, delay) = (upstream.clone(), seen.clone(), current.clone());
                     connections.spawn(async move {
                         if let Ok(server) = connect(&upstream).await {
                             relay(client, server, delay, seen).await;
@@ -119,6 +125,7 @@ impl LatencyRelay {
             listen,
             counts,
             accepted,
+            delay_us,
             task,
         }
     }
@@ -151,6 +158,14 @@ impl LatencyRelay {
             .filter(|(line, _)| line.contains(fragment))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// Changes the delay each way, for the bytes read from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_us.store(
+            u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     /// Connections accepted so far.
@@ -207,21 +222,27 @@ async fn connect(upstream: &Endpoint) -> std::io::Result<Stream> {
     })
 }
 
+type Delay = Arc<std::sync::atomic::AtomicU64>;
+
+fn now(delay: &Delay) -> Duration {
+    Duration::from_micros(delay.load(std::sync::atomic::Ordering::SeqCst))
+}
+
 /// Relays both ways until both sides are done, each byte `delay` late; the
 /// first bytes towards the server wait a round trip (`2 × delay`) more,
 /// from the moment the client connected, as a TCP handshake would.
-async fn relay(client: Stream, server: Stream, delay: Duration, seen: Counts) {
+async fn relay(client: Stream, server: Stream, delay: Delay, seen: Counts) {
     let (client_read, client_write) = tokio::io::split(client);
     let (server_read, server_write) = tokio::io::split(server);
-    let handshake_done = Instant::now() + 2 * delay;
+    let handshake_done = Instant::now() + 2 * now(&delay);
     let up = pipe(
         client_read,
         server_write,
-        delay,
+        delay.clone(),
         Some(handshake_done),
         Some(seen),
     );
-    let down = pipe(server_read, client_write, delay, None, None);
+    let down = pipe(server_read, client_write, delay.clone(), None, None);
     tokio::join!(up, down);
 }
 
@@ -230,7 +251,7 @@ async fn relay(client: Stream, server: Stream, delay: Duration, seen: Counts) {
 async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    delay: Duration,
+    delay: Delay,
     not_before: Option<Instant>,
     seen: Option<Counts>,
 ) {
@@ -249,7 +270,8 @@ async fn pipe(
                 }
             }
             // An empty chunk is the end of the stream.
-            if tx.send((sent + delay, buf[..n].to_vec())).await.is_err() || n == 0 {
+            let due = sent + now(&delay);
+            if tx.send((due, buf[..n].to_vec())).await.is_err() || n == 0 {
                 return;
             }
         }
