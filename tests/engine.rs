@@ -236,15 +236,7 @@ fn concurrent_first_deploys_of_many_apps_on_one_host_all_start() {
     block_on(async {
         let set = fixtures::push_all(PLAIN_REGISTRY).await.expect("fixtures");
         let engine = engine(dir.path()).await;
-        let results = futures::future::join_all(names.iter().map(|name| {
-            let (engine, t) = (&engine, target(name, &set.demo_v1));
-            async move { engine.deploy(&t).await }
-        }))
-        .await;
-        let failed: Vec<String> = results
-            .iter()
-            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
-            .collect();
+        let failed = deploy_all(&engine, &names, &set.demo_v1).await;
         assert!(
             failed.is_empty(),
             "{} of {APPS} failed: {failed:#?}",
@@ -273,15 +265,9 @@ fn concurrent_deploys_of_apps_sharing_an_image_pull_it_once() {
             .expect("push");
         let engine = engine(dir.path()).await;
         let since = unix_now();
-        let results = futures::future::join_all(names.iter().map(|name| {
-            let (engine, t) = (&engine, target(name, &pushed));
-            async move { engine.deploy(&t).await }
-        }))
-        .await;
+        let failed = deploy_all(&engine, &names, &pushed).await;
         let until = unix_now() + 1;
-        for (name, result) in names.iter().zip(&results) {
-            assert!(result.is_ok(), "{name}: {result:?}");
-        }
+        assert!(failed.is_empty(), "{failed:#?}");
         let events = support::docker_cli(&[
             "events",
             "--since",
@@ -350,6 +336,20 @@ fn api_calls_to_a_daemon_reuse_its_connections() {
             relay.connections()
         );
     });
+}
+
+/// Deploys `pushed` as each app of `names`, all at once; the errors.
+async fn deploy_all(engine: &Engine, names: &[String], pushed: &fixtures::Pushed) -> Vec<String> {
+    let results = futures::future::join_all(names.iter().map(|name| {
+        let t = target(name, pushed);
+        async move { engine.deploy(&t).await }
+    }))
+    .await;
+    names
+        .iter()
+        .zip(results)
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect()
 }
 
 fn unix_now() -> u64 {

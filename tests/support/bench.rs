@@ -534,6 +534,18 @@ impl Workdir {
     }
 }
 
+/// "Berth … and …, floor … and …" for samples of `[ours, floor, ours,
+/// floor]` (two sizes of one configuration).
+fn pair_spreads(samples: &[Samples]) -> String {
+    format!(
+        "Berth {} and {}, floor {} and {}",
+        samples[0].spread(),
+        samples[2].spread(),
+        samples[1].spread(),
+        samples[3].spread()
+    )
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -1930,16 +1942,13 @@ impl Bench {
         let mut dirs = Vec::new();
         for (n, tag) in [(MANY, "m"), (FEW, "f")] {
             let prefix = format!("{}d{tag}", self.app_prefix);
-            let ours = self.workdir(&format!("distance-{n}"))?;
-            let floor = self.workdir(&format!("distance-{n}-floor"))?;
-            ours.write(&apps(n, &prefix, Some(&counted)), Some(BERTH))?;
-            floor.write(&apps(n, &prefix, Some(&far)), Some(FLOOR))?;
-            ours.init().await?;
-            floor.init().await?;
-            floor.apply().await?;
-            if let Ok(mut applied) = self.applied.lock() {
-                applied.push(ours.clone());
-            }
+            let (ours, floor) = self
+                .berth_and_floor(
+                    &format!("distance-{n}"),
+                    &apps(n, &prefix, Some(&counted)),
+                    &apps(n, &prefix, Some(&far)),
+                )
+                .await?;
             counted_host.reset();
             eprintln!("bench:   applying {n} berth_app through the relays …");
             let took = ours.apply().await;
@@ -2048,11 +2057,8 @@ impl Bench {
                 &format!("plan at distance, over the floor: {many} apps / {few} apps"),
                 format!("{:.2}", at_many / at_few),
                 format!(
-                    "{at_many:.0} ms / {at_few:.0} ms over the floor; Berth {} and {}, floor {} and {}",
-                    samples[0].spread(),
-                    samples[2].spread(),
-                    samples[1].spread(),
-                    samples[3].spread()
+                    "{at_many:.0} ms / {at_few:.0} ms over the floor; {}",
+                    pair_spreads(&samples)
                 ),
                 "≤ 1.3",
                 Some(at_many / at_few <= 1.3),
@@ -2074,6 +2080,27 @@ impl Bench {
                 Some(at_many / rtt_ms <= 4.0),
             ),
         ])
+    }
+
+    /// Working directories `name` (Berth, `ours`) and `name-floor` (the
+    /// floor provider, `floor`, applied), both initialized; Berth's is
+    /// destroyed at the clean-up and left for the caller to apply.
+    async fn berth_and_floor(
+        &self,
+        name: &str,
+        ours: &str,
+        floor: &str,
+    ) -> anyhow::Result<(Workdir, Workdir)> {
+        let (ours_dir, floor_dir) = (self.workdir(name)?, self.workdir(&format!("{name}-floor"))?);
+        ours_dir.write(ours, Some(BERTH))?;
+        floor_dir.write(floor, Some(FLOOR))?;
+        ours_dir.init().await?;
+        floor_dir.init().await?;
+        floor_dir.apply().await?;
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.push(ours_dir.clone());
+        }
+        Ok((ours_dir, floor_dir))
     }
 
     // ---------------------------------------------------------- scale
@@ -2098,16 +2125,10 @@ impl Bench {
         let mut dirs = Vec::new();
         for (n, tag) in [(huge, "h"), (MANY, "c")] {
             let prefix = format!("{}s{tag}", self.app_prefix);
-            let ours = self.workdir(&format!("scale-{n}"))?;
-            let floor = self.workdir(&format!("scale-{n}-floor"))?;
-            ours.write(&apps(n, &prefix), Some(BERTH))?;
-            floor.write(&apps(n, &prefix), Some(FLOOR))?;
-            ours.init().await?;
-            floor.init().await?;
-            floor.apply().await?;
-            if let Ok(mut applied) = self.applied.lock() {
-                applied.push(ours.clone());
-            }
+            let config = apps(n, &prefix);
+            let (ours, floor) = self
+                .berth_and_floor(&format!("scale-{n}"), &config, &config)
+                .await?;
             eprintln!("bench:   applying {n} berth_app without instances …");
             let took = ours.apply().await?;
             notes.push(format!(
@@ -2132,11 +2153,8 @@ impl Bench {
                 &format!("plan per app over the floor: {huge} apps / {MANY} apps"),
                 format!("{:.2}", at_huge / at_many),
                 format!(
-                    "{at_huge:.2} ms/app / {at_many:.2} ms/app; Berth {} and {}, floor {} and {}",
-                    samples[0].spread(),
-                    samples[2].spread(),
-                    samples[1].spread(),
-                    samples[3].spread()
+                    "{at_huge:.2} ms/app / {at_many:.2} ms/app; {}",
+                    pair_spreads(&samples)
                 ),
                 "≤ 1.1",
                 Some(at_huge / at_many <= 1.1),
