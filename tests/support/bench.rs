@@ -2022,20 +2022,13 @@ impl Bench {
         // What one plan of the many asks the registry.
         registry.reset();
         ours_many.plan().await?;
-        let asked: Vec<String> = registry
-            .counts()
-            .iter()
-            .map(|(line, n)| format!("{} ×{n}", line.split('/').next().unwrap_or(line).trim()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let heads = registry.count("HEAD /v2/");
         let gets = registry.count("GET /v2/");
         notes.push(format!(
-            "distance: registry relay {} ms each way, host relay {} ms each way; one plan of {many} apps asked the registry {heads} HEAD and {gets} GET ({})",
+            "distance: registry relay {} ms each way, host relay {} ms each way; one plan of {many} apps asked the registry {heads} HEAD and {gets} GET over {} connection(s)",
             REGISTRY_DELAY.as_millis(),
             HOST_DELAY.as_millis(),
-            asked.join(", ")
+            registry.connections()
         ));
         // The same plans with both relays at no delay: what of the time
         // over the floor is distance, and what is Berth's own work.

@@ -173,10 +173,12 @@ impl LatencyRelay {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Forgets the requests and connections counted so far.
     pub fn reset(&self) {
         if let Ok(mut counts) = self.counts.lock() {
             counts.clear();
         }
+        self.accepted.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
