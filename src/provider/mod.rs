@@ -79,6 +79,9 @@ type HeadAnswer = tokio::sync::OnceCell<Option<String>>;
 /// requests (at most terraform's parallelism) do not wait for these.
 const EARLY_REQUESTS_PER_REGISTRY: usize = 64;
 
+/// A resource's schema and its value type, built once per process.
+pub type ResourceSchema = Arc<(Schema, schema::Type)>;
+
 /// A canonical image reference and the id of the credential used for it.
 type ResolutionKey = (String, Option<String>);
 
@@ -246,22 +249,35 @@ impl Context {
     /// skipped (its app, if any, asks and reports for itself).
     async fn send_early(&self, entries: Vec<prefetch::HintEntry>) {
         let mut sent = 0_usize;
+        // A credential named by many entries is read from the store once
+        // per registry (the check that it belongs there is per registry).
+        let mut stored: HashMap<(Option<String>, String), Option<crate::registry::Credentials>> =
+            HashMap::new();
         for entry in entries {
             let Ok(reference) = Reference::parse(&entry.image) else {
                 continue;
             };
-            let id = entry
-                .credential
-                .as_deref()
-                .map_or(Value::Null, Value::string);
-            let Ok(credentials) = self
-                .credentials_for(
-                    &id,
-                    reference.registry(),
-                    diag::AttributePath::root("registry_credential_id"),
-                )
-                .await
-            else {
+            let lookup = (entry.credential.clone(), reference.registry().to_owned());
+            let credentials = match stored.get(&lookup) {
+                Some(found) => found.clone(),
+                None => {
+                    let id = entry
+                        .credential
+                        .as_deref()
+                        .map_or(Value::Null, Value::string);
+                    let found = self
+                        .credentials_for(
+                            &id,
+                            reference.registry(),
+                            diag::AttributePath::root("registry_credential_id"),
+                        )
+                        .await
+                        .ok();
+                    stored.insert(lookup, found.clone());
+                    found
+                }
+            };
+            let Some(credentials) = credentials else {
                 continue;
             };
             let answer = self.head_answer((reference.to_string(), entry.credential));
@@ -485,7 +501,7 @@ pub struct Provider {
     functions: BTreeMap<&'static str, Box<dyn Function>>,
     /// Each resource's schema and value type, built once: every request
     /// decodes and encodes with them, several times per app in a plan.
-    schemas: BTreeMap<&'static str, Arc<(Schema, schema::Type)>>,
+    schemas: BTreeMap<&'static str, ResourceSchema>,
     context: RwLock<Option<Arc<Context>>>,
     stop: watch::Sender<bool>,
 }
@@ -651,32 +667,30 @@ impl Provider {
 }
 
 impl Provider {
-    fn resource_or_error(&self, type_name: &str) -> Result<&dyn Resource, Diagnostics> {
-        self.resource(type_name)
-            .ok_or_else(|| unknown_type("resource", type_name))
+    /// The resource and its schema (built once), or the unknown-type error.
+    fn resource_or_error(
+        &self,
+        type_name: &str,
+    ) -> Result<(&dyn Resource, ResourceSchema), Diagnostics> {
+        match (self.resource(type_name), self.resource_schema(type_name)) {
+            (Some(r), Some(schemas)) => Ok((r, schemas)),
+            _ => Err(unknown_type("resource", type_name)),
+        }
     }
 
     /// The resource's schema and its value type, built once.
-    pub fn resource_schema(&self, type_name: &str) -> Option<Arc<(Schema, schema::Type)>> {
+    pub fn resource_schema(&self, type_name: &str) -> Option<ResourceSchema> {
         self.schemas.get(type_name).cloned()
     }
 
-    fn schema_of(&self, type_name: &str) -> Result<Arc<(Schema, schema::Type)>, Diagnostics> {
-        self.resource_schema(type_name)
-            .ok_or_else(|| unknown_type("resource", type_name))
-    }
-
     pub fn validate_resource(&self, type_name: &str, config: &Value) -> Diagnostics {
-        match self.resource(type_name) {
-            Some(r) => {
-                let mut d = match self.schema_of(type_name) {
-                    Ok(schemas) => resource::validate_declared(&schemas.0, config),
-                    Err(d) => d,
-                };
+        match self.resource_or_error(type_name) {
+            Ok((r, schemas)) => {
+                let mut d = resource::validate_declared(&schemas.0, config);
                 d.extend_distinct(r.validate(config));
                 d
             }
-            None => unknown_type("resource", type_name),
+            Err(d) => d,
         }
     }
 
@@ -689,8 +703,7 @@ impl Provider {
         proposed: &Value,
         config: &Value,
     ) -> Result<(Plan, Diagnostics), Diagnostics> {
-        let r = self.resource_or_error(type_name)?;
-        let schemas = self.schema_of(type_name)?;
+        let (r, schemas) = self.resource_or_error(type_name)?;
         let schema = &schemas.0;
         if proposed.is_null() {
             return Ok((
@@ -727,8 +740,7 @@ impl Provider {
         planned: &Value,
         config: &Value,
     ) -> Result<(Value, Diagnostics), Diagnostics> {
-        let r = self.resource_or_error(type_name)?;
-        let schemas = self.schema_of(type_name)?;
+        let (r, schemas) = self.resource_or_error(type_name)?;
         let ctx = self.context();
         let plan = Plan {
             prior: prior.clone(),
@@ -757,13 +769,13 @@ impl Provider {
         type_name: &str,
         state: &Value,
     ) -> Result<Value, Diagnostics> {
-        let r = self.resource_or_error(type_name)?;
+        let (r, schemas) = self.resource_or_error(type_name)?;
         let ctx = self.context();
         let mut v = self
             .cancellable(&format!("Reading {type_name}"), r.read(&ctx, state))
             .await?
             .unwrap_or(Value::Null);
-        resource::strip_write_only(&self.schema_of(type_name)?.0, &mut v);
+        resource::strip_write_only(&schemas.0, &mut v);
         Ok(v)
     }
 
@@ -774,12 +786,12 @@ impl Provider {
         type_name: &str,
         id: &str,
     ) -> Result<(Value, Diagnostics), Diagnostics> {
-        let r = self.resource_or_error(type_name)?;
+        let (r, schemas) = self.resource_or_error(type_name)?;
         let ctx = self.context();
         let mut v = self
             .cancellable(&format!("Importing {type_name}"), r.import(&ctx, id))
             .await?;
-        resource::strip_write_only(&self.schema_of(type_name)?.0, &mut v);
+        resource::strip_write_only(&schemas.0, &mut v);
         let mut warnings = Diagnostics::default();
         if let Some(warning) = r.import_warning() {
             warnings.push(warning);

@@ -81,12 +81,7 @@ impl ProviderGrpc {
 }
 
 /// A resource's value type, from the provider's schemas built once.
-struct ResourceType(
-    Arc<(
-        crate::provider::schema::Schema,
-        crate::provider::schema::Type,
-    )>,
-);
+struct ResourceType(crate::provider::ResourceSchema);
 
 impl std::ops::Deref for ResourceType {
     type Target = crate::provider::schema::Type;
