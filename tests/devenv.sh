@@ -84,6 +84,10 @@ readonly DOCKER_B_PIDFILE="$DOCKER_B_DIR/dockerd.pid"
 readonly DOCKER_B_LOG="$DOCKER_B_DIR/dockerd.log"
 readonly DOCKER_B_BRIDGE="berthb0"
 readonly DOCKER_B_BRIDGE_CIDR="10.213.0.1/24"
+# Where host a's networks take their subnets from, and its default bridge
+# (Swarm's overlays use 10.0.0.0/8 from the bottom, far below).
+readonly DOCKER_A_POOL="10.192.0.0/12"
+readonly DOCKER_A_BIP="10.191.255.1/24"
 
 log() { printf 'devenv: %s\n' "$*" >&2; }
 die() {
@@ -207,6 +211,13 @@ ensure_cgroups() {
 dockerd_flags() {
 	local host="$1"
 	local -a flags=(--host "$host" --pidfile "$DOCKERD_PIDFILE")
+	# Networks from a range of their own (256 pools of /20), never the
+	# daemon's 31 defaults in 172.17-31/16 and 192.168/16, which host b's
+	# networks (routes of this machine too) and a machine whose own routes
+	# overlap them (a VM on a 172.16/12 network) share with it.
+	flags+=(--default-address-pool "base=$DOCKER_A_POOL,size=20")
+	# The default bridge at a fixed address of its own, outside the pool.
+	flags+=(--bip "$DOCKER_A_BIP")
 	# overlay2 works on this VM kind (ext4 root, overlay in the kernel); fall
 	# back to vfs where the kernel has no overlayfs.
 	if ! grep -qw overlay /proc/filesystems && ! modprobe overlay 2>/dev/null; then
@@ -623,6 +634,10 @@ dockerd_b_flags() {
 		--config-file "$DOCKER_B_DIR/daemon.json"
 		--bridge "$DOCKER_B_BRIDGE"
 		--iptables=false
+		# No --default-address-pool here: a dockerd started with one
+		# deletes the machine's docker0 (host a's) so it can be recreated
+		# from the pool. Host b keeps Docker's default pools, which host
+		# a's networks no longer take (see dockerd_flags).
 	)
 	if ! grep -qw overlay /proc/filesystems && ! modprobe overlay 2>/dev/null; then
 		flags+=(--storage-driver=vfs)
