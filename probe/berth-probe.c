@@ -1,11 +1,15 @@
 /*
  * berth-probe: Berth's health probe inside a Swarm task.
  *
- *     berth-probe PORT PATH
+ *     berth-probe PORT PATH [HOLD_MS]
  *
  * GETs http://127.0.0.1:PORT/PATH and exits 0 when the status is 2xx or
  * 3xx, 1 for any other status, 2-7 when it could not ask (usage, socket,
- * connect, request too long, write, read). Docker's HEALTHCHECK timeout
+ * connect, request too long, write, read). With HOLD_MS, it exits 8
+ * without asking while the container (its process 1) is younger than
+ * HOLD_MS milliseconds: a task of an exposed service is not healthy to
+ * Swarm before Berth has had time to route requests to it, so Swarm
+ * stops no old task that still takes traffic (see src/engine/swarm.rs). Docker's HEALTHCHECK timeout
  * bounds it. No libc: raw x86-64 Linux system calls, so one static binary
  * of a few KB runs in any linux/amd64 image, scratch included. Mounted
  * into tasks from a Swarm config (see src/docker/swarm.rs).
@@ -24,6 +28,8 @@ static long syscall3(long n, long a, long b, long c)
 
 #define SYS_READ 0
 #define SYS_WRITE 1
+#define SYS_OPEN 2
+#define SYS_CLOSE 3
 #define SYS_SOCKET 41
 #define SYS_CONNECT 42
 #define SYS_EXIT 60
@@ -50,6 +56,82 @@ static size length(const char *s)
 	return n;
 }
 
+/* The decimal number at *p (digits only; stops at anything else). */
+static unsigned long number(const char **p)
+{
+	unsigned long n = 0;
+	while (**p >= '0' && **p <= '9') {
+		n = n * 10 + (unsigned long)(**p - '0');
+		(*p)++;
+	}
+	return n;
+}
+
+/* The first bytes of a file, NUL-terminated; 0 when it cannot be read. */
+static size slurp(const char *path, char *buf, size cap)
+{
+	long fd = syscall3(SYS_OPEN, (long)path, 0 /* O_RDONLY */, 0);
+	if (fd < 0)
+		return 0;
+	size got = 0;
+	while (got + 1 < cap) {
+		long r = syscall3(SYS_READ, fd, (long)buf + (long)got, (long)(cap - 1 - got));
+		if (r <= 0)
+			break;
+		got += (size)r;
+	}
+	syscall3(SYS_CLOSE, fd, 0, 0);
+	buf[got] = 0;
+	return got;
+}
+
+/*
+ * How long ago the container's process 1 started, in milliseconds:
+ * /proc/uptime (seconds since boot) less field 22 of /proc/1/stat (its
+ * start, in clock ticks since boot; 100 per second on Linux). -1 when
+ * /proc cannot tell.
+ */
+static long container_age_ms(void)
+{
+	char buf[1024];
+	if (!slurp("/proc/uptime", buf, sizeof buf))
+		return -1;
+	const char *p = buf;
+	unsigned long up = number(&p) * 1000;
+	if (*p == '.') {
+		p++;
+		unsigned long scale = 100;
+		while (*p >= '0' && *p <= '9') {
+			up += (unsigned long)(*p - '0') * scale;
+			scale /= 10;
+			p++;
+		}
+	}
+	if (!slurp("/proc/1/stat", buf, sizeof buf))
+		return -1;
+	/* The command name (field 2) may hold spaces: count after its ')'. */
+	const char *end = 0;
+	for (const char *q = buf; *q; q++)
+		if (*q == ')')
+			end = q;
+	if (!end)
+		return -1;
+	p = end + 1;
+	/* Past fields 3 (state) to 21, to field 22. */
+	for (int field = 3; field < 22; field++) {
+		while (*p == ' ')
+			p++;
+		while (*p && *p != ' ')
+			p++;
+		if (!*p)
+			return -1;
+	}
+	while (*p == ' ')
+		p++;
+	unsigned long started = number(&p) * 10;
+	return up >= started ? (long)(up - started) : 0;
+}
+
 void probe_main(long *stack)
 {
 	int argc = (int)stack[0];
@@ -64,6 +146,15 @@ void probe_main(long *stack)
 	}
 	if (port == 0 || port > 65535)
 		leave(2);
+	if (argc > 3) {
+		const char *h = argv[3];
+		unsigned long hold = number(&h);
+		if (*h)
+			leave(2);
+		long age = container_age_ms();
+		if (age >= 0 && (unsigned long)age < hold)
+			leave(8);
+	}
 	int fd = (int)syscall3(SYS_SOCKET, 2 /* AF_INET */, 1 /* SOCK_STREAM */, 0);
 	if (fd < 0)
 		leave(3);

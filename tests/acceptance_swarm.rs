@@ -2,13 +2,16 @@
 //! against host b of the dev environment made a single-node Swarm manager
 //! (tests/support/swarm.rs), with `mode = "swarm"` on the provider's host.
 
+#[path = "support/load.rs"]
+mod load;
 mod support;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
+use load::Load;
 use support::hosts::{docker, HOST_B};
 use support::serve::Serve;
 use support::swarm::{services_with, SwarmGuard};
-use support::{block_on, curl, squash, unique_app, unique_tag, Tf};
+use support::{block_on, curl, free_port, ingress_setting, squash, unique_app, unique_tag, Tf};
 
 fn swarm_app(name: &str, image: &str, web_extra: &str) -> String {
     format!(
@@ -351,13 +354,6 @@ fn swarm_create_update_rollback_drift_import_destroy() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // A public port is refused at plan time, at the attribute.
-    tf.config(&swarm_app(&name, &image, "public_port = 18555"));
-    let err = tf.fails(&["plan", "-input=false", "-no-color"]);
-    assert!(err.contains("Not available on a Swarm host yet"), "{err}");
-    assert!(err.contains("public_port"), "{err}");
-    tf.config(&swarm_app(&name, &image, ""));
-
     // Destroy removes the app's services and nothing else.
     let other = format!("{name}-foreign");
     docker(
@@ -475,4 +471,166 @@ fn the_berth_command_deploys_to_swarm_from_a_spec_file() {
 
     berth(&["destroy", &name]);
     assert!(services_with(&format!("io.berth.app={name}")).is_empty());
+}
+
+/// The answer's body at `addr`, trimmed ("" when there is none).
+fn body_at(addr: &str) -> String {
+    let (code, out) = curl(&[&format!("http://{addr}/")]);
+    if code == 0 {
+        out.trim().to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// What the ingress on host b holds for `app` (its routes line).
+fn ingress_routes(app: &str) -> String {
+    let cfg = docker(
+        HOST_B,
+        &[
+            "exec",
+            "berth-ingress",
+            "head",
+            "-n",
+            "1",
+            "/berth/haproxy.cfg",
+        ],
+    );
+    let line = cfg.trim_start_matches("# berth-routes v1 ");
+    let routes: serde_json::Value = serde_json::from_str(line).expect("the routes line");
+    routes["routes"][app].clone().to_string()
+}
+
+#[test]
+fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
+    let name = unique_app("acc-swarm-port");
+    let _swarm = SwarmGuard::single_node(&name);
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let tag = unique_tag("swarm-port");
+    block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("v1");
+    let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
+    let port = free_port();
+    let addr = format!("127.0.0.2:{port}");
+    let service = format!("{name}-web");
+    let config = |image: &str| {
+        // One instance: while its slot moves there is no other task to
+        // send a request to, the hardest case for the switch.
+        swarm_app(&name, image, &format!("public_port = {port}"))
+            .replace("instances = 2", "instances = 1")
+            .replace(
+                "mode    = \"swarm\"",
+                "mode    = \"swarm\"\n      publish_address = \"127.0.0.2\"",
+            )
+            .replace(
+                "provider \"berth\" {\n",
+                &format!("provider \"berth\" {{\n{}", ingress_setting()),
+            )
+            + "\noutput \"urls\" { value = berth_app.demo.urls }\n"
+    };
+    let tf = Tf::new();
+    tf.config(&config(&image));
+    tf.init();
+
+    // Create: the tasks publish 8080 in host mode on an ephemeral port, the
+    // ingress on the manager answers on the public port.
+    tf.apply();
+    assert_eq!(body_at(&addr), "berth demo v1");
+    assert_eq!(
+        tf.output("urls")["web"],
+        serde_json::json!([format!("http://{addr}")])
+    );
+    assert_eq!(
+        service_field(&service, "{{json .Spec.EndpointSpec.Ports}}"),
+        r#"[{"Name":"http","Protocol":"tcp","TargetPort":8080,"PublishMode":"host"}]"#
+    );
+    assert_eq!(
+        service_field(
+            &service,
+            "{{json .Spec.TaskTemplate.ContainerSpec.Healthcheck.Test}}"
+        ),
+        r#"["CMD","/berth-probe","8080","/","3000"]"#,
+        "a new task is held 3 s for the switch"
+    );
+    let routes = ingress_routes(&name);
+    assert_eq!(
+        routes.matches("\"address\"").count(),
+        1,
+        "one task routed: {routes}"
+    );
+    tf.assert_converged();
+
+    // The tag moves: Swarm rolls the tasks one by one, the ingress follows
+    // each slot, and no request fails.
+    block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v2",
+        None,
+    ))
+    .expect("v2");
+    let load = Load::start(&addr, &addr, 4, 20.0);
+    tf.apply();
+    let report = load.stop();
+    // One task at a time (Swarm's rolling update): v1 and v2 answer side
+    // by side until the last slot moved, so a connection may see both.
+    report.assert_served(100.0);
+    assert!(
+        report.bodies.contains_key("berth demo v2"),
+        "{:?}",
+        report.bodies
+    );
+    assert_eq!(body_at(&addr), "berth demo v2");
+    tf.assert_converged();
+
+    // An image that never answers: Swarm rolls back, the routes never
+    // leave the v2 tasks, and no request fails or sees anything else.
+    tf.config(&config(&set.unhealthy.reference));
+    let load = Load::start(&addr, &addr, 4, 20.0);
+    let err = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let report = load.stop();
+    assert!(
+        err.contains(&format!("ROLL failed: Swarm service {service}")),
+        "{err}"
+    );
+    report.assert_served(100.0);
+    assert_eq!(
+        report.bodies.keys().collect::<Vec<_>>(),
+        vec!["berth demo v2"],
+        "{:?}",
+        report.bodies
+    );
+    tf.config(&config(&image));
+    tf.apply();
+    tf.assert_converged();
+
+    // The ingress removed by hand: drift in words, and apply brings it back.
+    docker(HOST_B, &["rm", "-f", "berth-ingress"]);
+    assert_eq!(body_at(&addr), "");
+    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let text = squash(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the plan shows the drift: {text}"
+    );
+    assert!(text.contains("ingress"), "{text}");
+    tf.apply();
+    assert_eq!(body_at(&addr), "berth demo v2");
+    tf.assert_converged();
+
+    // Destroy: the routes go first, then the services; the last app gone,
+    // the ingress goes too.
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(services_with(&format!("io.berth.app={name}")).is_empty());
+    assert_eq!(body_at(&addr), "");
+    let left = docker(HOST_B, &["ps", "-aq", "--filter", "name=^berth-ingress$"]);
+    assert!(left.trim().is_empty(), "the ingress is gone: {left}");
 }

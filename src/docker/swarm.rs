@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
     EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, NetworkAttachmentConfig, Platform,
     Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecModeReplicatedJob,
     ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
@@ -55,6 +56,11 @@ pub struct ProbeCheck {
     pub timeout: Duration,
     pub start_period: Duration,
     pub retries: u32,
+    /// A new task is not healthy before it is this old (the probe says
+    /// "not yet" without asking): the time Berth has to route requests to
+    /// it before Swarm stops an old task. Added to the start period, so
+    /// the waits are never counted as failures.
+    pub hold: Option<Duration>,
     /// The Swarm config holding the probe: id and name.
     pub config_id: String,
     pub config_name: String,
@@ -97,6 +103,11 @@ pub struct SwarmService {
     /// The port the tasks serve HTTP on (probed from outside over the
     /// overlay network: images need no probe tool inside).
     pub http_port: Option<u16>,
+    /// Publish `http_port` in host mode on an ephemeral port of each
+    /// task's node, for the manager's ingress (the stable address) to send
+    /// requests to: not the routing mesh, whose connections break when a
+    /// task stops (and which needs the node's iptables).
+    pub publish: bool,
     pub update: UpdatePolicy,
     /// Seconds Swarm gives a task to stop after SIGTERM.
     pub stop_grace: Duration,
@@ -147,18 +158,24 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
                 .collect(),
         ),
         stop_grace_period: Some(nanos(service.stop_grace)),
-        health_check: service.health.as_ref().map(|h| HealthConfig {
-            test: Some(vec![
+        health_check: service.health.as_ref().map(|h| {
+            let mut test = vec![
                 "CMD".to_owned(),
                 PROBE_PATH.to_owned(),
                 h.port.to_string(),
                 h.path.clone(),
-            ]),
-            interval: Some(nanos(h.interval.max(Duration::from_millis(1)))),
-            timeout: Some(nanos(h.timeout.max(Duration::from_millis(1)))),
-            retries: Some(i64::from(h.retries.max(1))),
-            start_period: Some(nanos(h.start_period)),
-            start_interval: None,
+            ];
+            if let Some(hold) = h.hold {
+                test.push(hold.as_millis().to_string());
+            }
+            HealthConfig {
+                test: Some(test),
+                interval: Some(nanos(h.interval.max(Duration::from_millis(1)))),
+                timeout: Some(nanos(h.timeout.max(Duration::from_millis(1)))),
+                retries: Some(i64::from(h.retries.max(1))),
+                start_period: Some(nanos(h.start_period + h.hold.unwrap_or_default())),
+                start_interval: None,
+            }
         }),
         configs: service.health.as_ref().map(|h| {
             vec![TaskSpecContainerSpecConfigs {
@@ -241,7 +258,20 @@ pub fn service_spec(service: &SwarmService) -> ServiceSpec {
         // (and none depends on the node's iptables).
         endpoint_spec: Some(EndpointSpec {
             mode: Some(EndpointSpecModeEnum::DNSRR),
-            ports: None,
+            ports: service
+                .http_port
+                .filter(|_| service.publish && !service.job)
+                .map(|port| {
+                    vec![EndpointPortConfig {
+                        name: Some("http".to_owned()),
+                        protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                        target_port: Some(i64::from(port)),
+                        // No published port: each node picks an ephemeral
+                        // one per task, shown in the task's status.
+                        published_port: None,
+                        publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                    }]
+                }),
         }),
         rollback_config: (!service.job).then(|| ServiceSpecRollbackConfig {
             parallelism: Some(i64::try_from(update.parallelism.max(1)).unwrap_or(1)),
@@ -437,6 +467,9 @@ pub struct ObservedTask {
     pub fingerprint: String,
     /// RFC 3339, as the daemon gives it.
     pub timestamp: String,
+    /// The port of its node where the task's `http_port` is published
+    /// (host mode), once its container has started.
+    pub published_port: Option<u16>,
 }
 
 impl ObservedTask {
@@ -462,6 +495,13 @@ impl ObservedTask {
                 .and_then(|c| c.image)
                 .unwrap_or_default(),
             timestamp: status.timestamp.map(|d| d.to_string()).unwrap_or_default(),
+            published_port: status
+                .port_status
+                .and_then(|p| p.ports)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p.published_port)
+                .find_map(|p| u16::try_from(p).ok().filter(|p| *p != 0)),
         })
     }
 
@@ -503,6 +543,7 @@ mod tests {
             nano_cpus: Some(500_000_000),
             memory_bytes: None,
             network: "berth".into(),
+            publish: false,
             alias: "web.shop".into(),
             http_port: Some(8080),
             update: UpdatePolicy {
@@ -574,6 +615,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             start_period: Duration::from_secs(30),
             retries: 3,
+            hold: None,
             config_id: "cfg".into(),
             config_name: "berth-probe-abc".into(),
         });
@@ -592,7 +634,31 @@ mod tests {
         assert_eq!(c["Configs"][0]["File"]["Mode"], 0o555);
         assert_eq!(c["Configs"][0]["ConfigID"], "cfg");
         assert_eq!(json["EndpointSpec"]["Mode"], "dnsrr");
+        assert!(
+            json["EndpointSpec"].get("Ports").is_none(),
+            "not exposed: nothing published"
+        );
         assert_eq!(json["RollbackConfig"]["Order"], "start-first");
+        // Exposed: the port published in host mode on an ephemeral port of
+        // each node, and the probe holds a new task for the switch.
+        let mut exposed = s.clone();
+        exposed.publish = true;
+        exposed.http_port = Some(8080);
+        exposed.health.as_mut().unwrap().hold = Some(Duration::from_secs(3));
+        let json = serde_json::to_value(service_spec(&exposed)).unwrap();
+        assert_eq!(
+            json["EndpointSpec"]["Ports"],
+            serde_json::json!([{"Name": "http", "Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}])
+        );
+        let health = &json["TaskTemplate"]["ContainerSpec"]["HealthCheck"];
+        assert_eq!(
+            health["Test"],
+            serde_json::json!(["CMD", PROBE_PATH, "8080", "/up", "3000"])
+        );
+        assert_eq!(
+            health["StartPeriod"], 33_000_000_000i64,
+            "the hold never counts as a failure"
+        );
         assert_eq!(
             json["Labels"][labels::SWARM_SPEC],
             spec_fingerprint(&spec).as_str(),
@@ -678,6 +744,24 @@ mod tests {
             .port();
         assert_eq!(run(&closed, "/"), Some(4));
         assert_eq!(run(&"70000", "/"), Some(2), "not a port");
+        // The hold: this machine's process 1 is older than a second, and
+        // younger than three thousand years.
+        let held = |port: &dyn ToString, hold: &str| {
+            std::process::Command::new(&path)
+                .args([port.to_string().as_str(), "/", hold])
+                .status()
+                .unwrap()
+                .code()
+        };
+        let (port, h) = serve("200 OK");
+        assert_eq!(held(&port, "1000"), Some(0), "old enough: asks");
+        h.join().unwrap();
+        assert_eq!(
+            held(&closed, "99999999999999"),
+            Some(8),
+            "too young: not yet"
+        );
+        assert_eq!(held(&closed, "12x"), Some(2), "not a number");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -59,6 +59,39 @@ impl DockerHost {
         Ok(())
     }
 
+    /// Node id → the address where a task's host-mode published ports are
+    /// reached: the node's own address in the swarm, and for the manager
+    /// Berth talks to, this host's publish address (where its daemon
+    /// publishes ports; the ingress runs there too).
+    pub async fn swarm_node_addresses(&self) -> Result<HashMap<String, String>, DockerError> {
+        let docker = self.client().await?;
+        let info = self
+            .bounded("reading", "the daemon's info", API_TIMEOUT, docker.info())
+            .await?;
+        let local = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+        let nodes = self
+            .bounded(
+                "listing",
+                "the swarm's nodes",
+                API_TIMEOUT,
+                docker.list_nodes(None::<bollard::query_parameters::ListNodesOptions>),
+            )
+            .await?;
+        let mut out = HashMap::new();
+        for node in nodes {
+            let Some(id) = node.id else { continue };
+            let addr = if id == local {
+                Some(self.publish_address().to_owned())
+            } else {
+                node.status.and_then(|s| s.addr).filter(|a| !a.is_empty())
+            };
+            if let Some(addr) = addr {
+                out.insert(id, addr);
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates the attachable overlay network `name` unless it exists.
     pub async fn ensure_overlay(
         &self,

@@ -417,6 +417,22 @@ impl Engine {
         observed: &[Instance],
         fresh: bool,
     ) -> Result<Vec<Drift>, DockerError> {
+        let serving = plan::serving(observed);
+        self.ingress_drift_to(app, components, fresh, &|host| {
+            plan::desired_routes(app, components, &serving, host)
+        })
+        .await
+    }
+
+    /// [`Engine::ingress_drift`] against the routes `desired` gives for
+    /// each host.
+    pub(super) async fn ingress_drift_to(
+        &self,
+        app: &str,
+        components: &[Component],
+        fresh: bool,
+        desired: &(dyn Fn(&str) -> crate::ingress::AppRoutes + Sync),
+    ) -> Result<Vec<Drift>, DockerError> {
         if components.iter().all(|c| c.exposure.is_none()) {
             // Routes left behind by an earlier spec still count.
             let views = self.observe_ingress(fresh).await?;
@@ -440,7 +456,7 @@ impl Engine {
                 })
             })
             .collect();
-        Ok(plan::ingress_drift(app, components, observed, &states))
+        Ok(plan::ingress_drift_to(app, &states, desired))
     }
 
     /// Service name → the stable URLs of its `public_port` (on each host

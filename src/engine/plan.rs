@@ -445,10 +445,22 @@ pub fn ingress_drift(
     hosts: &[IngressState],
 ) -> Vec<Drift> {
     let serving = serving(observed);
+    ingress_drift_to(app, hosts, &|host| {
+        desired_routes(app, components, &serving, host)
+    })
+}
+
+/// [`ingress_drift`] against the routes `desired` gives for each host (the
+/// Swarm backend's come from its tasks, see `swarm::swarm_routes`).
+pub fn ingress_drift_to(
+    app: &str,
+    hosts: &[IngressState],
+    desired: &dyn Fn(&str) -> AppRoutes,
+) -> Vec<Drift> {
     let mut out = Vec::new();
     for state in hosts {
         let host = state.host.to_owned();
-        let desired = desired_routes(app, components, &serving, state.host);
+        let desired = desired(state.host);
         let held = state.view.routes.get(app);
         let wanted_here = !desired.services.is_empty();
         if !wanted_here && held.is_none() {
@@ -509,7 +521,7 @@ pub fn ingress_drift(
 }
 
 /// What differs between the routes held and the routes wanted, in words.
-fn routes_difference(held: Option<&AppRoutes>, desired: &AppRoutes) -> Option<String> {
+pub(super) fn routes_difference(held: Option<&AppRoutes>, desired: &AppRoutes) -> Option<String> {
     let empty = AppRoutes {
         app: desired.app.clone(),
         services: BTreeMap::new(),

@@ -312,7 +312,10 @@ impl Engine {
     /// Makes sure `host` runs its ingress (created, started or recreated
     /// with the routes it holds), so new instances can be probed through
     /// it. Returns the proxy container and what was done.
-    async fn ingress_ready(&self, host: &DockerHost) -> Result<(String, Vec<String>), DeployError> {
+    pub(super) async fn ingress_ready(
+        &self,
+        host: &DockerHost,
+    ) -> Result<(String, Vec<String>), DeployError> {
         let list = self
             .host_list(host, true)
             .await

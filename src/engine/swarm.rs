@@ -20,14 +20,33 @@
 //! - Berth watches convergence with a deadline derived from the same
 //!   numbers ([`convergence_deadline`]), because Swarm updates are known to
 //!   hang (moby #35564); past it Berth rolls back itself.
+//! - A stable address (`public_port`, `domains`) through Berth's ingress on
+//!   the manager, as on hosts, not through Swarm's routing mesh: the mesh
+//!   cuts the connections of a task that stops and needs the nodes'
+//!   iptables. Each task publishes its `http_port` in host mode on an
+//!   ephemeral port of its node; the ingress sends requests to
+//!   `node:port` ([`swarm_routes`]). Swarm stops an old task as soon as
+//!   the new one is healthy, so a new task of an exposed service is not
+//!   healthy to Swarm before it is [`SWITCH_HOLD`] old (Berth's probe says
+//!   "not yet"): meanwhile Berth probes it through the ingress and, once it
+//!   answers, sends its slot's requests to it instead of the old task,
+//!   which then finishes its in-flight requests before Swarm stops it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::deploy::{component_alias, Target};
 use super::plan::{Drift, Instance, InstanceHealth};
 use super::spec::{Component, HealthCheck};
-use crate::docker::swarm::{ObservedService, ProbeCheck, SwarmService, UpdatePolicy};
+use crate::docker::swarm::{ObservedService, ObservedTask, ProbeCheck, SwarmService, UpdatePolicy};
+use crate::ingress::{AppRoutes, Server, ServiceRoutes};
 use crate::labels;
+
+/// How old a new task of an exposed service must be before Swarm may call
+/// it healthy (and stop the old task of its slot): Berth's time to see it
+/// start, probe it through the ingress and switch its slot's requests to
+/// it (a poll, a probe and a reload: well under a second here).
+pub const SWITCH_HOLD: Duration = Duration::from_secs(3);
 
 /// The attachable overlay network every Swarm service of Berth's joins
 /// (`web.APP` resolves there, as on [`super::deploy::NETWORK`] on hosts).
@@ -119,6 +138,7 @@ pub fn swarm_service(
 ) -> Result<SwarmService, SwarmSpecError> {
     let app = &target.spec.name;
     let name = service_name(app, &comp.name)?;
+    let exposed = comp.exposure.as_ref().is_some_and(|e| e.is_exposed());
     let mut l = super::deploy::base_labels(app, &target.digest, release);
     l.insert(labels::COMPONENT.to_owned(), comp.name.clone());
     l.insert(labels::KIND.to_owned(), comp.kind.label().to_owned());
@@ -165,6 +185,7 @@ pub fn swarm_service(
         network: network.to_owned(),
         alias: component_alias(app, &comp.name),
         http_port: comp.http_port,
+        publish: exposed,
         update: update_policy(comp.health_check.as_ref()),
         stop_grace: super::deploy::STOP_GRACE,
         health: match (comp.health_check.as_ref(), comp.http_port, probe) {
@@ -175,6 +196,7 @@ pub fn swarm_service(
                 timeout: secs(h.timeout_seconds),
                 start_period: secs(h.start_period_seconds),
                 retries: h.unhealthy_threshold.max(1),
+                hold: exposed.then_some(SWITCH_HOLD),
                 config_id: p.id.clone(),
                 config_name: p.name.clone(),
             }),
@@ -222,6 +244,77 @@ pub fn instances(host: &str, services: &[ObservedService]) -> Vec<Instance> {
         }
     }
     out
+}
+
+/// The routes `app`'s exposed services should have in the manager's
+/// ingress: per slot, the tasks of the service's current spec that take
+/// traffic (Swarm runs them, or they are starting and `approved`: Berth's
+/// probe through the ingress had an answer from them), or while there is
+/// none, the slot's other tasks that run (the old release, until its
+/// replacement takes over). `address` gives a task's node address (tasks
+/// without one, or not yet published, are left out).
+pub fn swarm_routes(
+    app: &str,
+    components: &[Component],
+    services: &[ObservedService],
+    approved: &BTreeSet<String>,
+    address: &dyn Fn(&ObservedTask) -> Option<String>,
+) -> AppRoutes {
+    let mut routes = AppRoutes {
+        app: app.to_owned(),
+        services: BTreeMap::new(),
+    };
+    for c in components {
+        let Some(exposure) = c.exposure.as_ref().filter(|e| e.is_exposed()) else {
+            continue;
+        };
+        let Ok(name) = service_name(app, &c.name) else {
+            continue;
+        };
+        let Some(s) = services.iter().find(|s| s.name == name) else {
+            continue;
+        };
+        let mut by_slot: BTreeMap<u64, Vec<(&ObservedTask, String)>> = BTreeMap::new();
+        for t in s.current_tasks() {
+            let Some(addr) = address(t) else { continue };
+            let Some(port) = t.published_port else {
+                continue;
+            };
+            let routable =
+                t.state == "running" || (t.state == "starting" && approved.contains(&t.id));
+            if routable {
+                by_slot
+                    .entry(t.slot.unwrap_or(0))
+                    .or_default()
+                    .push((t, crate::ingress::routes::join_host_port(&addr, port)));
+            }
+        }
+        let mut servers = Vec::new();
+        for (slot, tasks) in by_slot {
+            let current = tasks.iter().any(|(t, _)| t.fingerprint == s.fingerprint);
+            for (t, address) in tasks {
+                if current && t.fingerprint != s.fingerprint {
+                    continue;
+                }
+                servers.push(Server {
+                    name: format!("{}.{slot}.{}", s.name, &t.id[..t.id.len().min(12)]),
+                    address,
+                });
+            }
+        }
+        if servers.is_empty() {
+            continue;
+        }
+        servers.sort();
+        routes.services.insert(
+            c.name.clone(),
+            ServiceRoutes {
+                exposure: exposure.clone(),
+                servers,
+            },
+        );
+    }
+    routes
 }
 
 /// Every difference between `components` at `digest` and the app's Swarm
@@ -315,7 +408,6 @@ pub fn service_drift(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn service_names_fit_swarm() {
@@ -467,6 +559,7 @@ mod tests {
             image: format!("r/demo@{digest}"),
             fingerprint: fingerprint.clone(),
             timestamp: format!("2026-12-01T00:00:0{slot}Z"),
+            published_port: None,
         };
         ObservedService {
             id: "svc".into(),
@@ -490,6 +583,113 @@ mod tests {
                 .chain([task(9, "failed")])
                 .collect(),
         }
+    }
+
+    /// A rollout of an exposed service, step by step: the ingress follows
+    /// the slot that is being replaced, and never loses a slot.
+    #[test]
+    fn the_ingress_follows_each_slot_to_its_new_task() {
+        let mut spec = target().spec;
+        spec.services.get_mut("web").unwrap().public_port = Some(18080);
+        let comps: Vec<Component> = spec.components().unwrap();
+        let web = comps.iter().find(|c| c.name == "web").unwrap();
+        let desired = swarm_service(
+            &target(),
+            web,
+            4,
+            SWARM_NETWORK,
+            false,
+            Some(&ProbeConfig {
+                id: "cfg".into(),
+                name: "berth-probe-x".into(),
+            }),
+        )
+        .unwrap();
+        assert!(desired.publish, "an exposed service publishes its port");
+        assert_eq!(desired.health.as_ref().unwrap().hold, Some(SWITCH_HOLD));
+        let mut s = observed("shop-web", "web", &target().digest, "h", 2);
+        s.fingerprint = "new".into();
+        let model = s.tasks[0].clone();
+        let task = |id: &str, slot: u64, fp: &str, state: &str, port: Option<u16>| ObservedTask {
+            id: format!("{id}000000000000"),
+            slot: Some(slot),
+            node_id: if id == "far" {
+                "n2".into()
+            } else {
+                "n1".into()
+            },
+            state: state.into(),
+            desired_state: "running".into(),
+            fingerprint: fp.into(),
+            published_port: port,
+            ..model.clone()
+        };
+        let address = |t: &ObservedTask| match t.node_id.as_str() {
+            "n1" => Some("127.0.0.2".to_owned()),
+            "n2" => Some("10.0.0.7".to_owned()),
+            _ => None,
+        };
+        let servers = |s: &ObservedService, approved: &[&str]| -> Vec<String> {
+            let approved = approved
+                .iter()
+                .map(|a| format!("{a}000000000000"))
+                .collect();
+            let routes = swarm_routes("shop", &comps, std::slice::from_ref(s), &approved, &address);
+            routes
+                .services
+                .get("web")
+                .map(|r| {
+                    r.servers
+                        .iter()
+                        .map(|s| format!("{} {}", s.name, s.address))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // Release 1 runs in both slots, one of them on another node.
+        s.tasks = vec![
+            task("old1", 1, "old", "running", Some(30001)),
+            task("far", 2, "old", "running", Some(30002)),
+        ];
+        assert_eq!(
+            servers(&s, &[]),
+            [
+                "shop-web.1.old100000000 127.0.0.2:30001",
+                "shop-web.2.far000000000 10.0.0.7:30002"
+            ]
+        );
+        // Slot 1's new task starts: not yet published, then published but
+        // not yet answering: the old one keeps the slot.
+        s.tasks.push(task("new1", 1, "new", "starting", None));
+        assert_eq!(servers(&s, &["new1"]).len(), 2);
+        s.tasks[2].published_port = Some(30003);
+        assert_eq!(
+            servers(&s, &[])[0],
+            "shop-web.1.old100000000 127.0.0.2:30001"
+        );
+        // It answers Berth's probe: the slot moves to it, before Swarm
+        // calls it healthy (and stops the old one).
+        assert_eq!(
+            servers(&s, &["new1"]),
+            [
+                "shop-web.1.new100000000 127.0.0.2:30003",
+                "shop-web.2.far000000000 10.0.0.7:30002"
+            ]
+        );
+        // Swarm calls it running: the same, approved or not.
+        s.tasks[2].state = "running".into();
+        assert_eq!(servers(&s, &[]), servers(&s, &["new1"]));
+        // A task on a node whose address is unknown is left out; a service
+        // with no routable task has no routes at all.
+        s.tasks[1].node_id = "gone".into();
+        assert_eq!(
+            servers(&s, &[]),
+            ["shop-web.1.new100000000 127.0.0.2:30003"]
+        );
+        s.tasks.clear();
+        assert!(servers(&s, &[]).is_empty());
+        let none = swarm_routes("shop", &comps, &[s], &BTreeSet::new(), &address);
+        assert!(none.services.is_empty());
     }
 
     #[test]

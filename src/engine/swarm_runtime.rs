@@ -17,7 +17,15 @@
 //!    last log lines first, then rolls back what it changed in this deploy
 //!    (Swarm's `rollback` to the previous spec for updated services, removal
 //!    for created ones) and waits for that to settle, then reports it all.
+//!
+//! With `public_port` or `domains`, the manager's ingress follows the
+//! rollout ([`Engine::follow_routes`] at every poll): a new task is probed
+//! through the ingress while Swarm holds it "starting" (see
+//! `swarm::SWITCH_HOLD`), its slot's requests move to it as soon as it
+//! answers, and the old task of the slot is out of the routes before Swarm
+//! stops it. The routes end on the tasks that run (after a rollback too).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,11 +37,12 @@ use super::deploy::{
 use super::plan::Instance;
 use super::spec::Component;
 use super::swarm::{
-    convergence_deadline, instances, service_drift, service_name, swarm_service, ProbeConfig,
-    SWARM_NETWORK,
+    convergence_deadline, instances, service_drift, service_name, swarm_routes, swarm_service,
+    ProbeConfig, SWARM_NETWORK,
 };
 use crate::docker::swarm::{probe_config_name, service_spec, ObservedService, PROBE_BINARY};
 use crate::docker::{DockerError, DockerHost};
+use crate::ingress::{AppRoutes, IngressHost};
 use crate::labels;
 use crate::store::{LeaseFence, ReleaseOutcome};
 
@@ -43,6 +52,62 @@ const POLL: Duration = Duration::from_millis(300);
 const CRASH_LOOP_TASKS: usize = 3;
 /// Log lines copied from a failing service.
 const LOG_LINES: usize = 20;
+/// The longest a probe of a starting task through the ingress may take
+/// (the next poll probes it again).
+const FOLLOW_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One service's rollout as Berth watches it.
+struct Watched<'a> {
+    name: &'a str,
+    /// [`crate::docker::swarm::spec_fingerprint`] of the new spec.
+    fingerprint: &'a str,
+    replicas: u64,
+    /// How long Swarm may make no progress.
+    deadline: Duration,
+    /// The service was created by this deploy (a crash loop fails it).
+    created: bool,
+}
+
+/// The manager's ingress following an app's tasks during a deploy.
+struct Follow<'a> {
+    app: &'a str,
+    components: &'a [Component],
+    /// Starting tasks that answered Berth's probe through the ingress.
+    approved: BTreeSet<String>,
+    /// The routes last given to the ingress in this deploy.
+    last: Option<AppRoutes>,
+    /// Node id → address (see `DockerHost::swarm_node_addresses`).
+    nodes: HashMap<String, String>,
+    /// What switching did, in words.
+    steps: Vec<String>,
+}
+
+impl<'a> Follow<'a> {
+    fn new(app: &'a str, components: &'a [Component]) -> Self {
+        Follow {
+            app,
+            components,
+            approved: BTreeSet::new(),
+            last: None,
+            nodes: HashMap::new(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+fn exposed(components: &[Component]) -> bool {
+    components
+        .iter()
+        .any(|c| c.exposure.as_ref().is_some_and(|e| e.is_exposed()))
+}
+
+/// Whether a probe's status line is a 2xx or 3xx answer.
+fn answered_well(status_line: &str) -> bool {
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.len() == 3 && (code.starts_with('2') || code.starts_with('3')))
+}
 
 /// What went wrong in one service's rollout.
 struct RollFailure {
@@ -125,13 +190,117 @@ impl Engine {
         fresh: bool,
     ) -> Result<Vec<super::plan::Drift>, DockerError> {
         let services = self.swarm_services(manager, app, fresh).await?;
-        Ok(service_drift(
-            app,
-            manager.name(),
-            components,
-            digest,
-            &services,
-        ))
+        let mut drift = service_drift(app, manager.name(), components, digest, &services);
+        let nodes = if exposed(components) {
+            manager.swarm_node_addresses().await?
+        } else {
+            HashMap::new()
+        };
+        let approved = BTreeSet::new();
+        let desired = |_: &str| {
+            swarm_routes(app, components, &services, &approved, &|t| {
+                nodes.get(&t.node_id).cloned()
+            })
+        };
+        drift.extend(
+            self.ingress_drift_to(app, components, fresh, &desired)
+                .await?,
+        );
+        Ok(drift)
+    }
+
+    /// Gives the manager's ingress the routes of the app's tasks as they
+    /// are now ([`swarm_routes`]), after probing through it the starting
+    /// tasks of a new spec that publish their port; switches only when
+    /// the routes differ from the last ones given. Returns whether it
+    /// switched.
+    async fn follow_routes(
+        &self,
+        manager: &DockerHost,
+        f: &mut Follow<'_>,
+    ) -> Result<bool, DeployError> {
+        let services = self
+            .swarm_services(manager, f.app, true)
+            .await
+            .map_err(docker(Phase::Switch))?;
+        let unknown_node = services
+            .iter()
+            .flat_map(|s| s.current_tasks())
+            .any(|t| t.published_port.is_some() && !f.nodes.contains_key(&t.node_id));
+        if unknown_node {
+            f.nodes = manager
+                .swarm_node_addresses()
+                .await
+                .map_err(docker(Phase::Switch))?;
+        }
+        let mut candidates = Vec::new();
+        for c in f.components {
+            let Ok(name) = service_name(f.app, &c.name) else {
+                continue;
+            };
+            let (Some(_), Some(health)) = (
+                c.exposure.as_ref().filter(|e| e.is_exposed()),
+                c.health_check.as_ref(),
+            ) else {
+                continue;
+            };
+            let Some(s) = services.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            for t in s.current_tasks() {
+                if t.state != "starting"
+                    || t.fingerprint != s.fingerprint
+                    || f.approved.contains(&t.id)
+                {
+                    continue;
+                }
+                let (Some(port), Some(addr)) = (t.published_port, f.nodes.get(&t.node_id)) else {
+                    continue;
+                };
+                candidates.push((
+                    t.id.clone(),
+                    crate::ingress::routes::join_host_port(addr, port),
+                    health.path.clone(),
+                ));
+            }
+        }
+        if !candidates.is_empty() {
+            let (proxy, steps) = self.ingress_ready(manager).await?;
+            f.steps.extend(steps);
+            let ingress = IngressHost::new(manager, &self.ingress, self.test_label);
+            for (id, address, path) in candidates {
+                match ingress
+                    .probe(&proxy, &address, &path, FOLLOW_PROBE_TIMEOUT)
+                    .await
+                {
+                    Ok(Ok(line)) if answered_well(&line) => {
+                        info!(app = %f.app, task = %id, %address, "a starting task answers through the ingress");
+                        f.approved.insert(id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(app = %f.app, task = %id, error = %e, "could not probe a starting task")
+                    }
+                }
+            }
+        }
+        let nodes = &f.nodes;
+        let routes = swarm_routes(f.app, f.components, &services, &f.approved, &|t| {
+            nodes.get(&t.node_id).cloned()
+        });
+        if f.last.as_ref() == Some(&routes) {
+            return Ok(false);
+        }
+        if let Some(done) = self.switch_app(manager, f.app, routes.clone()).await? {
+            f.steps.extend(done.steps);
+            let tasks: usize = routes.services.values().map(|s| s.servers.len()).sum();
+            f.steps.push(format!(
+                "the ingress on Swarm manager {} sends the app's requests to {tasks} task(s)",
+                manager.name()
+            ));
+        }
+        f.last = Some(routes);
+        Ok(true)
     }
 
     /// The deploy on a Swarm: LOCK, then (under the lease) plan, PRE_DEPLOY
@@ -150,16 +319,6 @@ impl Engine {
                 errs.push(super::spec::SpecError {
                     field: "name".into(),
                     message: e.to_string(),
-                });
-            }
-            if c.exposure.as_ref().is_some_and(|e| e.is_exposed()) {
-                errs.push(super::spec::SpecError {
-                    field: format!("services.{}.public_port", c.name),
-                    message: format!(
-                        "host {:?} is a Swarm manager, where Berth does not give services a stable public address yet: remove `public_port` and `domains` (reach the service at {} on the {SWARM_NETWORK} network)",
-                        manager.name(),
-                        super::deploy::component_alias(&app, &c.name)
-                    ),
                 });
             }
         }
@@ -210,14 +369,29 @@ impl Engine {
             .filter_map(|s| s.label(labels::RELEASE)?.parse::<u64>().ok())
             .max();
         if drift.is_empty() {
+            // The services are right; the routes may not be (an ingress
+            // edited or removed by hand): the ingress follows the tasks.
+            let t = Instant::now();
+            let mut follow = Follow::new(&app, components);
+            self.follow_routes(manager, &mut follow).await?;
+            let steps = if follow.steps.is_empty() {
+                vec!["nothing to do: the app already runs this digest and spec".into()]
+            } else {
+                phases.push(("switch".to_string(), ms(t)));
+                follow
+                    .steps
+                    .iter()
+                    .map(|s| format!("repair: {s}"))
+                    .collect()
+            };
             return Ok(Outcome {
                 app,
                 release: current.unwrap_or(0),
                 new_release: false,
                 digest: target.digest.clone(),
                 endpoints: Default::default(),
-                urls: Default::default(),
-                steps: vec!["nothing to do: the app already runs this digest and spec".into()],
+                urls: self.urls(components),
+                steps,
                 phases: phases.clone(),
                 warnings: Vec::new(),
             });
@@ -293,12 +467,12 @@ impl Engine {
         }
         result?;
         Ok(Outcome {
+            urls: self.urls(components),
             app,
             release,
             new_release,
             digest: target.digest.clone(),
             endpoints: Default::default(),
-            urls: Default::default(),
             steps,
             phases: phases.clone(),
             warnings: Vec::new(),
@@ -343,6 +517,15 @@ impl Engine {
         };
         let t = Instant::now();
         let mut changed: Vec<Changed> = Vec::new();
+        let mut follow = Follow::new(app, components);
+        let following = exposed(components);
+        if following {
+            // The ingress first: one that cannot run (its image out of
+            // reach, its port taken) fails the deploy before any service
+            // changes.
+            let (_, made) = self.ingress_ready(manager).await?;
+            follow.steps.extend(made);
+        }
         for comp in components {
             let desired = swarm_service(
                 target,
@@ -386,16 +569,24 @@ impl Engine {
             if let Err(failure) = self
                 .supervise(
                     manager,
-                    &desired.name,
-                    &fingerprint,
-                    replicas,
-                    deadline,
-                    exists.is_none(),
+                    Watched {
+                        name: &desired.name,
+                        fingerprint: &fingerprint,
+                        replicas,
+                        deadline,
+                        created: exists.is_none(),
+                    },
+                    following.then_some(&mut follow),
                 )
                 .await
             {
                 phases.push(("roll".to_string(), ms(t)));
-                let undone = self.undo(manager, &changed, &failure).await;
+                let mut undone = self.undo(manager, &changed, &failure).await;
+                // The routes go back with the services: to the tasks that
+                // run now.
+                if let Err(e) = self.follow_routes(manager, &mut follow).await {
+                    undone.push_str(&format!("; the ingress could not follow the rollback: {e}"));
+                }
                 return Err(DeployError::SwarmRollout {
                     service: desired.name.clone(),
                     reason: failure.reason,
@@ -422,6 +613,14 @@ impl Engine {
             ));
         }
         phases.push(("stop".to_string(), ms(t)));
+        // The routes end on the tasks that run (none for services that
+        // are no longer exposed or no longer there).
+        let t = Instant::now();
+        self.follow_routes(manager, &mut follow).await?;
+        if !follow.steps.is_empty() {
+            phases.push(("switch".to_string(), ms(t)));
+        }
+        steps.append(&mut follow.steps);
         Ok(())
     }
 
@@ -430,12 +629,16 @@ impl Engine {
     async fn supervise(
         &self,
         manager: &DockerHost,
-        name: &str,
-        fingerprint: &str,
-        replicas: u64,
-        deadline: Duration,
-        created: bool,
+        rollout: Watched<'_>,
+        mut follow: Option<&mut Follow<'_>>,
     ) -> Result<(), RollFailure> {
+        let Watched {
+            name,
+            fingerprint,
+            replicas,
+            deadline,
+            created,
+        } = rollout;
         let start = tokio::time::Instant::now();
         // The deadline counts from the last progress (a task changed
         // state, or one is still pulling or starting), so a slow pull or
@@ -472,6 +675,18 @@ impl Engine {
                         continue;
                     }
                 };
+            if let Some(f) = follow.as_deref_mut() {
+                if let Err(e) = self.follow_routes(manager, f).await {
+                    return Err(self
+                        .failure(
+                            manager,
+                            name,
+                            Some((&s, fingerprint)),
+                            format!("the ingress could not follow the rollout: {e}"),
+                        )
+                        .await);
+                }
+            }
             let running_new = s.running_spec(fingerprint) as u64;
             let old_left = s
                 .current_tasks()
@@ -690,6 +905,7 @@ impl Engine {
             network: SWARM_NETWORK.to_owned(),
             alias: format!("pre-deploy.{}", spec.name),
             http_port: None,
+            publish: false,
             update: super::swarm::update_policy(None),
             stop_grace: super::deploy::STOP_GRACE,
             health: None,
@@ -750,11 +966,19 @@ impl Engine {
         manager: &DockerHost,
         app: &str,
     ) -> Result<Vec<String>, DeployError> {
+        // The routes first, so nothing is sent to tasks being removed.
+        let mut removed = Vec::new();
+        let empty = AppRoutes {
+            app: app.to_owned(),
+            services: BTreeMap::new(),
+        };
+        if let Some(done) = self.switch_app(manager, app, empty).await? {
+            removed.extend(done.steps);
+        }
         let services = self
             .swarm_services(manager, app, true)
             .await
             .map_err(docker(Phase::Stop))?;
-        let mut removed = Vec::new();
         for s in services {
             manager
                 .remove_service(&s.name)

@@ -235,7 +235,7 @@ pub fn urls(exposure: &Exposure, hosts: &[String], settings: &IngressSettings) -
 }
 
 /// `host:port`, with brackets for an IPv6 address.
-fn join_host_port(host: &str, port: u16) -> String {
+pub fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

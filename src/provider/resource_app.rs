@@ -582,26 +582,6 @@ impl AppResource {
         let mut diags = Diagnostics::default();
         let at =
             |service: &str, field: &str| AttributePath::root("services").key(service).attr(field);
-        if let Some(manager) = engine.swarm_manager() {
-            for (service, exposure) in &exposures {
-                let field = if exposure.public_port.is_some() {
-                    "public_port"
-                } else {
-                    "domains"
-                };
-                diags.push(
-                    Diagnostic::error(
-                        "Not available on a Swarm host yet",
-                        format!("services[{service:?}].{field}: host {:?} is a Swarm manager (mode = \"swarm\"), where Berth does not give services a stable public address yet. Remove `public_port` and `domains`; other services and jobs reach this one at `{}` on the `{}` overlay network.", manager.name(), crate::engine::deploy::component_alias(&spec.name, service), crate::engine::swarm::SWARM_NETWORK),
-                    )
-                    .at(at(service, field)),
-                );
-            }
-            if diags.has_errors() {
-                return Err(diags);
-            }
-            return Ok(urls_value(&engine.urls(&components)));
-        }
         for c in crate::ingress::routes::setting_conflicts(&exposures, engine.ingress_settings()) {
             diags.push(
                 Diagnostic::error("Public port or domain not available", c.to_string())

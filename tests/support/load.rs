@@ -55,6 +55,23 @@ impl Report {
     /// `min_rate` per second were made, and every kept-alive connection
     /// went from `old` to `new` at most once (never back).
     pub fn assert_clean(&self, min_rate: f64, old: &str, new: &str) {
+        self.assert_served(min_rate);
+        for seq in &self.sequences {
+            let mut seen_new = false;
+            for body in seq {
+                if body == new {
+                    seen_new = true;
+                } else if body == old && seen_new {
+                    panic!("a kept-alive connection saw {old:?} again after {new:?}");
+                }
+            }
+        }
+    }
+
+    /// Panics with the details unless every request succeeded and at
+    /// least `min_rate` per second were made (a rolling update, where old
+    /// and new answer side by side for a while).
+    pub fn assert_served(&self, min_rate: f64) {
         assert!(
             self.failed.is_empty(),
             "{} of {} requests failed: {:?}",
@@ -67,16 +84,6 @@ impl Report {
             "the load ran at {:.0} requests/s, below the {min_rate} the test needs",
             self.rate()
         );
-        for seq in &self.sequences {
-            let mut seen_new = false;
-            for body in seq {
-                if body == new {
-                    seen_new = true;
-                } else if body == old && seen_new {
-                    panic!("a kept-alive connection saw {old:?} again after {new:?}");
-                }
-            }
-        }
     }
 }
 

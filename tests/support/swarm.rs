@@ -13,7 +13,8 @@ static SWARM: Mutex<()> = Mutex::new(());
 
 /// Host b as a single-node Swarm manager for one test. On drop: removes
 /// the test's services (by their `io.berth.test` label and the app's
-/// name), and leaves the swarm if this guard created it.
+/// name) and its routes on host b's ingress, and leaves the swarm if this
+/// guard created it.
 pub struct SwarmGuard {
     app: String,
     created: bool,
@@ -97,6 +98,9 @@ impl Drop for SwarmGuard {
                 .args(&names)
                 .output();
         }
+        // Its routes on host b's ingress too (a test that failed half-way
+        // leaves them), while the daemon is still a manager.
+        super::forget_routes(HOST_B, &self.app);
         if self.created {
             let _ = Command::new("docker")
                 .args(["-H", HOST_B, "swarm", "leave", "--force"])
