@@ -559,6 +559,24 @@ output "urls" {{ value = berth_app.{name}.urls }}
     assert_eq!(body_at(&format!("127.0.0.2:{port}")), "berth demo v1");
     tf.assert_converged();
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    // The last app gone from host b, its ingress stays, with no routes:
+    // it is the host's (another Berth may be starting an app on it), and
+    // the public port no longer answers.
+    let (ok, cfg) = docker(
+        HOST_B,
+        &[
+            "exec",
+            "berth-ingress",
+            "head",
+            "-n",
+            "1",
+            "/berth/haproxy.cfg",
+        ],
+    );
+    assert!(ok, "the ingress on host b still runs: {cfg}");
+    assert!(!cfg.contains(&name), "the app's routes are gone: {cfg}");
+    let (code, _) = curl(&[&format!("http://127.0.0.2:{port}/")]);
+    assert_ne!(code, 0, "the public port still answers after destroy");
 }
 
 #[test]

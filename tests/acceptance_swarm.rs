@@ -2,9 +2,13 @@
 //! against host b of the dev environment made a single-node Swarm manager
 //! (tests/support/swarm.rs), with `mode = "swarm"` on the provider's host.
 
+#[path = "support/latency_relay.rs"]
+mod latency_relay;
 #[path = "support/load.rs"]
 mod load;
 mod support;
+#[path = "support/two_nodes.rs"]
+mod two_nodes;
 
 use berth::devtools::fixtures::{self, PLAIN_REGISTRY};
 use load::Load;
@@ -626,11 +630,125 @@ fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
     assert_eq!(body_at(&addr), "berth demo v2");
     tf.assert_converged();
 
-    // Destroy: the routes go first, then the services; the last app gone,
-    // the ingress goes too.
+    // Destroy: the routes go first, then the services; the ingress (the
+    // host's) stays, without the app's routes.
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(services_with(&format!("io.berth.app={name}")).is_empty());
     assert_eq!(body_at(&addr), "");
-    let left = docker(HOST_B, &["ps", "-aq", "--filter", "name=^berth-ingress$"]);
-    assert!(left.trim().is_empty(), "the ingress is gone: {left}");
+    assert_eq!(ingress_routes(&name), "null", "the app's routes are gone");
+}
+
+/// Node id of each running task of `service`, sorted.
+fn task_nodes(service: &str) -> Vec<String> {
+    let ids = docker(
+        HOST_B,
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            service,
+        ],
+    );
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec!["inspect", "--format", "{{.NodeID}} {{.Status.State}}"];
+    args.extend(ids);
+    let mut nodes: Vec<String> = docker(HOST_B, &args)
+        .lines()
+        .filter(|l| l.ends_with(" running"))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn tasks_spread_over_two_nodes_and_move_when_one_stops() {
+    let name = unique_app("acc-swarm-2n");
+    let mut nodes = two_nodes::TwoNodes::start(&name);
+    let (manager, worker) = nodes.node_ids();
+    block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let tag = unique_tag("swarm-2n");
+    block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        &tag,
+        "v1",
+        None,
+    ))
+    .expect("v1");
+    let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
+    let port = free_port();
+    let addr = format!("127.0.0.2:{port}");
+    let service = format!("{name}-web");
+    let tf = Tf::new();
+    tf.config(
+        &(swarm_app(&name, &image, &format!("public_port = {port}"))
+            .replace(
+                "mode    = \"swarm\"",
+                "mode    = \"swarm\"\n      publish_address = \"127.0.0.2\"",
+            )
+            .replace(
+                "provider \"berth\" {\n",
+                &format!("provider \"berth\" {{\n{}", ingress_setting()),
+            )),
+    );
+    tf.init();
+
+    // Two replicas, one on each node (Swarm spreads them); the ingress on
+    // the manager sends requests to both, the worker's at its address.
+    tf.apply();
+    let mut both = vec![manager.clone(), worker.clone()];
+    both.sort();
+    assert_eq!(task_nodes(&service), both, "one task on each node");
+    let routes = ingress_routes(&name);
+    assert!(
+        routes.contains(&format!("\"{}:", nodes.worker_addr())),
+        "the worker's task is routed at the worker's address: {routes}"
+    );
+    for _ in 0..20 {
+        assert_eq!(body_at(&addr), "berth demo v1");
+    }
+    tf.assert_converged();
+
+    // The worker's daemon stops: Swarm starts its task again on the
+    // manager; requests keep being answered by the task that runs.
+    nodes.stop_worker();
+    let begun = std::time::Instant::now();
+    while task_nodes(&service) != vec![manager.clone(), manager.clone()] {
+        assert!(
+            begun.elapsed() < std::time::Duration::from_secs(120),
+            "the worker's task was not rescheduled: {:?}",
+            task_nodes(&service)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for _ in 0..10 {
+        assert_eq!(body_at(&addr), "berth demo v1");
+    }
+    // The routes still name the stopped task: the plan says so, apply
+    // sends every request to the two tasks on the manager.
+    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let text = squash(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the plan shows stale routes: {text}"
+    );
+    assert!(
+        text.contains("sends service") && text.contains(&format!("({}:", nodes.worker_addr())),
+        "{text}"
+    );
+    tf.apply();
+    let routes = ingress_routes(&name);
+    assert!(!routes.contains(&nodes.worker_addr()), "{routes}");
+    assert_eq!(routes.matches("\"address\"").count(), 2, "{routes}");
+    assert_eq!(body_at(&addr), "berth demo v1");
+    tf.assert_converged();
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(services_with(&format!("io.berth.app={name}")).is_empty());
 }

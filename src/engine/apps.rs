@@ -413,19 +413,10 @@ impl Apps {
         observed: &[Instance],
         fresh: bool,
     ) -> Result<Vec<Drift>, AppsError> {
-        if let Some(manager) = self.engine.swarm_manager() {
-            return Ok(self
-                .engine
-                .swarm_drift(manager, app, components, digest, fresh)
-                .await?);
-        }
-        let mut drift = plan::drift(components, digest, &self.engine.host_names(), observed);
-        drift.extend(
-            self.engine
-                .ingress_drift(app, components, observed, fresh)
-                .await?,
-        );
-        Ok(drift)
+        Ok(self
+            .engine
+            .drift(app, components, digest, observed, fresh)
+            .await?)
     }
 
     /// The release running now, as journaled.

@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::future::join_all;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -339,9 +338,31 @@ impl Engine {
     /// The app's containers on every host. `fresh` bypasses the short
     /// cache that lets a refresh of many apps make one list call per host.
     pub async fn observe(&self, app: &str, fresh: bool) -> Result<Vec<Instance>, DockerError> {
-        if let Some(manager) = self.swarm_manager() {
-            return self.observe_swarm(manager, app, fresh).await;
-        }
+        self.runtime().observe(app, fresh).await
+    }
+
+    /// Every difference between `components` at `digest` and what runs
+    /// (`observed`, from [`Engine::observe`]), the ingress included, in
+    /// words.
+    pub async fn drift(
+        &self,
+        app: &str,
+        components: &[Component],
+        digest: &str,
+        observed: &[Instance],
+        fresh: bool,
+    ) -> Result<Vec<Drift>, DockerError> {
+        self.runtime()
+            .drift(app, components, digest, observed, fresh)
+            .await
+    }
+
+    /// [`Engine::observe`] on plain Docker hosts.
+    pub(super) async fn observe_containers(
+        &self,
+        app: &str,
+        fresh: bool,
+    ) -> Result<Vec<Instance>, DockerError> {
         let mut out = Vec::new();
         for host in self.hosts.iter() {
             let list = self.host_list(host, fresh).await?;
@@ -531,43 +552,24 @@ impl Engine {
         }
         let mut phases = Vec::new();
         let app = spec.name.clone();
-        if let Some(manager) = self.swarm_manager() {
-            // Swarm's nodes pull the pinned image themselves, with the
-            // credentials sent along with the service.
-            return self
-                .deploy_swarm(manager, target, &components, phases)
-                .await;
-        }
+        let runtime = self.runtime();
+        // What needs no lock first (the pull, on every host at once).
+        runtime.prepare(target, &components, &mut phases).await?;
 
-        // PULL, on every host at once, before any lock.
-        let t = Instant::now();
-        let pulls = join_all(
-            self.hosts
-                .iter()
-                .map(|h| h.pull(&target.pinned, target.login.clone())),
-        )
-        .await;
-        for r in pulls {
-            r.map_err(|source| DeployError::Docker {
-                phase: Phase::Pull,
-                source,
-            })?;
-        }
-        phases.push(("pull".to_string(), ms(t)));
-
-        // LOCK.
+        // LOCK, then the rest under the app's lease.
         let t = Instant::now();
         let lease = self.lock(&app).await?;
         phases.push(("lock".to_string(), ms(t)));
-        let result = self
-            .locked_deploy(target, &components, &mut phases, lease.fence())
+        let result = runtime
+            .converge(target, &components, &mut phases, lease.fence())
             .await;
         lease.release(&self.store).await;
         self.forget_observations().await;
         result
     }
 
-    async fn locked_deploy(
+    /// [`super::runtime::Runtime::converge`] on plain Docker hosts.
+    pub(super) async fn locked_deploy(
         &self,
         target: &Target,
         components: &[Component],
@@ -813,9 +815,11 @@ impl Engine {
     }
 
     async fn destroy_locked(&self, app: &str) -> Result<Vec<String>, DeployError> {
-        if let Some(manager) = self.swarm_manager() {
-            return self.destroy_swarm(manager, app).await;
-        }
+        self.runtime().destroy(app).await
+    }
+
+    /// [`super::runtime::Runtime::destroy`] on plain Docker hosts.
+    pub(super) async fn destroy_containers(&self, app: &str) -> Result<Vec<String>, DeployError> {
         let mut removed = Vec::new();
         // The routes first, so nothing is sent to instances being removed.
         for host in self.hosts.iter() {

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod plan;
 pub mod probe;
 mod rollout;
+pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;
@@ -20,3 +21,4 @@ mod swarm_runtime;
 
 pub use apps::{Apps, AppsError, DeployRequest, Record};
 pub use deploy::{DeployError, Engine, Outcome, Target};
+pub use runtime::Runtime;

@@ -57,7 +57,7 @@ pub(super) struct Switched {
     pub host: DockerHost,
     /// The app's routes there before (to switch back to).
     pub previous: AppRoutes,
-    pub proxy_id: Option<String>,
+    pub proxy_id: String,
     pub old_workers: Vec<u32>,
     pub steps: Vec<String>,
 }
@@ -366,8 +366,8 @@ impl Engine {
         Ok(switched)
     }
 
-    /// Gives `app` the routes `desired` on `host` (empty: none, and the
-    /// ingress goes away with the last app). `None` when nothing had to
+    /// Gives `app` the routes `desired` on `host` (empty: none; the
+    /// ingress stays, with the other apps' routes or none). `None` when nothing had to
     /// change. The ingress serializes the switches of a host itself.
     pub(super) async fn switch_app(
         &self,
@@ -467,7 +467,7 @@ impl Engine {
         Ok(Some(Switched {
             host: host.clone(),
             previous,
-            proxy_id: (!out.removed).then_some(out.proxy_id),
+            proxy_id: out.proxy_id,
             old_workers: out.old_workers,
             steps: out.steps,
         }))
@@ -536,7 +536,7 @@ impl Engine {
     async fn drain(&self, switched: &[Switched], limit: Duration) -> Vec<String> {
         let mut steps = Vec::new();
         for s in switched {
-            let Some(proxy) = &s.proxy_id else { continue };
+            let proxy = &s.proxy_id;
             let ingress = IngressHost::new(&s.host, &self.ingress, self.test_label);
             let t = Instant::now();
             match ingress.wait_drained(proxy, &s.old_workers, limit).await {

@@ -303,44 +303,35 @@ impl Engine {
         Ok(true)
     }
 
-    /// The deploy on a Swarm: LOCK, then (under the lease) plan, PRE_DEPLOY
-    /// and ROLL, journaled.
-    pub(super) async fn deploy_swarm(
+    /// What a deploy on the Swarm refuses before it takes the app's lease:
+    /// names Swarm cannot take, and a host that is not a manager.
+    pub(super) async fn check_swarm_deploy(
         &self,
         manager: &DockerHost,
         target: &Target,
         components: &[Component],
-        mut phases: Vec<(String, u64)>,
-    ) -> Result<Outcome, DeployError> {
-        let app = target.spec.name.clone();
-        let mut errs = Vec::new();
-        for c in components {
-            if let Err(e) = service_name(&app, &c.name) {
-                errs.push(super::spec::SpecError {
-                    field: "name".into(),
-                    message: e.to_string(),
-                });
-            }
-        }
+    ) -> Result<(), DeployError> {
+        let app = &target.spec.name;
+        let errs: Vec<super::spec::SpecError> = components
+            .iter()
+            .filter_map(|c| service_name(app, &c.name).err())
+            .map(|e| super::spec::SpecError {
+                field: "name".into(),
+                message: e.to_string(),
+            })
+            .collect();
         if !errs.is_empty() {
             return Err(DeployError::InvalidSpec(errs));
         }
         manager
             .check_swarm_manager()
             .await
-            .map_err(docker(Phase::Lock))?;
-        let t = Instant::now();
-        let lease = self.lock(&app).await?;
-        phases.push(("lock".to_string(), ms(t)));
-        let result = self
-            .locked_swarm_deploy(manager, target, components, &mut phases, lease.fence())
-            .await;
-        lease.release(&self.store).await;
-        self.forget_observations().await;
-        result
+            .map_err(docker(Phase::Lock))
     }
 
-    async fn locked_swarm_deploy(
+    /// [`super::runtime::Runtime::converge`] on a Swarm: plan from the
+    /// services, then PRE_DEPLOY and ROLL, journaled.
+    pub(super) async fn locked_swarm_deploy(
         &self,
         manager: &DockerHost,
         target: &Target,

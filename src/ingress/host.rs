@@ -161,8 +161,6 @@ pub struct SwitchOutcome {
     pub proxy_id: String,
     /// The proxy was reloaded (or created) with a new configuration.
     pub changed: bool,
-    /// The last app left the host: the ingress was removed.
-    pub removed: bool,
     /// The proxy's workers from before the reload: they finish their
     /// in-flight requests, then exit (the drain).
     pub old_workers: Vec<u32>,
@@ -396,17 +394,16 @@ impl<'a> IngressHost<'a> {
                 _ => self,
             };
             let routes = apply_change(&view.routes, change, self.host.name())?;
-            let last_app_left = routes.is_empty() && change.is_some();
+            // The last app leaving keeps the ingress running, with no
+            // routes: it is the host's, not an app's, and another Berth may
+            // be starting an app on it at this moment (removing it then
+            // cut that deploy's probes and switch).
             let cfg = this.haproxy_cfg(&routes);
             let same = view.haproxy_cfg.as_deref() == Some(cfg.as_str()) && !view.unreadable;
-            if !same || proxy.state != ContainerState::Running || last_app_left {
-                let caddy = if last_app_left {
-                    None
-                } else {
-                    this.caddy_json(&routes)
-                };
+            if !same || proxy.state != ContainerState::Running {
+                let caddy = this.caddy_json(&routes);
                 let files = volume_files(&cfg, caddy.as_deref());
-                match this.swap(&proxy.id, &view, &files, !last_app_left).await {
+                match this.swap(&proxy.id, &view, &files, true).await {
                     Ok(old) => {
                         outcome.old_workers = old;
                         outcome.changed = true;
@@ -422,22 +419,6 @@ impl<'a> IngressHost<'a> {
                     }
                     Err(Swap::Failed(e)) => return Err(e),
                 }
-            }
-            if last_app_left {
-                // The last app left the host: its routes are gone from the
-                // files, then the ingress goes (the volumes stay, for
-                // Caddy's certificates).
-                outcome.removed = true;
-                let containers = IngressView {
-                    proxy: Some(proxy),
-                    ..containers
-                };
-                self.remove(&containers).await?;
-                outcome.steps.push(format!(
-                    "removed the ingress on host {} (no app is exposed there any more)",
-                    self.host.name()
-                ));
-                return Ok(outcome);
             }
             let view = IngressView { routes, ..view };
             this.switch_tls(&view, images, &mut outcome).await?;

@@ -55,7 +55,17 @@ impl LatencyRelay {
         delay: Duration,
         lifetime: Duration,
     ) -> std::io::Result<LatencyRelay> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::tcp_at("127.0.0.1:0", upstream, delay, lifetime).await
+    }
+
+    /// Listens on `bind` (`ip:port`) in front of `upstream`.
+    pub async fn tcp_at(
+        bind: &str,
+        upstream: Endpoint,
+        delay: Duration,
+        lifetime: Duration,
+    ) -> std::io::Result<LatencyRelay> {
+        let listener = TcpListener::bind(bind).await?;
         let listen = Endpoint::Tcp(listener.local_addr()?.to_string());
         Ok(Self::spawn(
             listen,

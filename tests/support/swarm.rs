@@ -11,6 +11,11 @@ use super::hosts::{docker, require_two_daemons, HOST_B};
 /// it found it, which another one running at the same time would undo.
 static SWARM: Mutex<()> = Mutex::new(());
 
+/// Holds the Swarm tests of this binary one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SWARM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Host b as a single-node Swarm manager for one test. On drop: removes
 /// the test's services (by their `io.berth.test` label and the app's
 /// name) and its routes on host b's ingress, and leaves the swarm if this
@@ -30,7 +35,7 @@ fn swarm_state() -> String {
 impl SwarmGuard {
     pub fn single_node(app: &str) -> SwarmGuard {
         require_two_daemons();
-        let serial = SWARM.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = serial();
         let state = swarm_state();
         let created = match state.as_str() {
             "active" => false,
