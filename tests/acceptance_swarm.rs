@@ -85,20 +85,39 @@ fn service_field(service: &str, format: &str) -> String {
         .to_owned()
 }
 
+/// Pushes the demo image's `version` as `berth/demo:TAG`.
+fn push_demo_tag(tag: &str, version: &str) -> fixtures::Pushed {
+    block_on(fixtures::push_demo(
+        PLAIN_REGISTRY,
+        "berth/demo",
+        tag,
+        version,
+        None,
+    ))
+    .expect(version)
+}
+
+/// [`swarm_app`] with the web service on `port` through the ingress on the
+/// manager, at host b's publish address (127.0.0.2).
+fn exposed_swarm_app(name: &str, image: &str, port: u16) -> String {
+    swarm_app(name, image, &format!("public_port = {port}"))
+        .replace(
+            "mode    = \"swarm\"",
+            "mode    = \"swarm\"\n      publish_address = \"127.0.0.2\"",
+        )
+        .replace(
+            "provider \"berth\" {\n",
+            &format!("provider \"berth\" {{\n{}", ingress_setting()),
+        )
+}
+
 #[test]
 fn swarm_create_update_rollback_drift_import_destroy() {
     let name = unique_app("acc-swarm");
     let _swarm = SwarmGuard::single_node(&name);
     let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let tag = unique_tag("swarm");
-    let v1 = block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        &tag,
-        "v1",
-        None,
-    ))
-    .expect("v1");
+    let v1 = push_demo_tag(&tag, "v1");
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
     let service = format!("{name}-web");
     let tf = Tf::new();
@@ -142,14 +161,7 @@ fn swarm_create_update_rollback_drift_import_destroy() {
     tf.assert_converged();
 
     // The tag moves: the plan shows the digest diff, apply rolls it out.
-    let v2 = block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        &tag,
-        "v2",
-        None,
-    ))
-    .expect("v2");
+    let v2 = push_demo_tag(&tag, "v2");
     let plan = tf.plan_json();
     let change = &plan["resource_changes"][0]["change"];
     assert_eq!(
@@ -277,14 +289,7 @@ fn swarm_create_update_rollback_drift_import_destroy() {
     tf.config(&with_hook);
     tf.apply();
     let url = tf.output("url").as_str().expect("url").to_owned();
-    let v3 = block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        &tag,
-        "v3",
-        None,
-    ))
-    .expect("v3");
+    let v3 = push_demo_tag(&tag, "v3");
     let (status, body) = call("POST", &url);
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["deploy"]["digest"], v3.digest.as_str(), "{body}");
@@ -511,14 +516,7 @@ fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
     let _swarm = SwarmGuard::single_node(&name);
     let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let tag = unique_tag("swarm-port");
-    block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        &tag,
-        "v1",
-        None,
-    ))
-    .expect("v1");
+    push_demo_tag(&tag, "v1");
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
     let port = free_port();
     let addr = format!("127.0.0.2:{port}");
@@ -526,16 +524,7 @@ fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
     let config = |image: &str| {
         // One instance: while its slot moves there is no other task to
         // send a request to, the hardest case for the switch.
-        swarm_app(&name, image, &format!("public_port = {port}"))
-            .replace("instances = 2", "instances = 1")
-            .replace(
-                "mode    = \"swarm\"",
-                "mode    = \"swarm\"\n      publish_address = \"127.0.0.2\"",
-            )
-            .replace(
-                "provider \"berth\" {\n",
-                &format!("provider \"berth\" {{\n{}", ingress_setting()),
-            )
+        exposed_swarm_app(&name, image, port).replace("instances = 2", "instances = 1")
             + "\noutput \"urls\" { value = berth_app.demo.urls }\n"
     };
     let tf = Tf::new();
@@ -572,19 +561,19 @@ fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
 
     // The tag moves: Swarm rolls the tasks one by one, the ingress follows
     // each slot, and no request fails.
-    block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        &tag,
-        "v2",
-        None,
-    ))
-    .expect("v2");
+    push_demo_tag(&tag, "v2");
     let load = Load::start(&addr, &addr, 4, 20.0);
     tf.apply();
     let report = load.stop();
     // One task at a time (Swarm's rolling update): v1 and v2 answer side
     // by side until the last slot moved, so a connection may see both.
+    eprintln!(
+        "rollout under load: {} requests at {:.0}/s, {} failed, bodies {:?}",
+        report.total(),
+        report.rate(),
+        report.failed.len(),
+        report.bodies
+    );
     report.assert_served(100.0);
     assert!(
         report.bodies.contains_key("berth demo v2"),
@@ -600,6 +589,12 @@ fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
     let load = Load::start(&addr, &addr, 4, 20.0);
     let err = tf.fails(&["apply", "-auto-approve", "-input=false", "-no-color"]);
     let report = load.stop();
+    eprintln!(
+        "rollback under load: {} requests at {:.0}/s, {} failed",
+        report.total(),
+        report.rate(),
+        report.failed.len()
+    );
     assert!(
         err.contains(&format!("ROLL failed: Swarm service {service}")),
         "{err}"
@@ -673,30 +668,13 @@ fn tasks_spread_over_two_nodes_and_move_when_one_stops() {
     let (manager, worker) = nodes.node_ids();
     block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let tag = unique_tag("swarm-2n");
-    block_on(fixtures::push_demo(
-        PLAIN_REGISTRY,
-        "berth/demo",
-        &tag,
-        "v1",
-        None,
-    ))
-    .expect("v1");
+    push_demo_tag(&tag, "v1");
     let image = format!("{PLAIN_REGISTRY}/berth/demo:{tag}");
     let port = free_port();
     let addr = format!("127.0.0.2:{port}");
     let service = format!("{name}-web");
     let tf = Tf::new();
-    tf.config(
-        &(swarm_app(&name, &image, &format!("public_port = {port}"))
-            .replace(
-                "mode    = \"swarm\"",
-                "mode    = \"swarm\"\n      publish_address = \"127.0.0.2\"",
-            )
-            .replace(
-                "provider \"berth\" {\n",
-                &format!("provider \"berth\" {{\n{}", ingress_setting()),
-            )),
-    );
+    tf.config(&exposed_swarm_app(&name, &image, port));
     tf.init();
 
     // Two replicas, one on each node (Swarm spreads them); the ingress on

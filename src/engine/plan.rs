@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::spec::Component;
-use crate::ingress::{haproxy, AppRoutes, IngressView, Server, ServiceRoutes};
+use crate::ingress::{haproxy, AppRoutes, IngressView, Server};
 use crate::labels;
 
 /// What the engine knows about one managed container, read from its labels
@@ -381,7 +381,7 @@ pub fn desired_routes(
         let Some(exposure) = &c.exposure else {
             continue;
         };
-        let mut servers: Vec<Server> = serving
+        let servers: Vec<Server> = serving
             .iter()
             .filter(|i| i.host == host && i.component == c.name)
             .filter_map(|i| {
@@ -391,17 +391,7 @@ pub fn desired_routes(
                 })
             })
             .collect();
-        if servers.is_empty() {
-            continue;
-        }
-        servers.sort();
-        routes.services.insert(
-            c.name.clone(),
-            ServiceRoutes {
-                exposure: exposure.clone(),
-                servers,
-            },
-        );
+        routes.route(&c.name, exposure, servers);
     }
     routes
 }

@@ -39,7 +39,7 @@ use super::deploy::{component_alias, Target};
 use super::plan::{Drift, Instance, InstanceHealth};
 use super::spec::{Component, HealthCheck};
 use crate::docker::swarm::{ObservedService, ObservedTask, ProbeCheck, SwarmService, UpdatePolicy};
-use crate::ingress::{AppRoutes, Server, ServiceRoutes};
+use crate::ingress::{AppRoutes, Server};
 use crate::labels;
 
 /// How old a new task of an exposed service must be before Swarm may call
@@ -302,17 +302,7 @@ pub fn swarm_routes(
                 });
             }
         }
-        if servers.is_empty() {
-            continue;
-        }
-        servers.sort();
-        routes.services.insert(
-            c.name.clone(),
-            ServiceRoutes {
-                exposure: exposure.clone(),
-                servers,
-            },
-        );
+        routes.route(&c.name, exposure, servers);
     }
     routes
 }

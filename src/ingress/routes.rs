@@ -71,6 +71,22 @@ pub struct AppRoutes {
 }
 
 impl AppRoutes {
+    /// Sends `service`'s requests to `servers` (kept sorted by name); a
+    /// service without any is left out.
+    pub fn route(&mut self, service: &str, exposure: &Exposure, mut servers: Vec<Server>) {
+        if servers.is_empty() {
+            return;
+        }
+        servers.sort();
+        self.services.insert(
+            service.to_owned(),
+            ServiceRoutes {
+                exposure: exposure.clone(),
+                servers,
+            },
+        );
+    }
+
     /// The most any of the app's services lets old requests drain.
     pub fn drain_seconds(&self) -> u32 {
         self.services
