@@ -85,6 +85,15 @@ fn service_field(service: &str, format: &str) -> String {
         .to_owned()
 }
 
+/// `terraform plan`: it must show changes (`why` names them in the
+/// failure); returns what it printed, on one line.
+fn plan_shows(tf: &Tf, why: &str) -> String {
+    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    let text = squash(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(2), "the plan shows {why}: {text}");
+    text
+}
+
 /// Pushes the demo image's `version` as `berth/demo:TAG`.
 fn push_demo_tag(tag: &str, version: &str) -> fixtures::Pushed {
     block_on(fixtures::push_demo(
@@ -241,13 +250,7 @@ fn swarm_create_update_rollback_drift_import_destroy() {
             &service,
         ],
     );
-    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
-    let text = squash(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "the plan shows the drift: {text}"
-    );
+    let text = plan_shows(&tf, "the drift");
     assert!(
         text.contains("is scaled to 3 replicas, the app wants 2"),
         "{text}"
@@ -266,9 +269,7 @@ fn swarm_create_update_rollback_drift_import_destroy() {
 
     // The service removed by hand: drift, and apply creates it again.
     docker(HOST_B, &["service", "rm", &service]);
-    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
-    let text = squash(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let text = plan_shows(&tf, "the drift");
     assert!(
         text.contains(&format!(
             "Swarm service {service} (manager cluster) is missing"
@@ -613,13 +614,7 @@ fn a_public_port_on_swarm_drops_no_request_through_a_rollout_and_a_rollback() {
     // The ingress removed by hand: drift in words, and apply brings it back.
     docker(HOST_B, &["rm", "-f", "berth-ingress"]);
     assert_eq!(body_at(&addr), "");
-    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
-    let text = squash(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "the plan shows the drift: {text}"
-    );
+    let text = plan_shows(&tf, "the drift");
     assert!(text.contains("ingress"), "{text}");
     tf.apply();
     assert_eq!(body_at(&addr), "berth demo v2");
@@ -710,13 +705,7 @@ fn tasks_spread_over_two_nodes_and_move_when_one_stops() {
     }
     // The routes still name the stopped task: the plan says so, apply
     // sends every request to the two tasks on the manager.
-    let out = tf.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
-    let text = squash(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "the plan shows stale routes: {text}"
-    );
+    let text = plan_shows(&tf, "stale routes");
     assert!(
         text.contains("sends service") && text.contains(&format!("({}:", nodes.worker_addr())),
         "{text}"

@@ -225,6 +225,8 @@ pub struct Engine {
     view_cache: Mutex<BTreeMap<String, CachedView>>,
     /// The Swarm manager's managed services and when they were listed.
     pub(super) swarm_cache: Mutex<Option<CachedServices>>,
+    /// The Swarm's node addresses and when they were read.
+    pub(super) swarm_nodes: Mutex<Option<CachedNodes>>,
     /// Marks every container with `io.berth.test=1`, for test clean-up.
     pub(super) test_label: bool,
     /// The ingress settings of every host.
@@ -239,6 +241,8 @@ type CachedList = (Instant, Arc<Vec<Observed>>);
 type CachedView = (Instant, Arc<IngressView>);
 /// A Swarm manager's managed services and when they were listed.
 pub(super) type CachedServices = (Instant, Arc<Vec<crate::docker::swarm::ObservedService>>);
+/// A Swarm's node id → address and when it was read.
+pub(super) type CachedNodes = (Instant, Arc<std::collections::HashMap<String, String>>);
 
 impl Engine {
     pub fn new(hosts: Hosts, store: Store) -> Engine {
@@ -250,6 +254,7 @@ impl Engine {
             list_cache: Mutex::new(BTreeMap::new()),
             view_cache: Mutex::new(BTreeMap::new()),
             swarm_cache: Mutex::new(None),
+            swarm_nodes: Mutex::new(None),
             test_label: false,
             ingress: IngressSettings::default(),
             pinner: None,
@@ -512,6 +517,7 @@ impl Engine {
         self.list_cache.lock().await.clear();
         self.view_cache.lock().await.clear();
         *self.swarm_cache.lock().await = None;
+        *self.swarm_nodes.lock().await = None;
     }
 
     /// The endpoints of an app's running services, in slot order.

@@ -77,7 +77,7 @@ struct Follow<'a> {
     /// The routes last given to the ingress in this deploy.
     last: Option<AppRoutes>,
     /// Node id → address (see `DockerHost::swarm_node_addresses`).
-    nodes: HashMap<String, String>,
+    nodes: Arc<HashMap<String, String>>,
     /// What switching did, in words.
     steps: Vec<String>,
 }
@@ -89,7 +89,7 @@ impl<'a> Follow<'a> {
             components,
             approved: BTreeSet::new(),
             last: None,
-            nodes: HashMap::new(),
+            nodes: Arc::default(),
             steps: Vec::new(),
         }
     }
@@ -153,6 +153,25 @@ impl Engine {
         Ok(list)
     }
 
+    /// The swarm's node addresses (see `DockerHost::swarm_node_addresses`),
+    /// from the short cache unless `fresh`: one read per refresh, however
+    /// many exposed apps.
+    async fn swarm_nodes(
+        &self,
+        manager: &DockerHost,
+        fresh: bool,
+    ) -> Result<Arc<HashMap<String, String>>, DockerError> {
+        let mut cache = self.swarm_nodes.lock().await;
+        if let Some((at, nodes)) = cache.as_ref() {
+            if !fresh && at.elapsed() < super::deploy::LIST_TTL {
+                return Ok(nodes.clone());
+            }
+        }
+        let nodes = Arc::new(manager.swarm_node_addresses().await?);
+        *cache = Some((Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+
     /// The app's services on the manager.
     pub async fn swarm_services(
         &self,
@@ -192,9 +211,9 @@ impl Engine {
         let services = self.swarm_services(manager, app, fresh).await?;
         let mut drift = service_drift(app, manager.name(), components, digest, &services);
         let nodes = if exposed(components) {
-            manager.swarm_node_addresses().await?
+            self.swarm_nodes(manager, fresh).await?
         } else {
-            HashMap::new()
+            Arc::default()
         };
         let approved = BTreeSet::new();
         let desired = |_: &str| {
@@ -212,13 +231,12 @@ impl Engine {
     /// Gives the manager's ingress the routes of the app's tasks as they
     /// are now ([`swarm_routes`]), after probing through it the starting
     /// tasks of a new spec that publish their port; switches only when
-    /// the routes differ from the last ones given. Returns whether it
-    /// switched.
+    /// the routes differ from the last ones given.
     async fn follow_routes(
         &self,
         manager: &DockerHost,
         f: &mut Follow<'_>,
-    ) -> Result<bool, DeployError> {
+    ) -> Result<(), DeployError> {
         let services = self
             .swarm_services(manager, f.app, true)
             .await
@@ -228,8 +246,8 @@ impl Engine {
             .flat_map(|s| s.current_tasks())
             .any(|t| t.published_port.is_some() && !f.nodes.contains_key(&t.node_id));
         if unknown_node {
-            f.nodes = manager
-                .swarm_node_addresses()
+            f.nodes = self
+                .swarm_nodes(manager, true)
                 .await
                 .map_err(docker(Phase::Switch))?;
         }
@@ -289,7 +307,7 @@ impl Engine {
             nodes.get(&t.node_id).cloned()
         });
         if f.last.as_ref() == Some(&routes) {
-            return Ok(false);
+            return Ok(());
         }
         if let Some(done) = self.switch_app(manager, f.app, routes.clone()).await? {
             f.steps.extend(done.steps);
@@ -300,7 +318,7 @@ impl Engine {
             ));
         }
         f.last = Some(routes);
-        Ok(true)
+        Ok(())
     }
 
     /// What a deploy on the Swarm refuses before it takes the app's lease:

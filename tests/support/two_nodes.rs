@@ -243,8 +243,8 @@ impl TwoNodes {
         );
     }
 
-    /// Node id → hostname-independent role: the manager's id and the
-    /// worker's, as the manager sees them.
+    /// The swarm node ids of the manager and of the worker (both nodes
+    /// share this machine's hostname, so tests tell them apart by id).
     pub fn node_ids(&self) -> (String, String) {
         let manager = docker(HOST_B, &["info", "--format", "{{.Swarm.NodeID}}"]);
         let (_, worker) = run(
