@@ -256,6 +256,7 @@ impl pb::provider_server::Provider for ProviderGrpc {
     ) -> Result<Response<pb::read_resource::Response>, Status> {
         let req = request.get_ref();
         debug!(type_name = %req.type_name, "ReadResource");
+        let started = std::time::Instant::now();
         let result = match self.resource_type(&req.type_name) {
             Ok(ty) => match convert::decode(req.current_state.as_ref(), &ty) {
                 Ok(current) => self
@@ -268,6 +269,7 @@ impl pb::provider_server::Provider for ProviderGrpc {
             Err(d) => Err(d),
         };
         let (new_state, diags) = split(result, req.current_state.clone());
+        debug!(type_name = %req.type_name, took_us = started.elapsed().as_micros() as u64, "ReadResource answered");
         Ok(Response::new(pb::read_resource::Response {
             new_state,
             diagnostics: convert::diagnostics(diags),
@@ -282,6 +284,7 @@ impl pb::provider_server::Provider for ProviderGrpc {
     ) -> Result<Response<pb::plan_resource_change::Response>, Status> {
         let req = request.get_ref();
         debug!(type_name = %req.type_name, "PlanResourceChange");
+        let started = std::time::Instant::now();
         let decoded = self.resource_type(&req.type_name).and_then(|ty| {
             let d = |v: Option<&pb::DynamicValue>| {
                 convert::decode(v, &ty).map_err(|e| convert::decode_diagnostic(&e))
@@ -308,6 +311,7 @@ impl pb::provider_server::Provider for ProviderGrpc {
             },
             Err(d) => (None, vec![], d),
         };
+        debug!(type_name = %req.type_name, took_us = started.elapsed().as_micros() as u64, "PlanResourceChange answered");
         Ok(Response::new(pb::plan_resource_change::Response {
             planned_state,
             requires_replace,
