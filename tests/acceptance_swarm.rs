@@ -483,6 +483,93 @@ fn the_berth_command_deploys_to_swarm_from_a_spec_file() {
     assert!(services_with(&format!("io.berth.app={name}")).is_empty());
 }
 
+/// terraform creates ten apps at a time: on a swarm without Berth's
+/// overlay network and probe config yet, their deploys race to create
+/// both, and each must either win or use the winner's (Swarm refuses the
+/// second network of a name with a 500 "name conflicts with an existing
+/// object": one app of 30 failed on it).
+#[test]
+fn the_first_apply_of_ten_apps_on_a_fresh_swarm_creates_one_network() {
+    let name = unique_app("acc-swarm-ten");
+    let _swarm = SwarmGuard::single_node(&name);
+    let networks = || {
+        docker(
+            HOST_B,
+            &[
+                "network",
+                "ls",
+                "--filter",
+                "name=berth-swarm",
+                "--format",
+                "{{.Name}}",
+            ],
+        )
+        .split_whitespace()
+        .filter(|n| *n == "berth-swarm")
+        .count()
+    };
+    if networks() > 0 {
+        // Left by an earlier test on a swarm this test did not create.
+        let out = std::process::Command::new("docker")
+            .args(["-H", HOST_B, "network", "rm", "berth-swarm"])
+            .output()
+            .expect("run docker");
+        assert!(
+            out.status.success(),
+            "this test needs a swarm without Berth's network: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
+    let tf = Tf::new();
+    tf.config(&format!(
+        r#"
+provider "berth" {{
+  hosts = {{
+    cluster = {{
+      address = "{HOST_B}"
+      mode    = "swarm"
+    }}
+  }}
+}}
+
+resource "berth_app" "many" {{
+  count = 10
+  name  = "{name}-${{count.index}}"
+  image = "{image}"
+  services = {{
+    web = {{
+      http_port = 8080
+      instances = 1
+    }}
+  }}
+}}
+"#,
+        image = set.demo_v1.reference
+    ));
+    tf.init();
+    tf.apply();
+    for i in 0..10 {
+        assert_eq!(
+            services_with(&format!("io.berth.app={name}-{i}")),
+            vec![format!("{name}-{i}-web")]
+        );
+    }
+    assert_eq!(networks(), 1);
+    // The default health check runs inside each task at most every 5 s.
+    assert_eq!(
+        service_field(
+            &format!("{name}-0-web"),
+            "{{.Spec.TaskTemplate.ContainerSpec.Healthcheck.Interval}}"
+        ),
+        "5s"
+    );
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    for i in 0..10 {
+        assert!(services_with(&format!("io.berth.app={name}-{i}")).is_empty());
+    }
+}
+
 /// The answer's body at `addr`, trimmed ("" when there is none).
 fn body_at(addr: &str) -> String {
     let (code, out) = curl(&[&format!("http://{addr}/")]);

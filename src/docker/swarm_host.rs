@@ -119,8 +119,14 @@ impl DockerHost {
             )
             .await
         {
-            Ok(_) | Err(DockerError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+            // Another deploy created it meanwhile (terraform creates apps
+            // ten at a time): Swarm refuses the second name with a 500
+            // "name conflicts with an existing object", not a 409.
+            Err(e) => match self.find_network(name).await? {
+                Some(existing) => self.check_network_managed(&what, &existing),
+                None => Err(e),
+            },
         }
     }
 
@@ -167,43 +173,74 @@ impl DockerHost {
             .await
         {
             Ok(created) => Ok(created.id),
-            Err(DockerError::Conflict { .. }) => {
-                find().await?.ok_or_else(|| DockerError::Conflict {
-                    host: self.name().to_owned(),
-                    what,
-                    detail: "the daemon reported a conflict but has no such config; try again"
-                        .into(),
-                })
-            }
-            Err(e) => Err(e),
+            // Another deploy created it meanwhile: whatever the daemon
+            // answered, the config that exists now is the one to use.
+            Err(e) => match find().await? {
+                Some(id) => Ok(id),
+                None => Err(e),
+            },
         }
     }
 
     /// Every service carrying Berth's label, with its tasks (one call for
     /// the services, one for the tasks).
     pub async fn list_managed_services(&self) -> Result<Vec<ObservedService>, DockerError> {
+        self.list_services_where(None).await
+    }
+
+    /// The managed services of one app, with their tasks: asked of the
+    /// daemon by the app's label, so a deploy's watch costs the same with
+    /// one app on the swarm as with a hundred.
+    pub async fn app_services(&self, app: &str) -> Result<Vec<ObservedService>, DockerError> {
+        self.list_services_where(Some(("label", format!("{}={app}", labels::APP))))
+            .await
+    }
+
+    /// One managed service by name, with its tasks; `None` when it is gone.
+    pub async fn managed_service(
+        &self,
+        name: &str,
+    ) -> Result<Option<ObservedService>, DockerError> {
+        // The daemon's name filter matches prefixes: compare exactly.
+        Ok(self
+            .list_services_where(Some(("name", name.to_owned())))
+            .await?
+            .into_iter()
+            .find(|s| s.name == name))
+    }
+
+    /// The managed services matching one more filter (none: all of them).
+    async fn list_services_where(
+        &self,
+        filter: Option<(&'static str, String)>,
+    ) -> Result<Vec<ObservedService>, DockerError> {
         // A service removed between the two calls (another app's destroy)
         // makes the task list answer 404: list both again.
         let mut attempt = 0;
         loop {
-            match self.list_managed_services_once().await {
+            match self.list_services_once(filter.clone()).await {
                 Err(e) if e.is_not_found() && attempt < 4 => attempt += 1,
                 other => return other,
             }
         }
     }
 
-    async fn list_managed_services_once(&self) -> Result<Vec<ObservedService>, DockerError> {
+    async fn list_services_once(
+        &self,
+        filter: Option<(&'static str, String)>,
+    ) -> Result<Vec<ObservedService>, DockerError> {
         let docker = self.client().await?;
+        let mut filters = managed_filter();
+        if let Some((key, value)) = filter {
+            filters.entry(key).or_default().push(value);
+        }
         let services = self
             .bounded(
                 "listing",
                 "managed services",
                 API_TIMEOUT,
                 docker.list_services(Some(
-                    ListServicesOptionsBuilder::new()
-                        .filters(&managed_filter())
-                        .build(),
+                    ListServicesOptionsBuilder::new().filters(&filters).build(),
                 )),
             )
             .await?;
@@ -239,18 +276,6 @@ impl DockerHost {
                 ObservedService::from_service(s, tasks)
             })
             .collect())
-    }
-
-    /// One managed service by name, with its tasks; `None` when it is gone.
-    pub async fn managed_service(
-        &self,
-        name: &str,
-    ) -> Result<Option<ObservedService>, DockerError> {
-        Ok(self
-            .list_managed_services()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name))
     }
 
     /// Creates a service; returns its id. Registry credentials go with it.

@@ -172,13 +172,20 @@ impl Engine {
         Ok(nodes)
     }
 
-    /// The app's services on the manager.
+    /// The app's services on the manager: from the short cache of every
+    /// app's unless `fresh`, when only the app's own are asked for (a
+    /// deploy watches its services every poll; listing the whole swarm
+    /// each time made ten deploys at once on a hundred services slow the
+    /// daemon for all of them).
     pub async fn swarm_services(
         &self,
         manager: &DockerHost,
         app: &str,
         fresh: bool,
     ) -> Result<Vec<ObservedService>, DockerError> {
+        if fresh {
+            return manager.app_services(app).await;
+        }
         Ok(self
             .swarm_list(manager, fresh)
             .await?

@@ -2309,7 +2309,8 @@ impl Bench {
                 }
             }
         }
-        notes.push("swarm: host b as a single-node Swarm manager; one replica with the default health check (Berth's probe as HEALTHCHECK, monitor 6.75 s derived from it), created by Berth on both sides; the v2 image removed from the daemon before each timed run. Berth: Engine::deploy of v2 (lease, journal, update, supervision until every task runs the new spec and Swarm calls the update completed). By hand: `docker service update --image V2` of the same service, which waits for convergence as the CLI judges it".to_owned());
+        let policy = berth::engine::swarm::update_policy(Some(&Default::default()));
+        notes.push(format!("swarm: host b as a single-node Swarm manager; one replica with the default health check (Berth's probe as HEALTHCHECK every {} s, monitor {:.2} s derived from it), created by Berth on both sides; the v2 image removed from the daemon before each timed run. Berth: Engine::deploy of v2 (lease, journal, update, supervision until every task runs the new spec and Swarm calls the update completed). By hand: `docker service update --image V2` of the same service, which waits for convergence as the CLI judges it", berth::engine::swarm::MIN_SWARM_PROBE_INTERVAL.as_secs(), policy.monitor.as_secs_f64()));
         let mut rows = vec![ratio_row(
             "swarm deploy new digest / docker service update --image",
             &ours,

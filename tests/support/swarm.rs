@@ -86,13 +86,17 @@ pub fn services_with(label: &str) -> Vec<String> {
 
 impl Drop for SwarmGuard {
     fn drop(&mut self) {
+        // The app's services, and those of apps named `APP-…` (a test's
+        // `count`): the name filter matches prefixes.
         let names: Vec<String> = Command::new("docker")
             .args(["-H", HOST_B, "service", "ls", "--format", "{{.Name}}"])
-            .args(["--filter", &format!("label=io.berth.app={}", self.app)])
+            .args(["--filter", "label=io.berth.managed"])
+            .args(["--filter", &format!("name={}-", self.app)])
             .output()
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)
                     .split_whitespace()
+                    .filter(|n| n.starts_with(&format!("{}-", self.app)))
                     .map(str::to_owned)
                     .collect()
             })
