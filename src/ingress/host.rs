@@ -206,6 +206,10 @@ fn log_lines(lines: &[String]) -> String {
     }
 }
 
+/// Times a deploy tries to create a host's missing proxy when another
+/// Berth's creation takes the name and then removes the container.
+const CREATE_ATTEMPTS: u32 = 3;
+
 /// The ingress of one host.
 pub struct IngressHost<'a> {
     host: &'a DockerHost,
@@ -334,32 +338,51 @@ impl<'a> IngressHost<'a> {
         }
         let proxy = match containers.proxy.clone() {
             Some(p) => p,
-            None => match self.create_proxy(change, images).await? {
-                Created::Started(id, routes) => {
-                    outcome.proxy_id = id;
-                    outcome.changed = true;
-                    outcome
-                        .steps
-                        .push(format!("started the ingress on host {}", self.host.name()));
-                    let view = IngressView {
-                        routes,
-                        ..containers.clone()
-                    };
-                    self.switch_tls(&view, images, &mut outcome).await?;
-                    return Ok(outcome);
+            None => {
+                // Another Berth may create the proxy meanwhile (then this
+                // goes on with that one), or create it and remove it again
+                // when it failed to start: then this creates it itself, a
+                // bounded number of times.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match self.create_proxy(change, images).await? {
+                        Created::Started(id, routes) => {
+                            outcome.proxy_id = id;
+                            outcome.changed = true;
+                            outcome
+                                .steps
+                                .push(format!("started the ingress on host {}", self.host.name()));
+                            let view = IngressView {
+                                routes,
+                                ..containers.clone()
+                            };
+                            self.switch_tls(&view, images, &mut outcome).await?;
+                            return Ok(outcome);
+                        }
+                        Created::Taken => {
+                            let found = self
+                                .host
+                                .list_managed()
+                                .await?
+                                .into_iter()
+                                .find(|o| o.label(labels::KIND) == Some(labels::kind::INGRESS));
+                            match found {
+                                Some(p) => break p,
+                                None if attempt < CREATE_ATTEMPTS => continue,
+                                None => {
+                                    return Err(IngressError::ReloadFailed {
+                                        host: self.host.name().to_owned(),
+                                        log_tail: vec![format!(
+                                            "the ingress container vanished while being created, {attempt} times (another Berth created and removed it)"
+                                        )],
+                                    })
+                                }
+                            }
+                        }
+                    }
                 }
-                // Another Berth created it meanwhile: go on with that one.
-                Created::Taken => self
-                    .host
-                    .list_managed()
-                    .await?
-                    .into_iter()
-                    .find(|o| o.label(labels::KIND) == Some(labels::kind::INGRESS))
-                    .ok_or_else(|| IngressError::ReloadFailed {
-                        host: self.host.name().to_owned(),
-                        log_tail: vec!["the ingress container vanished while being created".into()],
-                    })?,
-            },
+            }
         };
         outcome.proxy_id = proxy.id.clone();
         if proxy.state != ContainerState::Running {
