@@ -17,7 +17,8 @@ use support::serve::Serve;
 use support::swarm::{services_with, SwarmGuard};
 use support::{block_on, curl, free_port, ingress_setting, squash, unique_app, unique_tag, Tf};
 
-fn swarm_app(name: &str, image: &str, web_extra: &str) -> String {
+/// The provider with host b as its Swarm manager.
+fn swarm_provider() -> String {
     format!(
         r#"
 provider "berth" {{
@@ -28,7 +29,13 @@ provider "berth" {{
     }}
   }}
 }}
+"#
+    )
+}
 
+fn swarm_app(name: &str, image: &str, web_extra: &str) -> String {
+    format!(
+        r#"{provider}
 resource "berth_app" "demo" {{
   name               = "{name}"
   image              = "{image}"
@@ -51,7 +58,8 @@ resource "berth_app" "demo" {{
 
 output "digest" {{ value = berth_app.demo.image_digest }}
 output "release" {{ value = berth_app.demo.release }}
-"#
+"#,
+        provider = swarm_provider()
     )
 }
 
@@ -509,30 +517,14 @@ fn the_first_apply_of_ten_apps_on_a_fresh_swarm_creates_one_network() {
         .count()
     };
     if networks() > 0 {
-        // Left by an earlier test on a swarm this test did not create.
-        let out = std::process::Command::new("docker")
-            .args(["-H", HOST_B, "network", "rm", "berth-swarm"])
-            .output()
-            .expect("run docker");
-        assert!(
-            out.status.success(),
-            "this test needs a swarm without Berth's network: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Left by an earlier test on a swarm this test did not create
+        // (fails the test if a service still uses it).
+        docker(HOST_B, &["network", "rm", "berth-swarm"]);
     }
     let set = block_on(fixtures::push_all(PLAIN_REGISTRY)).expect("fixtures");
     let tf = Tf::new();
     tf.config(&format!(
-        r#"
-provider "berth" {{
-  hosts = {{
-    cluster = {{
-      address = "{HOST_B}"
-      mode    = "swarm"
-    }}
-  }}
-}}
-
+        r#"{provider}
 resource "berth_app" "many" {{
   count = 10
   name  = "{name}-${{count.index}}"
@@ -545,6 +537,7 @@ resource "berth_app" "many" {{
   }}
 }}
 "#,
+        provider = swarm_provider(),
         image = set.demo_v1.reference
     ));
     tf.init();

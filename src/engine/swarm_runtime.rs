@@ -135,16 +135,15 @@ impl Engine {
     }
 
     /// Every managed service of the manager (with tasks), from the short
-    /// cache unless `fresh`: one list of services and one of tasks per
-    /// refresh, however many apps.
-    pub(super) async fn swarm_list(
+    /// cache: one list of services and one of tasks per refresh, however
+    /// many apps.
+    async fn swarm_list(
         &self,
         manager: &DockerHost,
-        fresh: bool,
     ) -> Result<Arc<Vec<ObservedService>>, DockerError> {
         let mut cache = self.swarm_cache.lock().await;
         if let Some((at, list)) = cache.as_ref() {
-            if !fresh && at.elapsed() < super::deploy::LIST_TTL {
+            if at.elapsed() < super::deploy::LIST_TTL {
                 return Ok(list.clone());
             }
         }
@@ -187,7 +186,7 @@ impl Engine {
             return manager.app_services(app).await;
         }
         Ok(self
-            .swarm_list(manager, fresh)
+            .swarm_list(manager)
             .await?
             .iter()
             .filter(|s| s.label(labels::APP) == Some(app))

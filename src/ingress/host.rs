@@ -361,23 +361,17 @@ impl<'a> IngressHost<'a> {
                             return Ok(outcome);
                         }
                         Created::Taken => {
-                            let found = self
-                                .host
-                                .list_managed()
-                                .await?
-                                .into_iter()
-                                .find(|o| o.label(labels::KIND) == Some(labels::kind::INGRESS));
-                            match found {
-                                Some(p) => break p,
-                                None if attempt < CREATE_ATTEMPTS => continue,
-                                None => {
-                                    return Err(IngressError::ReloadFailed {
-                                        host: self.host.name().to_owned(),
-                                        log_tail: vec![format!(
-                                            "the ingress container vanished while being created, {attempt} times (another Berth created and removed it)"
-                                        )],
-                                    })
-                                }
+                            let list = self.host.list_managed().await?;
+                            if let Some(p) = IngressView::containers(&list).proxy {
+                                break p;
+                            }
+                            if attempt == CREATE_ATTEMPTS {
+                                return Err(IngressError::ReloadFailed {
+                                    host: self.host.name().to_owned(),
+                                    log_tail: vec![format!(
+                                        "the ingress container vanished while being created, {attempt} times (another Berth created and removed it)"
+                                    )],
+                                });
                             }
                         }
                     }

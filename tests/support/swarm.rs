@@ -88,15 +88,16 @@ impl Drop for SwarmGuard {
     fn drop(&mut self) {
         // The app's services, and those of apps named `APP-…` (a test's
         // `count`): the name filter matches prefixes.
+        let prefix = format!("{}-", self.app);
         let names: Vec<String> = Command::new("docker")
             .args(["-H", HOST_B, "service", "ls", "--format", "{{.Name}}"])
             .args(["--filter", "label=io.berth.managed"])
-            .args(["--filter", &format!("name={}-", self.app)])
+            .args(["--filter", &format!("name={prefix}")])
             .output()
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)
                     .split_whitespace()
-                    .filter(|n| n.starts_with(&format!("{}-", self.app)))
+                    .filter(|n| n.starts_with(&prefix))
                     .map(str::to_owned)
                     .collect()
             })
